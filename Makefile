@@ -1,0 +1,37 @@
+# Kaizen Studio — the two commands a newcomer needs are `make dev` and `make test`.
+PYTHON ?= python3
+PYTEST_ARGS ?=
+
+.PHONY: dev dev-down test lint unit cluster-up cluster-down cluster-status bootstrap
+
+## Start the whole platform locally (control plane, CRDs, examples).
+dev: bootstrap
+	$(PYTHON) hack/dev.py up
+
+dev-down:
+	$(PYTHON) hack/dev.py down
+
+## Install everything, lint, and run every test against a real control plane and PostgreSQL.
+test: bootstrap lint
+	$(PYTHON) hack/cluster.py build >/dev/null
+	$(PYTHON) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)
+
+bootstrap:
+	PYTHON=$(PYTHON) bash hack/bootstrap.sh
+
+lint:
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+	$(PYTHON) -m mypy
+	lint-imports
+
+## Only the pure unit tests (no cluster, seconds).
+unit:
+	$(PYTHON) -m pytest -m unit
+
+cluster-up:
+	$(PYTHON) hack/cluster.py up
+cluster-down:
+	$(PYTHON) hack/cluster.py down
+cluster-status:
+	$(PYTHON) hack/cluster.py status

@@ -1,0 +1,1 @@
+"""The ``kaizen`` command-line tool."""

@@ -1,0 +1,1 @@
+"""The REST facade (FastAPI): tenancy, identity, RBAC by impersonation, audit."""

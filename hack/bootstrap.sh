@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Install what a fresh machine lacks, idempotently and quickly when nothing is missing:
+#   - Debian packages: PostgreSQL server (tests and `make dev` run a real one);
+#   - the Go toolchain check (the control plane is built from Go modules);
+#   - this project with its test extras (pip, editable).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+
+missing=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v runuser >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  if [[ "$(id -u)" == 0 ]]; then
+    echo "[bootstrap] apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "[bootstrap] missing Debian packages: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+
+if ! command -v go >/dev/null; then
+  echo "[bootstrap] Go >= 1.26 is needed to build the local control plane (or set KUBECONFIG to a cluster)" >&2
+  [[ -n "${KUBECONFIG:-}" ]] || exit 1
+fi
+
+# Re-install only when the dependency list changed (pip's resolver takes ~10s even as a no-op).
+stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/kaizen-studio"
+stamp="$stamp_dir/pip-$(cat pyproject.toml | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys; print(sys.prefix.replace("/", "_"))')"
+if [[ ! -f "$stamp" ]] || ! "$PYTHON" -c "import kaizen_api, kopf, kubernetes, pytest" 2>/dev/null; then
+  echo "[bootstrap] pip install -e .[test]"
+  "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
+  mkdir -p "$stamp_dir" && touch "$stamp"
+fi

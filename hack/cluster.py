@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Local Kubernetes control plane for Kaizen Studio: up | down | status | env | build | logs.
+
+python hack/cluster.py up       # build (first time) and start; prints the kubeconfig path
+eval "$(python hack/cluster.py env)"   # point kubectl at it
+python hack/cluster.py status   # pids, health and memory of each process
+python hack/cluster.py down     # stop every process (by pid) and remove state
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from localcluster import cluster
+from localcluster.build import ensure_binaries
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("command", choices=["up", "down", "status", "env", "build", "logs"])
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            print(cluster.up())
+        elif args.command == "down":
+            cluster.down()
+            print(
+                "local cluster stopped; no process left"
+                if not cluster.stray_pids()
+                else "stray processes remain"
+            )
+        elif args.command == "status":
+            info = cluster.status()
+            print(json.dumps(info, indent=2))
+            return 0 if info["running"] else 3
+        elif args.command == "env":
+            info = cluster.status()
+            if not info["running"]:
+                print("# local cluster is not running: python hack/cluster.py up", file=sys.stderr)
+                return 3
+            print(f"export KUBECONFIG={info['kubeconfig']}")
+        elif args.command == "build":
+            print(ensure_binaries())
+        elif args.command == "logs":
+            print(cluster.tail_logs(lines=50))
+    except cluster.ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A throwaway local PostgreSQL server (Debian's packages) for tests and `make dev`."""

@@ -1,0 +1,1 @@
+"""The kopf operator: reconciles Agents, Gateways, ScalingPolicies and Promotions."""

@@ -1,0 +1,96 @@
+"""Shared fixtures: one control plane per pytest session, one namespace per test,
+PostgreSQL and SQLite databases. Tests are marked by folder (unit/integration/e2e)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client, config
+
+from localcluster import cluster
+from localdb import postgres
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))
+
+
+# ------------------------------------------------------------------ Kubernetes
+
+
+@pytest.fixture(scope="session")
+def kubeconfig() -> Path:
+    """The cluster under test: $KUBECONFIG's when set, else the local control plane."""
+    try:
+        return cluster.ensure_cluster()
+    except cluster.ClusterError as exc:
+        pytest.fail(f"no Kubernetes cluster for the tests: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def api_client(kubeconfig: Path) -> client.ApiClient:
+    """A cluster-admin client (the local cluster's admin certificate)."""
+    return config.new_client_from_config(config_file=str(kubeconfig))
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards."""
+    short = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
+    name = f"t-{short.strip('-')}-{uuid.uuid4().hex[:6]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+def impersonating(api_client: client.ApiClient, user: str) -> client.ApiClient:
+    """A client that acts as ``user`` through impersonation (admins may impersonate)."""
+    other = client.ApiClient(api_client.configuration)
+    other.set_default_header("Impersonate-User", user)
+    return other
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    # A failing cluster test shows the control plane's recent logs, not just a traceback.
+    if (
+        report.failed
+        and "kubeconfig" in getattr(item, "fixturenames", ())
+        and not os.environ.get("KUBECONFIG")
+    ):
+        report.sections.append(("local control plane logs", cluster.tail_logs(lines=15)))
+
+
+# ------------------------------------------------------------------ databases
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """Superuser URL of a real PostgreSQL server ($KAIZEN_TEST_POSTGRES_URL or a local one)."""
+    return os.environ.get("KAIZEN_TEST_POSTGRES_URL") or postgres.up()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database per test, once on SQLite (a file) and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'kaizen.db'}"
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    url = postgres.create_database(admin, name)
+    yield url
+    postgres.drop_database(admin, name)

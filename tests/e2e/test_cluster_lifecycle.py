@@ -1,0 +1,70 @@
+"""`hack/cluster.py up|status|down` on a second, private cluster: idempotent, leaves no process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cluster_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "KAIZEN_CLUSTER_DIR": str(state)}
+    env.pop("KUBECONFIG", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "cluster.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    bool(os.environ.get("KUBECONFIG")),
+    reason="KUBECONFIG names an external cluster; this test exercises the local control plane",
+)
+def test_up_is_idempotent_and_down_leaves_no_stray_process(
+    tmp_path: Path, kubeconfig: Path
+) -> None:
+    state = tmp_path / "cluster"
+    first = cluster_cli(state, "up")
+    assert first.returncode == 0, first.stderr
+    status = json.loads(cluster_cli(state, "status").stdout)
+    assert status["running"], status
+    pids = {name: p["pid"] for name, p in status["processes"].items()}
+    assert set(pids) == {
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+        "metrics-server",
+    }
+    assert all(p["healthy"] for p in status["processes"].values()), status
+
+    again = cluster_cli(state, "up")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == first.stdout
+    assert {
+        n: p["pid"] for n, p in json.loads(cluster_cli(state, "status").stdout)["processes"].items()
+    } == pids
+
+    down = cluster_cli(state, "down")
+    assert down.returncode == 0, down.stderr
+    assert [pid for pid in pids.values() if alive(pid)] == []
+    assert not state.exists()
+    assert cluster_cli(state, "status").returncode == 3

@@ -1,0 +1,17 @@
+"""Both storage back ends the facade supports are real servers/files, not stand-ins."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+
+def test_database_round_trips_rows(database_url: str) -> None:
+    engine = sa.create_engine(database_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"))
+        conn.execute(sa.text("INSERT INTO t (id, name) VALUES (1, 'agent')"))
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT name FROM t WHERE id = 1")).scalar_one() == "agent"
+        if engine.dialect.name == "postgresql":
+            assert "PostgreSQL" in conn.execute(sa.text("SELECT version()")).scalar_one()
+    engine.dispose()

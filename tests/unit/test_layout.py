@@ -1,0 +1,33 @@
+"""The project's layout rules: the stdlib `operator` is never shadowed, entry points exist."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_stdlib_operator_is_not_shadowed_from_the_repo_root() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import operator; print(operator.__file__, operator.itemgetter)"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert str(ROOT / "operator") not in out
+    assert "itemgetter" in out
+
+
+def test_console_scripts_are_installed() -> None:
+    scripts = {ep.name for ep in entry_points(group="console_scripts")}
+    assert {"kaizen-operator", "kaizen-api", "kaizen-gateway", "kaizen"} <= scripts
+
+
+def test_unbuilt_components_say_so_instead_of_pretending() -> None:
+    proc = subprocess.run(["kaizen-gateway"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "not implemented yet" in proc.stderr
