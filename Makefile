@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: dev dev-down test lint unit cluster-up cluster-down cluster-status bootstrap
+.PHONY: dev dev-down test lint unit crds cluster-up cluster-down cluster-status bootstrap
 
 ## Start the whole platform locally (control plane, CRDs, examples).
 dev: bootstrap
@@ -24,10 +24,15 @@ lint:
 	$(PYTHON) -m ruff format --check .
 	$(PYTHON) -m mypy
 	lint-imports
+	kaizen crds check
 
 ## Only the pure unit tests (no cluster, seconds).
 unit:
 	$(PYTHON) -m pytest -m unit
+
+## Regenerate the CRDs (crds/ and the chart) from the pydantic models.
+crds:
+	kaizen crds generate
 
 cluster-up:
 	$(PYTHON) hack/cluster.py up

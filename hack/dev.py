@@ -18,12 +18,16 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 from localcluster import cluster  # noqa: E402
 
+DEMO_NAMESPACE = "kaizen-demo"
 
-def _apply_folder(kubeconfig: Path, folder: Path) -> list[str]:
-    files = sorted(p for p in folder.rglob("*.yaml") if "gitops" not in p.parts)
+
+def _apply_folder(kubeconfig: Path, folder: Path, namespace: str | None = None) -> list[str]:
+    files = sorted(folder.glob("*.yaml"))
     if not files:
         return []
     args = ["apply", "--server-side", "--field-manager=kaizen-dev"]
+    if namespace:
+        args += ["-n", namespace]
     for f in files:
         args += ["-f", str(f)]
     return cluster.kubectl(kubeconfig, *args).splitlines()
@@ -42,7 +46,11 @@ def up() -> int:
             "app.kubernetes.io/part-of=kaizen-studio",
             "--timeout=60s",
         )
-    applied = _apply_folder(kubeconfig, ROOT / "examples")
+    namespace = cluster.kubectl(
+        kubeconfig, "create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml"
+    )
+    cluster.kubectl(kubeconfig, "apply", "-f", "-", stdin=namespace)
+    applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)
     nodes = cluster.kubectl(kubeconfig, "get", "nodes", "--no-headers").splitlines()
     print(
         f"""
@@ -50,11 +58,11 @@ Kaizen Studio dev environment is up.
   cluster:     {cluster.status().get("apiserver", "external ($KUBECONFIG)")}
   nodes:       {len(nodes)} ({", ".join(line.split()[0] for line in nodes)})
   CRDs:        {len(crds)} applied
-  examples:    {len(applied)} objects applied
+  examples:    {len(applied)} objects applied in namespace {DEMO_NAMESPACE}
 
   export KUBECONFIG={kubeconfig}
   kubectl get nodes
-  kubectl get kaizen -A
+  kubectl get kaizen -n {DEMO_NAMESPACE}
 
 Stop it with: make dev-down
 """

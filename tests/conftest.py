@@ -13,6 +13,7 @@ from kubernetes import client, config
 
 from localcluster import cluster
 from localdb import postgres
+from tests.support.kube import install_crds
 
 TIERS = ("unit", "integration", "e2e")
 
@@ -43,6 +44,13 @@ def api_client(kubeconfig: Path) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(kubeconfig))
 
 
+@pytest.fixture(scope="session")
+def crds(kubeconfig: Path) -> Path:
+    """The cluster with Kaizen Studio's generated CRDs installed."""
+    install_crds(kubeconfig)
+    return kubeconfig
+
+
 @pytest.fixture
 def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace for one test, deleted afterwards."""
@@ -71,7 +79,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         and "kubeconfig" in getattr(item, "fixturenames", ())
         and not os.environ.get("KUBECONFIG")
     ):
-        report.sections.append(("local control plane logs", cluster.tail_logs(lines=15)))
+        report.sections.append(("local control plane logs", cluster.tail_logs(lines=8)))
 
 
 # ------------------------------------------------------------------ databases

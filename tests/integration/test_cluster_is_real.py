@@ -4,36 +4,19 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from tests.conftest import impersonating
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 90, what: str = "condition") -> T:
-    """Poll ``probe`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+from tests.support.kube import eventually
+from tests.support.kube import kubectl as run_kubectl
 
 
 def kubectl(kubeconfig: Path, *args: str) -> str:
-    return subprocess.run(
-        ["kubectl", f"--kubeconfig={kubeconfig}", *args], check=True, capture_output=True, text=True
-    ).stdout
+    return run_kubectl(kubeconfig, *args).stdout
 
 
 def deployment(

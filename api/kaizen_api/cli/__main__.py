@@ -1,16 +1,71 @@
 """The ``kaizen`` command line (typer)."""
 
+from __future__ import annotations
+
+from pathlib import Path
+
 import typer
 
 from kaizen_api import __version__
+from kaizen_api.v1alpha1.crd import render_crd_files
+from kaizen_api.v1alpha1.reference import render_api_reference
 
 app = typer.Typer(help="Kaizen Studio command line.", no_args_is_help=True)
+crds_app = typer.Typer(help="CustomResourceDefinitions generated from the API models.")
+app.add_typer(crds_app, name="crds")
+
+DEFAULT_CRD_DIRS = [Path("crds"), Path("charts/kaizen-studio/crds")]
+DEFAULT_REFERENCE = Path("docs/api.md")
 
 
 @app.command()
 def version() -> None:
     """Print Kaizen Studio's version."""
     typer.echo(__version__)
+
+
+@crds_app.command("generate")
+def crds_generate(
+    out: list[Path] = typer.Option(  # noqa: B008 - typer's declaration style
+        DEFAULT_CRD_DIRS, "--out", help="Folder to write into (repeatable)."
+    ),
+    reference: Path = typer.Option(DEFAULT_REFERENCE, help="API reference to write."),  # noqa: B008
+) -> None:
+    """Write every CRD as YAML into crds/ and the Helm chart's crds/, and docs/api.md."""
+    files = render_crd_files()
+    for folder in out:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in {p.name for p in folder.glob("*.kaizen.studio.yaml")} - set(files):
+            (folder / stale).unlink()
+        for name, text in files.items():
+            (folder / name).write_text(text)
+        typer.echo(f"wrote {len(files)} CRDs to {folder}/")
+    reference.parent.mkdir(parents=True, exist_ok=True)
+    reference.write_text(render_api_reference())
+    typer.echo(f"wrote {reference}")
+
+
+@crds_app.command("check")
+def crds_check(
+    out: list[Path] = typer.Option(  # noqa: B008
+        DEFAULT_CRD_DIRS, "--out", help="Folder to compare (repeatable)."
+    ),
+    reference: Path = typer.Option(DEFAULT_REFERENCE, help="API reference to compare."),  # noqa: B008
+) -> None:
+    """Fail when the committed CRDs or API reference differ from what the models generate."""
+    files = render_crd_files()
+    stale = [
+        str(folder / name)
+        for folder in out
+        for name, text in files.items()
+        if not (folder / name).exists() or (folder / name).read_text() != text
+    ]
+    if not reference.exists() or reference.read_text() != render_api_reference():
+        stale.append(str(reference))
+    if stale:
+        typer.echo("out of date (run `kaizen crds generate`): " + ", ".join(stale), err=True)
+        raise typer.Exit(1)
+    typer.echo("CRDs are up to date")
 
 
 @app.callback()

@@ -1,0 +1,285 @@
+"""Gateway: a serving environment (dev, staging, production, ...) for agents.
+
+The operator renders it into a ServiceAccount, a ConfigMap agent bundle, a
+Deployment, a Service, a PodDisruptionBudget and a NetworkPolicy.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from kaizen_api.v1alpha1.common import (
+    CONDITIONS_FIELD_EXTRA,
+    NAME_PATTERN,
+    Condition,
+    KaizenModel,
+    LabelSelector,
+    LocalObjectReference,
+    ObjectMeta,
+    ResourceName,
+    ResourceRequirements,
+    cel,
+    k8s_extra,
+)
+
+ENVIRONMENT_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class RevisionPolicy(StrEnum):
+    """Which revision of each agent a gateway serves."""
+
+    LATEST = "Latest"
+    PROMOTED = "Promoted"
+
+
+class AgentSelection(KaizenModel):
+    """Which Agents (in the Gateway's namespace) the gateway serves."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "has(self.selector) != has(self.names)",
+                    "set exactly one of agents.selector or agents.names",
+                )
+            ]
+        )
+    )
+
+    selector: LabelSelector | None = Field(
+        default=None, description="Serve every Agent whose labels match."
+    )
+    names: list[ResourceName] | None = Field(
+        default=None,
+        max_length=256,
+        description="Serve exactly these Agents.",
+        json_schema_extra=k8s_extra(list_type="set"),
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AgentSelection:
+        if (self.selector is None) == (self.names is None):
+            raise ValueError("set exactly one of agents.selector or agents.names")
+        return self
+
+
+class ServiceType(StrEnum):
+    """Kubernetes Service type of the gateway."""
+
+    CLUSTER_IP = "ClusterIP"
+    NODE_PORT = "NodePort"
+    LOAD_BALANCER = "LoadBalancer"
+
+
+class IngressSpec(KaizenModel):
+    """An Ingress in front of the gateway's Service."""
+
+    host: str = Field(max_length=253, pattern=HOSTNAME_PATTERN, description="Host name served.")
+    class_name: str | None = Field(
+        default=None, max_length=253, description="IngressClass to use (cluster default if unset)."
+    )
+    tls_secret_name: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="Secret with the TLS certificate for host; plain HTTP if unset.",
+    )
+
+
+class ParentReference(KaizenModel):
+    """A Gateway API Gateway the HTTPRoute attaches to."""
+
+    name: ResourceName = Field(description="Name of the Gateway API Gateway.")
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=NAME_PATTERN,
+        description="Its namespace (the route's own if unset).",
+    )
+    section_name: str | None = Field(
+        default=None, max_length=253, description="Listener name on that Gateway."
+    )
+
+
+class HTTPRouteSpec(KaizenModel):
+    """A Gateway API HTTPRoute to the gateway's Service."""
+
+    parent_refs: list[ParentReference] = Field(
+        min_length=1, max_length=16, description="Gateways the route attaches to."
+    )
+    hostnames: list[Annotated[str, Field(max_length=253, pattern=HOSTNAME_PATTERN)]] | None = Field(
+        default=None, max_length=16, description="Host names the route matches."
+    )
+
+
+class ExposureSpec(KaizenModel):
+    """How clients reach the gateway."""
+
+    service_type: ServiceType = Field(
+        default=ServiceType.CLUSTER_IP, description="ClusterIP, NodePort or LoadBalancer."
+    )
+    port: int = Field(default=80, ge=1, le=65535, description="Service port.")
+    ingress: IngressSpec | None = Field(default=None, description="Optional Ingress.")
+    http_route: HTTPRouteSpec | None = Field(
+        default=None, description="Optional Gateway API HTTPRoute."
+    )
+
+
+class RateLimit(KaizenModel):
+    """A token bucket: sustained rate and burst."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "!has(self.burst) || self.burst >= self.requestsPerSecond",
+                    "burst must be at least requestsPerSecond",
+                    fieldPath=".burst",
+                )
+            ]
+        )
+    )
+
+    requests_per_second: int = Field(ge=1, le=1_000_000, description="Sustained requests/second.")
+    burst: int | None = Field(
+        default=None,
+        ge=1,
+        le=10_000_000,
+        description="Requests allowed at once (defaults to requestsPerSecond).",
+    )
+
+    @model_validator(mode="after")
+    def _burst_covers_rate(self) -> RateLimit:
+        if self.burst is not None and self.burst < self.requests_per_second:
+            raise ValueError("burst must be at least requestsPerSecond")
+        return self
+
+
+class RateLimits(KaizenModel):
+    """Rate limits enforced by each gateway pod (429 with Retry-After beyond them)."""
+
+    total: RateLimit | None = Field(default=None, description="For all callers together.")
+    per_api_key: RateLimit | None = Field(default=None, description="For each API key.")
+
+
+class AuthMode(StrEnum):
+    """How callers authenticate to the gateway."""
+
+    NONE = "None"
+    API_KEY = "APIKey"
+
+
+class GatewayAuth(KaizenModel):
+    """Caller authentication."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "self.mode != 'APIKey' || has(self.apiKeysSecretRef)",
+                    "apiKeysSecretRef is required when mode is APIKey",
+                    fieldPath=".apiKeysSecretRef",
+                    reason="FieldValueRequired",
+                )
+            ]
+        )
+    )
+
+    mode: AuthMode = Field(default=AuthMode.NONE, description="None or APIKey.")
+    api_keys_secret_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="Secret whose data values are the accepted API keys (the keys name them).",
+    )
+
+    @model_validator(mode="after")
+    def _secret_for_keys(self) -> GatewayAuth:
+        if self.mode == AuthMode.API_KEY and self.api_keys_secret_ref is None:
+            raise ValueError("apiKeysSecretRef is required when mode is APIKey")
+        return self
+
+
+class GatewaySpec(KaizenModel):
+    """Desired state of a Gateway."""
+
+    environment: str = Field(
+        max_length=63,
+        pattern=ENVIRONMENT_PATTERN,
+        description="dev, staging, production, or another lower-case label.",
+    )
+    revision_policy: RevisionPolicy | None = Field(
+        default=None,
+        description="Latest: serve each agent's newest revision. Promoted: serve only "
+        "revisions that Promotions set. Default: Latest for environment dev, else Promoted.",
+    )
+    replicas: int = Field(
+        default=1, ge=0, le=1000, description="Pods to run (a ScalingPolicy may manage this)."
+    )
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        description="Gateway container image (the operator's default if unset).",
+    )
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Resources of the gateway container."
+    )
+    agents: AgentSelection = Field(description="Which Agents this gateway serves.")
+    exposure: ExposureSpec | None = Field(default=None, description="Service, Ingress, route.")
+    rate_limits: RateLimits | None = Field(default=None, description="Request rate limits.")
+    auth: GatewayAuth | None = Field(default=None, description="Caller authentication.")
+
+    def effective_revision_policy(self) -> RevisionPolicy:
+        """The revision policy, with the environment's default applied."""
+        if self.revision_policy is not None:
+            return RevisionPolicy(self.revision_policy)
+        return RevisionPolicy.LATEST if self.environment == "dev" else RevisionPolicy.PROMOTED
+
+
+class ServedRevision(KaizenModel):
+    """The revision of one agent that the gateway serves."""
+
+    agent: str = Field(max_length=253, description="Agent name.")
+    revision: int = Field(ge=1, description="Revision number served.")
+
+
+class GatewayStatus(KaizenModel):
+    """Observed state of a Gateway."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation last reconciled."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=16,
+        description="Ready, Reconciling, Stalled.",
+        json_schema_extra=CONDITIONS_FIELD_EXTRA,
+    )
+    replicas: int | None = Field(default=None, ge=0, description="Pods that exist.")
+    ready_replicas: int | None = Field(default=None, ge=0, description="Pods that are Ready.")
+    selector: str | None = Field(
+        default=None, max_length=1024, description="Label selector of the pods (scale subresource)."
+    )
+    served_revisions: list[ServedRevision] | None = Field(
+        default=None,
+        max_length=256,
+        description="Agent revisions served, by agent.",
+        json_schema_extra=k8s_extra(list_type="map", list_map_keys=["agent"]),
+    )
+    endpoint: str | None = Field(
+        default=None, max_length=2048, description="In-cluster URL of the gateway."
+    )
+
+
+class Gateway(KaizenModel):
+    """A serving environment for agents: pods that serve selected agents at set revisions."""
+
+    api_version: Literal["kaizen.studio/v1alpha1"] = Field(
+        default="kaizen.studio/v1alpha1", description="kaizen.studio/v1alpha1"
+    )
+    kind: Literal["Gateway"] = Field(default="Gateway", description="Gateway")
+    metadata: ObjectMeta = Field(default_factory=dict, description="Standard object metadata.")
+    spec: GatewaySpec = Field(description="Desired state.")
+    status: GatewayStatus | None = Field(default=None, description="Observed state.")

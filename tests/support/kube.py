@@ -1,0 +1,60 @@
+"""Small helpers for talking to the test cluster."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+
+
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run kubectl against the test cluster."""
+    return subprocess.run(
+        ["kubectl", f"--kubeconfig={kubeconfig}", *args],
+        input=stdin,
+        check=check,
+        capture_output=True,
+        text=True,
+    )
+
+
+def eventually(probe: Callable[[], T | None], timeout: float = 90, what: str = "condition") -> T:
+    """Poll ``probe`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+def install_crds(kubeconfig: Path) -> None:
+    """Apply the generated CRDs (server-side, idempotent) and wait until they serve."""
+    kubectl(
+        kubeconfig,
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=kaizen-tests",
+        "-f",
+        str(CRD_DIR),
+    )
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=kaizen-studio",
+        "--timeout=60s",
+    )
