@@ -1,0 +1,45 @@
+"""The agent bundle: what a gateway pod serves, as the operator writes it into the
+gateway's ConfigMap and the gateway process reads it (pure, no I/O)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from kaizen_api.v1alpha1.agent import AgentSpec
+from kaizen_api.v1alpha1.common import KaizenModel, SecretKeySelector
+from kaizen_api.v1alpha1.gateway import GatewayAuth, RateLimits
+
+BUNDLE_FILE = "bundle.json"
+BUNDLE_MOUNT = "/etc/kaizen/bundle"
+SECRETS_MOUNT = "/var/run/kaizen/secrets"
+GATEWAY_PORT = 8080
+
+
+class BundledAgent(KaizenModel):
+    """One agent at the revision this gateway serves."""
+
+    name: str = Field(description="Agent name; the `model` clients ask for.")
+    revision: int = Field(ge=1, description="Revision number served.")
+    hash: str = Field(description="Content hash of the revision.")
+    spec: AgentSpec = Field(description="The revision's spec.")
+
+
+class AgentBundle(KaizenModel):
+    """Everything one gateway serves."""
+
+    gateway: str = Field(description="Gateway name.")
+    namespace: str = Field(description="Gateway namespace.")
+    environment: str = Field(description="Gateway environment.")
+    agents: list[BundledAgent] = Field(default_factory=list, description="Served agents.")
+    rate_limits: RateLimits | None = Field(default=None, description="Rate limits.")
+    auth: GatewayAuth | None = Field(default=None, description="Caller authentication.")
+
+
+def secret_volume_name(secret_name: str) -> str:
+    """Pod volume name of a mounted Secret (the Secret name is a valid DNS subdomain)."""
+    return "secret-" + secret_name.replace(".", "-")[:56]
+
+
+def secret_file(ref: SecretKeySelector) -> str:
+    """Where a gateway pod finds the value of a Secret key (mounted read-only)."""
+    return f"{SECRETS_MOUNT}/{ref.name}/{ref.key}"

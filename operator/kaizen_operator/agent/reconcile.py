@@ -1,0 +1,77 @@
+"""Agent reconcile: resolve -> render -> apply."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kaizen_operator import names
+from kaizen_operator.agent.render import AgentInputs, SecretState, render_agent
+from kaizen_operator.conditions import READY, get_condition
+from kaizen_operator.events import record
+from kaizen_operator.kube import ApiException, Kube
+from kaizen_operator.runtime import Runtime, owned_by, write_status
+
+API = "kaizen.studio/v1alpha1"
+
+
+async def resolve_agent(kube: Kube, agent: dict[str, Any], now: datetime) -> AgentInputs:
+    """Read the Agent's revisions and referenced objects (Secret values are never kept)."""
+    meta = agent["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    revisions = await kube.list("apps/v1", "ControllerRevision", ns, f"{names.AGENT_LABEL}={name}")
+    spec = agent["spec"]
+    gateway_exists = None
+    if spec.get("gatewayRef"):
+        gateway_exists = await kube.get(API, "Gateway", ns, spec["gatewayRef"]["name"]) is not None
+    secret_state = None
+    ref = spec.get("model", {}).get("credentialsSecretRef")
+    if ref:
+        secret = await kube.get("v1", "Secret", ns, ref["name"])
+        if secret is None:
+            secret_state = SecretState.MISSING
+        else:
+            key = ref.get("key", "apiKey")
+            present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
+            secret_state = SecretState.OK if present else SecretState.MISSING_KEY
+            del secret  # only presence matters; the value is dropped at once
+    return AgentInputs(
+        agent=agent,
+        revisions=tuple(r for r in revisions if owned_by(r, meta["uid"])),
+        gateway_exists=gateway_exists,
+        secret_state=secret_state,
+        now=now,
+    )
+
+
+async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
+    """Make revisions and status match the Agent; returns the latest revision number."""
+    async with rt.reconciling("Agent", namespace, name):
+        agent = await rt.kube.get(API, "Agent", namespace, name)
+        if agent is None or agent["metadata"].get("deletionTimestamp"):
+            return None
+        plan = render_agent(await resolve_agent(rt.kube, agent, datetime.now(UTC)))
+        for revision in plan.create:
+            try:
+                await rt.kube.create(revision)
+            except ApiException as exc:
+                if exc.status == 409:
+                    raise kopf.TemporaryError(
+                        "revision created concurrently; retrying", delay=1
+                    ) from exc
+                raise
+            record(
+                agent,
+                "RevisionCreated",
+                f"created revision {revision['revision']} ({revision['metadata']['name']})",
+            )
+        for old in plan.delete:
+            await rt.kube.delete("apps/v1", "ControllerRevision", namespace, old)
+        before = get_condition((agent.get("status") or {}).get("conditions"), READY)
+        after = get_condition(plan.status["conditions"], READY)
+        await write_status(rt.kube, agent, plan.status)
+        if after and after["status"] == "False" and (before or {}).get("reason") != after["reason"]:
+            record(agent, after["reason"], after["message"], warning=True)
+        return plan.latest_revision

@@ -1,0 +1,154 @@
+"""Agent -> revisions and status (pure: no client, no clock)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kaizen_api.v1alpha1.agent import AgentSpec
+from kaizen_operator import names
+from kaizen_operator.conditions import ready_conditions, timestamp
+
+# Fields that are the agent's *content*; lifecycle, gatewayRef and history limit are
+# about how it is served and kept, so changing them makes no new revision.
+CONTENT_FIELDS = ("model", "systemPrompt", "tools", "context")
+
+
+class SecretState:
+    """What the operator learned about a credentials Secret (never its value)."""
+
+    OK = "ok"
+    MISSING = "missing"
+    MISSING_KEY = "missing-key"
+
+
+@dataclass(frozen=True)
+class AgentInputs:
+    """Everything the Agent render needs, read by resolve_agent."""
+
+    agent: dict[str, Any]
+    revisions: tuple[dict[str, Any], ...]
+    gateway_exists: bool | None  # None: no gatewayRef
+    secret_state: str | None  # None: no credentialsSecretRef
+    now: datetime
+
+
+@dataclass(frozen=True)
+class AgentPlan:
+    """What to write: revisions to create and delete, and the status."""
+
+    create: tuple[dict[str, Any], ...] = ()
+    delete: tuple[str, ...] = ()
+    status: dict[str, Any] = field(default_factory=dict)
+    latest_revision: int | None = None
+    new_revision: bool = False
+
+
+def content_of(spec: dict[str, Any]) -> dict[str, Any]:
+    """The revisioned part of a wire-form AgentSpec."""
+    return {k: spec[k] for k in CONTENT_FIELDS if k in spec}
+
+
+def content_hash(spec: dict[str, Any]) -> str:
+    """Stable hash of an agent's content (canonical JSON)."""
+    canonical = json.dumps(content_of(spec), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def revision_number(rev: dict[str, Any]) -> int:
+    """The revision number of a ControllerRevision."""
+    return int(rev.get("revision", 0))
+
+
+def render_revision(agent: dict[str, Any], spec: dict[str, Any], number: int) -> dict[str, Any]:
+    """The ControllerRevision that freezes ``spec``'s content as revision ``number``."""
+    meta = agent["metadata"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {
+            "name": names.agent_revision(meta["name"], number),
+            "namespace": meta["namespace"],
+            "labels": {
+                **names.agent_labels(meta["name"]),
+                names.REVISION_HASH_LABEL: content_hash(spec),
+            },
+            "ownerReferences": [names.owner_reference(agent)],
+        },
+        "data": {"spec": content_of(spec)},
+        "revision": number,
+    }
+
+
+def _record(rev: dict[str, Any], now: datetime) -> dict[str, Any]:
+    return {
+        "revision": revision_number(rev),
+        "name": rev["metadata"]["name"],
+        "hash": rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
+        "createdAt": rev["metadata"].get("creationTimestamp") or timestamp(now),
+    }
+
+
+def render_agent(inputs: AgentInputs) -> AgentPlan:
+    """Revisions to create/prune and the Agent's status."""
+    agent = inputs.agent
+    spec = AgentSpec.model_validate(agent["spec"]).to_wire()
+    digest = content_hash(spec)
+    existing = sorted(inputs.revisions, key=revision_number)
+    latest = existing[-1] if existing else None
+    create: list[dict[str, Any]] = []
+    kept = list(existing)
+    new = (
+        latest is None
+        or latest["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL) != digest
+    )
+    if new:
+        number = (revision_number(latest) if latest else 0) + 1
+        revision = render_revision(agent, spec, number)
+        create.append(revision)
+        kept.append(revision)
+    limit = int(spec.get("revisionHistoryLimit", 10))
+    pruned = kept[:-limit] if len(kept) > limit else []
+    kept = kept[len(pruned) :]
+
+    generation = agent["metadata"].get("generation")
+    ready, reason, message = (
+        True,
+        "RevisionReady",
+        f"revision {revision_number(kept[-1])} is current",
+    )
+    ref = spec["model"].get("credentialsSecretRef")
+    if inputs.secret_state == SecretState.MISSING:
+        ready, reason = False, "SecretNotFound"
+        message = f"Secret {ref['name']!r} (spec.model.credentialsSecretRef) does not exist"
+    elif inputs.secret_state == SecretState.MISSING_KEY:
+        ready, reason = False, "SecretKeyNotFound"
+        message = f"Secret {ref['name']!r} has no key {ref.get('key', 'apiKey')!r}"
+    elif inputs.gateway_exists is False:
+        ready, reason = False, "GatewayNotFound"
+        message = f"Gateway {spec['gatewayRef']['name']!r} (spec.gatewayRef) does not exist"
+    conditions = ready_conditions(
+        (agent.get("status") or {}).get("conditions") or [],
+        ready=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=inputs.now,
+        stalled=not ready,
+    )
+    status = {
+        "observedGeneration": generation,
+        "latestRevision": revision_number(kept[-1]),
+        "revisions": [_record(r, inputs.now) for r in kept],
+        "conditions": conditions,
+    }
+    return AgentPlan(
+        create=tuple(create),
+        delete=tuple(r["metadata"]["name"] for r in pruned),
+        status=status,
+        latest_revision=revision_number(kept[-1]),
+        new_revision=bool(create),
+    )

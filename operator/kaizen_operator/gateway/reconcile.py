@@ -1,0 +1,92 @@
+"""Gateway reconcile: resolve -> render -> apply -> prune."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from kaizen_operator import names
+from kaizen_operator.events import record
+from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+from kaizen_operator.kube import ApiException, Kube
+from kaizen_operator.runtime import Runtime, apply_all, owned_by, prune, write_status
+
+API = "kaizen.studio/v1alpha1"
+
+
+def controlling_policy(policies: list[dict[str, Any]], gateway: str) -> dict[str, Any] | None:
+    """The ScalingPolicy that scales ``gateway``: the oldest one targeting it."""
+    targeting = [p for p in policies if p["spec"].get("targetRef", {}).get("name") == gateway]
+    if not targeting:
+        return None
+    return min(targeting, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
+
+
+async def resolve_gateway(
+    kube: Kube, gateway: dict[str, Any], image: str, now: datetime
+) -> GatewayInputs:
+    """Read the Agents, their revisions, the ScalingPolicy and the live Deployment."""
+    meta = gateway["metadata"]
+    ns = meta["namespace"]
+    agents = await kube.list(API, "Agent", ns)
+    uids = {a["metadata"]["name"]: a["metadata"]["uid"] for a in agents}
+    revisions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for rev in await kube.list("apps/v1", "ControllerRevision", ns, names.AGENT_LABEL):
+        agent = rev["metadata"].get("labels", {}).get(names.AGENT_LABEL, "")
+        if agent in uids and owned_by(rev, uids[agent]):
+            revisions[agent].append(rev)
+    policy = controlling_policy(await kube.list(API, "ScalingPolicy", ns), meta["name"])
+    min_replicas = None
+    if policy is not None:
+        min_replicas = int(policy["spec"].get("minReplicas", 1))
+    deployment = await kube.get("apps/v1", "Deployment", ns, names.gateway_workload(meta["name"]))
+    return GatewayInputs(
+        gateway=gateway,
+        agents=tuple(agents),
+        revisions={k: tuple(v) for k, v in revisions.items()},
+        autoscaled=policy is not None,
+        min_replicas=min_replicas,
+        deployment=deployment,
+        image=image,
+        now=now,
+    )
+
+
+async def reconcile_gateway(rt: Runtime, namespace: str, name: str) -> None:
+    """Make a Gateway's children and status match its spec and the agents it serves."""
+    async with rt.reconciling("Gateway", namespace, name):
+        gateway = await rt.kube.get(API, "Gateway", namespace, name)
+        if gateway is None or gateway["metadata"].get("deletionTimestamp"):
+            return
+        inputs = await resolve_gateway(rt.kube, gateway, rt.config.gateway_image, datetime.now(UTC))
+        plan = render_gateway(inputs)
+        written = await apply_all(rt.kube, plan.children)
+        removed = await prune(rt.kube, namespace, gateway["metadata"]["uid"], plan.prune)
+        before = {
+            (s["agent"], s["revision"])
+            for s in (gateway.get("status") or {}).get("servedRevisions") or []
+        }
+        try:
+            await write_status(rt.kube, gateway, plan.status, guard=True)
+        except ApiException as exc:
+            if exc.status == 409:
+                raise kopf.TemporaryError(
+                    "Gateway changed while reconciling; retrying", delay=1
+                ) from exc
+            raise
+        after = {(s["agent"], s["revision"]) for s in plan.status["servedRevisions"]}
+        if after != before:
+            served = ", ".join(f"{a}@r{r}" for a, r in sorted(after)) or "nothing"
+            record(gateway, "ServedRevisionsChanged", f"now serving {served}")
+        if removed:
+            record(gateway, "Pruned", "deleted " + ", ".join(removed))
+        del written
+
+
+async def reconcile_gateways_in(rt: Runtime, namespace: str) -> None:
+    """Reconcile every Gateway of a namespace (after an Agent or ScalingPolicy changed)."""
+    for gateway in await rt.kube.list(API, "Gateway", namespace):
+        await reconcile_gateway(rt, namespace, gateway["metadata"]["name"])

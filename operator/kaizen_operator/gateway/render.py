@@ -1,0 +1,449 @@
+"""Gateway -> ServiceAccount, ConfigMap bundle, Deployment, Service, PDB, NetworkPolicy,
+Ingress, and the Gateway's status (pure: no client, no clock)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle
+from kaizen_api.v1alpha1.bundle import (
+    BUNDLE_FILE,
+    BUNDLE_MOUNT,
+    GATEWAY_PORT,
+    SECRETS_MOUNT,
+    AgentBundle,
+    BundledAgent,
+    secret_volume_name,
+)
+from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
+from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy
+from kaizen_operator import names
+from kaizen_operator.conditions import ready_conditions
+
+DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
+POD_USER = 10001
+OPTIONAL_KINDS = (("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "Ingress"))
+
+
+@dataclass(frozen=True)
+class GatewayInputs:
+    """Everything the Gateway render needs, read by resolve_gateway."""
+
+    gateway: dict[str, Any]
+    agents: tuple[dict[str, Any], ...]
+    revisions: Mapping[str, tuple[dict[str, Any], ...]]  # agent name -> its ControllerRevisions
+    autoscaled: bool
+    min_replicas: int | None
+    deployment: dict[str, Any] | None
+    image: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    """Children to apply, optional children to prune, and the status."""
+
+    children: tuple[dict[str, Any], ...]
+    prune: tuple[tuple[str, str, str], ...]  # (apiVersion, kind, name)
+    status: dict[str, Any]
+    bundle: AgentBundle = field(repr=False)
+
+
+def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
+    """Kubernetes label-selector semantics."""
+    for key, value in (selector.match_labels or {}).items():
+        if labels.get(key) != value:
+            return False
+    for req in selector.match_expressions or []:
+        present = req.key in labels
+        if req.operator == "In" and labels.get(req.key) not in req.values:
+            return False
+        if req.operator == "NotIn" and present and labels[req.key] in req.values:
+            return False
+        if req.operator == "Exists" and not present:
+            return False
+        if req.operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def selected_agents(spec: GatewaySpec, agents: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
+    """The Agents a Gateway selects, by name order."""
+    if spec.agents.names is not None:
+        wanted = set(spec.agents.names)
+        chosen = [a for a in agents if a["metadata"]["name"] in wanted]
+    else:
+        sel = spec.agents.selector or LabelSelector()
+        chosen = [a for a in agents if selector_matches(sel, a["metadata"].get("labels") or {})]
+    return sorted(chosen, key=lambda a: a["metadata"]["name"])
+
+
+def _revision(revs: tuple[dict[str, Any], ...], number: int | None) -> dict[str, Any] | None:
+    if number is None:
+        return None
+    return next((r for r in revs if int(r.get("revision", 0)) == number), None)
+
+
+def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[BundledAgent], list[str]]:
+    """Which revision of each selected Agent this Gateway serves, and what it cannot serve."""
+    policy = spec.effective_revision_policy()
+    current = {
+        s["agent"]: int(s["revision"])
+        for s in (inputs.gateway.get("status") or {}).get("servedRevisions") or []
+    }
+    served, problems = [], []
+    for agent in selected_agents(spec, inputs.agents):
+        name = agent["metadata"]["name"]
+        if agent["spec"].get("lifecycle", Lifecycle.ACTIVE) != Lifecycle.ACTIVE:
+            continue
+        revs = inputs.revisions.get(name, ())
+        if policy == RevisionPolicy.LATEST:
+            number = (agent.get("status") or {}).get("latestRevision")
+        else:
+            number = current.get(name)
+            if number is None:
+                continue  # nothing promoted here yet
+        rev = _revision(revs, number)
+        if rev is None:
+            if number is not None:
+                problems.append(f"agent {name}: revision {number} not found")
+            continue
+        content = dict(rev["data"]["spec"])
+        served.append(
+            BundledAgent(
+                name=name,
+                revision=int(rev["revision"]),
+                hash=rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
+                spec=AgentSpec.model_validate(content),
+            )
+        )
+    return served, problems
+
+
+def render_bundle(
+    inputs: GatewayInputs, spec: GatewaySpec, served: list[BundledAgent]
+) -> AgentBundle:
+    """The agent bundle the gateway pods load."""
+    meta = inputs.gateway["metadata"]
+    return AgentBundle(
+        gateway=meta["name"],
+        namespace=meta["namespace"],
+        environment=spec.environment,
+        agents=served,
+        rate_limits=spec.rate_limits,
+        auth=spec.auth,
+    )
+
+
+def bundle_text(bundle: AgentBundle) -> str:
+    """The ConfigMap's bundle.json (stable text, so its hash only moves on real change)."""
+    return json.dumps(bundle.to_wire(), sort_keys=True, indent=2) + "\n"
+
+
+def _meta(inputs: GatewayInputs, name: str, component: str = "gateway") -> dict[str, Any]:
+    gw = inputs.gateway["metadata"]["name"]
+    return {
+        "name": name,
+        "namespace": inputs.gateway["metadata"]["namespace"],
+        "labels": names.gateway_labels(gw, component),
+        "ownerReferences": [names.owner_reference(inputs.gateway)],
+    }
+
+
+def render_service_account(inputs: GatewayInputs) -> dict[str, Any]:
+    """The pods' identity; no API token is mounted (the gateway never calls the apiserver)."""
+    gw = inputs.gateway["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": _meta(inputs, names.gateway_workload(gw)),
+        "automountServiceAccountToken": False,
+    }
+
+
+def render_bundle_config_map(inputs: GatewayInputs, text: str) -> dict[str, Any]:
+    """The ConfigMap with the agent bundle (references to Secrets, never their values)."""
+    gw = inputs.gateway["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(inputs, names.gateway_bundle(gw), "bundle"),
+        "data": {BUNDLE_FILE: text},
+    }
+
+
+def _secret_names(bundle: AgentBundle) -> list[str]:
+    found = set()
+    for agent in bundle.agents:
+        if agent.spec.model.credentials_secret_ref:
+            found.add(agent.spec.model.credentials_secret_ref.name)
+        for tool in agent.spec.tools or []:
+            if tool.http and tool.http.headers_secret_ref:
+                found.add(tool.http.headers_secret_ref.name)
+    if bundle.auth and bundle.auth.api_keys_secret_ref:
+        found.add(bundle.auth.api_keys_secret_ref.name)
+    return sorted(found)
+
+
+def render_deployment(
+    inputs: GatewayInputs, spec: GatewaySpec, bundle: AgentBundle, bundle_hash: str
+) -> dict[str, Any]:
+    """The gateway Deployment; a new bundle hash rolls the pods."""
+    gw = inputs.gateway["metadata"]["name"]
+    workload = names.gateway_workload(gw)
+    resources = (
+        spec.resources.to_wire()
+        if spec.resources
+        else ResourceRequirements.model_validate(DEFAULT_RESOURCES).to_wire()
+    )
+    secrets = _secret_names(bundle)
+    mounts = [
+        {"name": "bundle", "mountPath": BUNDLE_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir, the only writable path
+    ] + [
+        {"name": secret_volume_name(s), "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True}
+        for s in secrets
+    ]
+    volumes = [
+        {"name": "bundle", "configMap": {"name": names.gateway_bundle(gw)}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    ] + [
+        # optional: a missing Secret breaks only the agents that use it, not the pod.
+        {"name": secret_volume_name(s), "secret": {"secretName": s, "optional": True}}
+        for s in secrets
+    ]
+    deployment_spec: dict[str, Any] = {
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": names.gateway_selector_labels(gw)},
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        },
+        "template": {
+            "metadata": {
+                "labels": names.gateway_labels(gw),
+                "annotations": {names.BUNDLE_HASH_ANNOTATION: bundle_hash},
+            },
+            "spec": {
+                "serviceAccountName": workload,
+                "automountServiceAccountToken": False,
+                "securityContext": {
+                    "runAsNonRoot": True,
+                    "runAsUser": POD_USER,
+                    "runAsGroup": POD_USER,
+                    "fsGroup": POD_USER,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "containers": [
+                    {
+                        "name": "gateway",
+                        "image": spec.image or inputs.image,
+                        "command": ["kaizen-gateway"],
+                        "args": [
+                            "--bundle",
+                            f"{BUNDLE_MOUNT}/{BUNDLE_FILE}",
+                            "--host",
+                            "0.0.0.0",  # noqa: S104 - inside the pod network namespace
+                            "--port",
+                            str(GATEWAY_PORT),
+                        ],
+                        "ports": [
+                            {"name": "http", "containerPort": GATEWAY_PORT, "protocol": "TCP"}
+                        ],
+                        "readinessProbe": {
+                            "httpGet": {"path": "/readyz", "port": "http"},
+                            "periodSeconds": 5,
+                        },
+                        "livenessProbe": {
+                            "httpGet": {"path": "/healthz", "port": "http"},
+                            "periodSeconds": 10,
+                            "failureThreshold": 3,
+                        },
+                        "resources": resources,
+                        "securityContext": {
+                            "allowPrivilegeEscalation": False,
+                            "readOnlyRootFilesystem": True,
+                            "capabilities": {"drop": ["ALL"]},
+                        },
+                        "volumeMounts": mounts,
+                    }
+                ],
+                "volumes": volumes,
+            },
+        },
+    }
+    if not inputs.autoscaled:
+        # With a ScalingPolicy the HPA owns the replica count: we never write it.
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(inputs, workload),
+        "spec": deployment_spec,
+    }
+
+
+def render_service(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any]:
+    """The Service in front of the gateway pods."""
+    gw = inputs.gateway["metadata"]["name"]
+    exposure = spec.exposure
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(inputs, names.gateway_workload(gw)),
+        "spec": {
+            "type": exposure.service_type if exposure else "ClusterIP",
+            "selector": names.gateway_selector_labels(gw),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": exposure.port if exposure else 80,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                }
+            ],
+        },
+    }
+
+
+def render_pdb(inputs: GatewayInputs) -> dict[str, Any]:
+    """Keep all but one pod up during voluntary disruptions."""
+    gw = inputs.gateway["metadata"]["name"]
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(inputs, names.gateway_workload(gw)),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.gateway_selector_labels(gw)},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def render_network_policy(inputs: GatewayInputs) -> dict[str, Any]:
+    """Only the gateway port is reachable; egress stays open for the model providers."""
+    gw = inputs.gateway["metadata"]["name"]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(inputs, names.gateway_workload(gw)),
+        "spec": {
+            "podSelector": {"matchLabels": names.gateway_selector_labels(gw)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"port": GATEWAY_PORT, "protocol": "TCP"}]}],
+        },
+    }
+
+
+def render_ingress(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] | None:
+    """An Ingress to the Service, when the Gateway asks for one."""
+    if not spec.exposure or not spec.exposure.ingress:
+        return None
+    ing = spec.exposure.ingress
+    gw = inputs.gateway["metadata"]["name"]
+    workload = names.gateway_workload(gw)
+    body: dict[str, Any] = {
+        "rules": [
+            {
+                "host": ing.host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": "/",
+                            "pathType": "Prefix",
+                            "backend": {"service": {"name": workload, "port": {"name": "http"}}},
+                        }
+                    ]
+                },
+            }
+        ]
+    }
+    if ing.class_name:
+        body["ingressClassName"] = ing.class_name
+    if ing.tls_secret_name:
+        body["tls"] = [{"hosts": [ing.host], "secretName": ing.tls_secret_name}]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": _meta(inputs, workload),
+        "spec": body,
+    }
+
+
+def _rollout(inputs: GatewayInputs, desired: int | None) -> tuple[bool, str, dict[str, Any]]:
+    dep = inputs.deployment
+    if dep is None:
+        return False, "Deployment not created yet", {}
+    st = dep.get("status") or {}
+    generation = dep["metadata"].get("generation", 0)
+    want = desired if desired is not None else (dep.get("spec") or {}).get("replicas", 1)
+    observed = {"replicas": st.get("replicas", 0), "readyReplicas": st.get("readyReplicas", 0)}
+    if st.get("observedGeneration", 0) < generation:
+        return False, "Deployment rollout not observed yet", observed
+    if st.get("updatedReplicas", 0) < want:
+        return False, f"{st.get('updatedReplicas', 0)}/{want} pods updated", observed
+    if st.get("availableReplicas", 0) < want:
+        return False, f"{st.get('availableReplicas', 0)}/{want} pods available", observed
+    if st.get("replicas", 0) > want:
+        return False, "old pods are terminating", observed
+    return True, f"{want} pods available", observed
+
+
+def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
+    """Desired children, children to prune, and the status of a Gateway."""
+    gateway = inputs.gateway
+    meta = gateway["metadata"]
+    spec = GatewaySpec.model_validate(gateway["spec"])
+    served, problems = served_agents(inputs, spec)
+    bundle = render_bundle(inputs, spec, served)
+    text = bundle_text(bundle)
+    bundle_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
+    children: list[dict[str, Any]] = [
+        render_service_account(inputs),
+        render_bundle_config_map(inputs, text),
+        render_deployment(inputs, spec, bundle, bundle_hash),
+        render_service(inputs, spec),
+        render_network_policy(inputs),
+    ]
+    prune: list[tuple[str, str, str]] = []
+    workload = names.gateway_workload(meta["name"])
+    effective = inputs.min_replicas if inputs.autoscaled and inputs.min_replicas else spec.replicas
+    if effective > 1:
+        children.append(render_pdb(inputs))
+    else:
+        prune.append(("policy/v1", "PodDisruptionBudget", workload))
+    ingress = render_ingress(inputs, spec)
+    if ingress:
+        children.append(ingress)
+    else:
+        prune.append(("networking.k8s.io/v1", "Ingress", workload))
+
+    ready, message, observed = _rollout(inputs, None if inputs.autoscaled else spec.replicas)
+    if problems:
+        message += "; " + "; ".join(problems)
+    port = spec.exposure.port if spec.exposure else 80
+    status: dict[str, Any] = {
+        "observedGeneration": meta.get("generation"),
+        **observed,
+        "selector": ",".join(
+            f"{k}={v}" for k, v in names.gateway_selector_labels(meta["name"]).items()
+        ),
+        "servedRevisions": [{"agent": a.name, "revision": a.revision} for a in served],
+        "endpoint": f"http://{workload}.{meta['namespace']}.svc.cluster.local:{port}",
+        "conditions": ready_conditions(
+            (gateway.get("status") or {}).get("conditions") or [],
+            ready=ready,
+            reason="Available" if ready else "RollingOut",
+            message=message,
+            generation=meta.get("generation"),
+            now=inputs.now,
+            reconciling=not ready,
+        ),
+    }
+    return GatewayPlan(children=tuple(children), prune=tuple(prune), status=status, bundle=bundle)

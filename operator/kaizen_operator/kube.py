@@ -1,0 +1,235 @@
+"""The operator's one Kubernetes client: async, shared, server-side apply.
+
+A thin layer over kubernetes_asyncio's ApiClient (connection reuse, kubeconfig and
+in-cluster auth) that speaks in plain dicts, which is what the render functions
+produce. Writes skip the network when the desired object did not change since
+our last apply and nobody else touched it since.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from typing import Any
+
+from kubernetes_asyncio import client, config
+
+FIELD_MANAGER = "kaizen-operator"
+
+# (apiVersion, kind) -> (URL prefix, plural)
+RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
+    ("v1", "Secret"): ("/api/v1", "secrets"),
+    ("v1", "Service"): ("/api/v1", "services"),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts"),
+    ("v1", "Pod"): ("/api/v1", "pods"),
+    ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments"),
+    ("apps/v1", "ControllerRevision"): ("/apis/apps/v1", "controllerrevisions"),
+    ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
+    ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): (
+        "/apis/autoscaling/v2",
+        "horizontalpodautoscalers",
+    ),
+    ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    ("kaizen.studio/v1alpha1", "Agent"): ("/apis/kaizen.studio/v1alpha1", "agents"),
+    ("kaizen.studio/v1alpha1", "Gateway"): ("/apis/kaizen.studio/v1alpha1", "gateways"),
+    ("kaizen.studio/v1alpha1", "ScalingPolicy"): (
+        "/apis/kaizen.studio/v1alpha1",
+        "scalingpolicies",
+    ),
+    ("kaizen.studio/v1alpha1", "Promotion"): ("/apis/kaizen.studio/v1alpha1", "promotions"),
+}
+
+ApiException = client.ApiException
+
+
+def resource_path(
+    api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None
+) -> str:
+    """URL path of a namespaced collection or object."""
+    prefix, plural = RESOURCES[(api_version, kind)]
+    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path
+
+
+def _digest(obj: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
+    meta = obj["metadata"]
+    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+
+
+class Kube:
+    """Async Kubernetes client for the operator (one per process)."""
+
+    def __init__(self, api: client.ApiClient, max_concurrency: int = 32) -> None:
+        self._api = api
+        self._slots = asyncio.Semaphore(max_concurrency)
+        # key -> (digest of what we applied, resourceVersion the apiserver returned)
+        self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> Kube:
+        """Load in-cluster credentials, else ``kubeconfig`` / ``$KUBECONFIG``."""
+        cfg = client.Configuration()
+        try:
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        return cls(client.ApiClient(cfg))
+
+    async def close(self) -> None:
+        """Close the connection pool."""
+        await self._api.close()
+
+    async def _call(
+        self,
+        path: str,
+        method: str,
+        *,
+        body: Any = None,
+        query: list[tuple[str, str]] | None = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        async with self._slots:
+            return await self._api.call_api(
+                path,
+                method,
+                query_params=query or [],
+                header_params=headers,
+                body=body,
+                response_types_map={200: "object", 201: "object", 202: "object"},
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+            )
+
+    async def get(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            obj: dict[str, Any] = await self._call(
+                resource_path(api_version, kind, namespace, name), "GET"
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return obj
+
+    async def list(
+        self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Objects of a kind in a namespace (optionally by label selector)."""
+        query = [("labelSelector", label_selector)] if label_selector else []
+        result = await self._call(resource_path(api_version, kind, namespace), "GET", query=query)
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Server-side apply ``obj`` as the operator; skipped when nothing changed.
+
+        Returns the applied object, or None when the write was skipped.
+        """
+        key = _key(obj)
+        digest = _digest(obj)
+        cached = self._applied.get(key)
+        if cached and cached[0] == digest:
+            return None
+        api_version, kind, namespace, name = key
+        applied: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace, name),
+            "PATCH",
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+            content_type="application/apply-patch+yaml",
+        )
+        self._applied[key] = (digest, applied["metadata"]["resourceVersion"])
+        return applied
+
+    def observe(self, obj: dict[str, Any]) -> None:
+        """Note a child's current state; a change we did not make re-enables its write."""
+        meta = obj.get("metadata", {})
+        key = (
+            obj.get("apiVersion", ""),
+            obj.get("kind", ""),
+            meta.get("namespace", ""),
+            meta.get("name", ""),
+        )
+        cached = self._applied.get(key)
+        if cached and cached[1] != meta.get("resourceVersion"):
+            del self._applied[key]
+
+    def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Drop the skip-write memory of one object (it was deleted or replaced)."""
+        self._applied.pop((api_version, kind, namespace, name), None)
+
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create ``obj``; raises ApiException(409) when it exists."""
+        api_version, kind, namespace, _ = _key(obj)
+        created: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace),
+            "POST",
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+        return created
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        """Delete the object (background propagation); False when it was already gone."""
+        self.forget(api_version, kind, namespace, name)
+        try:
+            await self._call(
+                resource_path(api_version, kind, namespace, name),
+                "DELETE",
+                body={"propagationPolicy": "Background"},
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True
+
+    async def patch_status(
+        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Replace the status fields given (JSON merge patch on the status subresource)."""
+        patched: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace, name, "status"),
+            "PATCH",
+            body={"status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
+        return patched
+
+    async def patch_status_guarded(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        status: dict[str, Any],
+        resource_version: str,
+    ) -> dict[str, Any]:
+        """Like patch_status, but fails with 409 if the object changed since it was read."""
+        patched: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace, name, "status"),
+            "PATCH",
+            body={"metadata": {"resourceVersion": resource_version}, "status": status},
+            query=[("fieldManager", FIELD_MANAGER)],
+            content_type="application/merge-patch+json",
+        )
+        return patched

@@ -1,0 +1,144 @@
+"""What every reconcile shares: the client, per-object locks, applying children,
+pruning, writing status once, and the operator's Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from prometheus_client import Counter, Gauge, Histogram
+
+from kaizen_operator.kube import Kube
+
+RECONCILES = Counter(
+    "kaizen_operator_reconciles_total", "Reconciles run, by kind and result", ["kind", "result"]
+)
+RECONCILE_SECONDS = Histogram(
+    "kaizen_operator_reconcile_duration_seconds",
+    "Time one reconcile takes, by kind",
+    ["kind"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RECONCILE_ERRORS = Counter(
+    "kaizen_operator_reconcile_errors_total",
+    "Reconciles that failed, by kind and reason",
+    ["kind", "reason"],
+)
+QUEUE_DEPTH = Gauge(
+    "kaizen_operator_queue_depth",
+    "Reconciles waiting for or holding an object's lock, by kind",
+    ["kind"],
+)
+
+
+@dataclass
+class OperatorConfig:
+    """Settings from the command line."""
+
+    gateway_image: str
+    kubeconfig: str | None = None
+
+
+@dataclass
+class Runtime:
+    """Process-wide state, kept in kopf's memo."""
+
+    kube: Kube
+    config: OperatorConfig
+    locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+
+    @contextlib.asynccontextmanager
+    async def reconciling(self, kind: str, namespace: str, name: str) -> AsyncIterator[None]:
+        """Serialize reconciles of one object and measure them."""
+        lock = self.locks.setdefault((kind, namespace, name), asyncio.Lock())
+        QUEUE_DEPTH.labels(kind).inc()
+        started = time.perf_counter()
+        try:
+            async with lock:
+                try:
+                    yield
+                except kopf.TemporaryError:
+                    RECONCILES.labels(kind, "retry").inc()
+                    RECONCILE_ERRORS.labels(kind, "temporary").inc()
+                    raise
+                except Exception:
+                    RECONCILES.labels(kind, "error").inc()
+                    RECONCILE_ERRORS.labels(kind, "unexpected").inc()
+                    raise
+                else:
+                    RECONCILES.labels(kind, "success").inc()
+        finally:
+            QUEUE_DEPTH.labels(kind).dec()
+            RECONCILE_SECONDS.labels(kind).observe(time.perf_counter() - started)
+
+
+def runtime_of(memo: Any) -> Runtime:
+    """The Runtime stored in kopf's memo at start-up."""
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+async def apply_all(kube: Kube, children: Iterable[dict[str, Any]]) -> list[str]:
+    """Server-side apply each child; the names of those actually written."""
+    written = []
+    for child in children:
+        if await kube.apply(child) is not None:
+            written.append(f"{child['kind']}/{child['metadata']['name']}")
+    return written
+
+
+def owned_by(obj: dict[str, Any], owner_uid: str) -> bool:
+    """True when ``obj`` has ``owner_uid`` among its ownerReferences."""
+    return any(ref.get("uid") == owner_uid for ref in obj["metadata"].get("ownerReferences") or [])
+
+
+async def prune(
+    kube: Kube, namespace: str, owner_uid: str, unwanted: Iterable[tuple[str, str, str]]
+) -> list[str]:
+    """Delete children the parent no longer wants (only ones it owns)."""
+    deleted = []
+    for api_version, kind, name in unwanted:
+        live = await kube.get(api_version, kind, namespace, name)
+        if live is not None and owned_by(live, owner_uid):
+            await kube.delete(api_version, kind, namespace, name)
+            deleted.append(f"{kind}/{name}")
+    return deleted
+
+
+def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """True when writing ``desired`` would change the stored status."""
+    current = current or {}
+    return any(current.get(k) != v for k, v in desired.items())
+
+
+async def write_status(
+    kube: Kube, obj: dict[str, Any], status: dict[str, Any], *, guard: bool = False
+) -> bool:
+    """Write the status once, only when it changed.
+
+    ``guard`` makes the write conditional on the object's resourceVersion, for
+    status that is itself a source of truth (a Gateway's served revisions).
+    """
+    if not status_changed(obj.get("status"), status):
+        return False
+    meta = obj["metadata"]
+    body_status = dict(status)
+    if guard:
+        await kube.patch_status_guarded(
+            obj["apiVersion"],
+            obj["kind"],
+            meta["namespace"],
+            meta["name"],
+            body_status,
+            meta["resourceVersion"],
+        )
+    else:
+        await kube.patch_status(
+            obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"], body_status
+        )
+    return True

@@ -1,0 +1,259 @@
+"""ScalingPolicy -> one autoscaling/v2 HorizontalPodAutoscaler and the policy's status
+(pure: no client, no clock — ``now`` decides whether an override has expired)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kaizen_api.v1alpha1.common import parse_duration
+from kaizen_api.v1alpha1.scaling import (
+    RESOURCE_METRICS,
+    OverrideMode,
+    ScalingOverride,
+    ScalingPolicySpec,
+    ScalingRules,
+)
+from kaizen_operator import names
+from kaizen_operator.conditions import ready_conditions, set_condition, timestamp
+
+HPA_CONDITIONS = ("AbleToScale", "ScalingActive", "ScalingLimited")
+CONFLICT = "Conflict"
+METRICS_DEGRADED = "MetricsDegraded"
+
+
+@dataclass(frozen=True)
+class ScalingInputs:
+    """Everything the ScalingPolicy render needs, read by resolve_scaling_policy."""
+
+    policy: dict[str, Any]
+    gateway: dict[str, Any] | None
+    hpa: dict[str, Any] | None  # the live HPA with our name, if any
+    rival_policy: str | None  # an older ScalingPolicy already targeting the Gateway
+    foreign_hpa: str | None  # an HPA on the same Deployment that this policy does not own
+    now: datetime
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    """The HPA to apply (None: delete ours / apply nothing) and the policy's status."""
+
+    hpa: dict[str, Any] | None
+    status: dict[str, Any]
+    active_override: dict[str, Any] | None
+    conflict: bool
+
+
+def active_override(spec: ScalingPolicySpec, now: datetime) -> ScalingOverride | None:
+    """The override in force at ``now`` (an expired one is ignored)."""
+    override = spec.override
+    if override is None:
+        return None
+    if override.expires_at is not None and override.expires_at <= now:
+        return None
+    return override
+
+
+def _rules(rules: ScalingRules | None, disabled: bool) -> dict[str, Any] | None:
+    if disabled:
+        return {"selectPolicy": "Disabled"}
+    if rules is None:
+        return None
+    out: dict[str, Any] = {}
+    if rules.stabilization_window is not None:
+        out["stabilizationWindowSeconds"] = int(parse_duration(rules.stabilization_window))
+    period = int(parse_duration(rules.period))
+    policies = []
+    if rules.max_replicas_change is not None:
+        policies.append(
+            {"type": "Pods", "value": rules.max_replicas_change, "periodSeconds": period}
+        )
+    if rules.max_percent_change is not None:
+        policies.append(
+            {"type": "Percent", "value": rules.max_percent_change, "periodSeconds": period}
+        )
+    if policies:
+        out["policies"] = policies
+        out["selectPolicy"] = "Max"
+    return out or None
+
+
+def render_hpa(
+    policy: dict[str, Any], spec: ScalingPolicySpec, now: datetime
+) -> tuple[dict[str, Any] | None, list[str]]:
+    """The HPA for a policy, and the metric types it cannot serve yet.
+
+    cpu and memory become Resource metrics. requestsPerSecond, latencyP95 and
+    errorRate need the operator's external-metrics server, which does not exist yet:
+    they are reported, not silently dropped. With no servable metric there is no HPA
+    (an HPA without metrics would fall back to 80% CPU, which nobody asked for).
+    """
+    meta = policy["metadata"]
+    metrics, unsupported = [], []
+    for metric in spec.metrics:
+        if metric.type in RESOURCE_METRICS:
+            metrics.append(
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": metric.type,
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": metric.average_utilization,
+                        },
+                    },
+                }
+            )
+        else:
+            unsupported.append(str(metric.type))
+    if not metrics:
+        return None, unsupported
+    override = active_override(spec, now)
+    low, high = spec.min_replicas, spec.max_replicas
+    if override is not None and override.mode == OverrideMode.PIN and override.replicas is not None:
+        low = high = max(1, override.replicas)
+    behavior = spec.behavior
+    up = _rules(
+        behavior.scale_up if behavior else None,
+        bool(override and override.mode == OverrideMode.FREEZE_SCALE_UP),
+    )
+    down = _rules(
+        behavior.scale_down if behavior else None,
+        bool(override and override.mode == OverrideMode.FREEZE_SCALE_DOWN),
+    )
+    hpa_spec: dict[str, Any] = {
+        "scaleTargetRef": {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": names.gateway_workload(spec.target_ref.name),
+        },
+        "minReplicas": low,
+        "maxReplicas": high,
+        "metrics": metrics,
+    }
+    if up or down:
+        hpa_spec["behavior"] = {k: v for k, v in (("scaleUp", up), ("scaleDown", down)) if v}
+    hpa = {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {
+            "name": names.gateway_workload(spec.target_ref.name),
+            "namespace": meta["namespace"],
+            "labels": {
+                **names.gateway_labels(spec.target_ref.name, "autoscaler"),
+                "kaizen.studio/scaling-policy": meta["name"],
+            },
+            "ownerReferences": [names.owner_reference(policy)],
+        },
+        "spec": hpa_spec,
+    }
+    return hpa, unsupported
+
+
+def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
+    """The HPA and status of a ScalingPolicy."""
+    policy = inputs.policy
+    meta = policy["metadata"]
+    generation = meta.get("generation")
+    spec = ScalingPolicySpec.model_validate(policy["spec"])
+    previous = (policy.get("status") or {}).get("conditions") or []
+    status: dict[str, Any] = {"observedGeneration": generation}
+    conflict = None
+    if inputs.rival_policy:
+        conflict = (
+            f"ScalingPolicy {inputs.rival_policy!r} already scales Gateway {spec.target_ref.name!r}"
+        )
+    elif inputs.foreign_hpa:
+        conflict = (
+            f"HorizontalPodAutoscaler {inputs.foreign_hpa!r} already scales "
+            f"Deployment {names.gateway_workload(spec.target_ref.name)!r}; delete it or this policy"
+        )
+    if conflict:
+        conds = set_condition(
+            previous, CONFLICT, True, "Conflict", conflict, generation, inputs.now
+        )
+        status["conditions"] = ready_conditions(
+            conds,
+            ready=False,
+            reason="Conflict",
+            message=conflict,
+            generation=generation,
+            now=inputs.now,
+            stalled=True,
+        )
+        return ScalingPlan(hpa=None, status=status, active_override=None, conflict=True)
+    conds = set_condition(previous, CONFLICT, False, "NoConflict", "", generation, inputs.now)
+    if inputs.gateway is None:
+        message = f"Gateway {spec.target_ref.name!r} (spec.targetRef) does not exist"
+        status["conditions"] = ready_conditions(
+            conds,
+            ready=False,
+            reason="TargetNotFound",
+            message=message,
+            generation=generation,
+            now=inputs.now,
+            stalled=True,
+        )
+        return ScalingPlan(hpa=None, status=status, active_override=None, conflict=False)
+
+    hpa, unsupported = render_hpa(policy, spec, inputs.now)
+    if unsupported:
+        conds = set_condition(
+            conds,
+            METRICS_DEGRADED,
+            True,
+            "ExternalMetricsNotServed",
+            f"metrics {', '.join(unsupported)} are not served yet (the operator's external "
+            "metrics API is not available); scaling uses the remaining metrics",
+            generation,
+            inputs.now,
+        )
+    else:
+        conds = set_condition(
+            conds, METRICS_DEGRADED, False, "AllMetricsServed", "", generation, inputs.now
+        )
+    override = active_override(spec, inputs.now)
+    active = None
+    if override is not None:
+        active = {k: v for k, v in override.to_wire().items() if v not in (None, "")}
+        status["activeOverride"] = active
+    else:
+        status["activeOverride"] = None
+    live = (inputs.hpa or {}).get("status") or {}
+    for cond in live.get("conditions") or []:
+        if cond.get("type") in HPA_CONDITIONS:
+            conds = set_condition(
+                conds,
+                cond["type"],
+                cond.get("status", "Unknown"),
+                cond.get("reason", "Unknown"),
+                cond.get("message", ""),
+                generation,
+                inputs.now,
+            )
+    status["currentReplicas"] = live.get("currentReplicas")
+    status["desiredReplicas"] = live.get("desiredReplicas")
+    status["lastScaleTime"] = live.get("lastScaleTime")
+    status["hpaName"] = hpa["metadata"]["name"] if hpa else None
+    if hpa is None:
+        ready, reason = False, "NoServableMetrics"
+        message = "no metric can be served yet: add a cpu or memory metric"
+    else:
+        ready, reason = True, "HorizontalPodAutoscalerReady"
+        bounds = f"{hpa['spec']['minReplicas']} and {hpa['spec']['maxReplicas']}"
+        message = f"HorizontalPodAutoscaler {hpa['metadata']['name']} scales between {bounds}"
+        if override is not None:
+            message += f"; override {override.mode} active"
+            if override.expires_at:
+                message += f" until {timestamp(override.expires_at)}"
+    status["conditions"] = ready_conditions(
+        conds,
+        ready=ready,
+        reason=reason,
+        message=message,
+        generation=generation,
+        now=inputs.now,
+        stalled=hpa is None,
+    )
+    return ScalingPlan(hpa=hpa, status=status, active_override=active, conflict=False)
