@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,16 @@ from kubernetes import client, config
 from localcluster import cluster
 from localdb import postgres
 from tests.support.kube import install_crds
+from tests.support.processes import LocalProcess, start_operator
+
+
+@dataclass
+class OperatorHandle:
+    """The test session's operator process."""
+
+    process: LocalProcess
+    metrics_port: int
+
 
 TIERS = ("unit", "integration", "e2e")
 
@@ -51,11 +62,30 @@ def crds(kubeconfig: Path) -> Path:
     return kubeconfig
 
 
+def worker_id(config: pytest.Config) -> str:
+    """This pytest-xdist worker's id (gw0, gw1, ...), or "main" without xdist."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput["workerid"]) if workerinput else "main"
+
+
+@pytest.fixture(scope="session")
+def operator(
+    crds: Path, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorHandle]:
+    """One `kaizen-operator` process per worker, watching only that worker's namespaces."""
+    worker = worker_id(request.config)
+    log = tmp_path_factory.mktemp("operator") / "operator.log"
+    proc, metrics_port = start_operator(crds, f"t-{worker}-*", log)
+    handle = OperatorHandle(proc, metrics_port)
+    yield handle
+    handle.process.stop()
+
+
 @pytest.fixture
 def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace for one test, deleted afterwards."""
-    short = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40]
-    name = f"t-{short.strip('-')}-{uuid.uuid4().hex[:6]}"
+    """A fresh namespace for one test, deleted afterwards (prefixed by the xdist worker)."""
+    short = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:36]
+    name = f"t-{worker_id(request.config)}-{short.strip('-')}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api_client)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
     yield name
@@ -73,13 +103,14 @@ def impersonating(api_client: client.ApiClient, user: str) -> client.ApiClient:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
     outcome = yield
     report = outcome.get_result()
-    # A failing cluster test shows the control plane's recent logs, not just a traceback.
-    if (
-        report.failed
-        and "kubeconfig" in getattr(item, "fixturenames", ())
-        and not os.environ.get("KUBECONFIG")
-    ):
+    # A failing cluster test shows the control plane's and operator's recent logs.
+    fixtures = getattr(item, "fixturenames", ())
+    if report.failed and "kubeconfig" in fixtures and not os.environ.get("KUBECONFIG"):
         report.sections.append(("local control plane logs", cluster.tail_logs(lines=8)))
+    if report.failed and "operator" in fixtures:
+        handle = getattr(item, "funcargs", {}).get("operator")
+        if handle is not None:
+            report.sections.append(("operator log", handle.process.tail(60)))
 
 
 # ------------------------------------------------------------------ databases

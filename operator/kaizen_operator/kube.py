@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes_asyncio import client, config
 
 FIELD_MANAGER = "kaizen-operator"
+REPLICAS_MANAGER = "kaizen-operator-replicas"
 
 # (apiVersion, kind) -> (URL prefix, plural)
 RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
@@ -68,6 +69,9 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
 
 
+Key = tuple[str, str, str, str, str]  # apiVersion, kind, namespace, name, field manager
+
+
 class Kube:
     """Async Kubernetes client for the operator (one per process)."""
 
@@ -75,7 +79,7 @@ class Kube:
         self._api = api
         self._slots = asyncio.Semaphore(max_concurrency)
         # key -> (digest of what we applied, resourceVersion the apiserver returned)
-        self._applied: dict[tuple[str, str, str, str], tuple[str, str]] = {}
+        self._applied: dict[Key, tuple[str, str]] = {}
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -138,43 +142,55 @@ class Kube:
         items: list[dict[str, Any]] = result.get("items", [])
         return items
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        """Server-side apply ``obj`` as the operator; skipped when nothing changed.
+    async def apply(
+        self, obj: dict[str, Any], manager: str = FIELD_MANAGER
+    ) -> dict[str, Any] | None:
+        """Server-side apply ``obj`` as ``manager``; skipped when nothing changed.
 
         Returns the applied object, or None when the write was skipped.
         """
-        key = _key(obj)
+        api_version, kind, namespace, name = _key(obj)
+        key = (api_version, kind, namespace, name, manager)
         digest = _digest(obj)
         cached = self._applied.get(key)
         if cached and cached[0] == digest:
             return None
-        api_version, kind, namespace, name = key
-        applied: dict[str, Any] = await self._call(
-            resource_path(api_version, kind, namespace, name),
-            "PATCH",
-            body=obj,
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            content_type="application/apply-patch+yaml",
-        )
+        path = resource_path(api_version, kind, namespace, name)
+        query = [("fieldManager", manager), ("force", "true")]
+        try:
+            applied: dict[str, Any] = await self._call(
+                path, "PATCH", body=obj, query=query, content_type="application/apply-patch+yaml"
+            )
+        except ApiException as exc:
+            if exc.status != 422:
+                raise
+            # Someone else's edit of a keyed list (e.g. a Service port renamed) can make
+            # the merged result invalid; a JSON merge patch replaces such lists whole,
+            # then the apply re-takes ownership.
+            await self._call(path, "PATCH", body=obj, content_type="application/merge-patch+json")
+            applied = await self._call(
+                path, "PATCH", body=obj, query=query, content_type="application/apply-patch+yaml"
+            )
         self._applied[key] = (digest, applied["metadata"]["resourceVersion"])
         return applied
 
     def observe(self, obj: dict[str, Any]) -> None:
         """Note a child's current state; a change we did not make re-enables its write."""
         meta = obj.get("metadata", {})
-        key = (
+        base = (
             obj.get("apiVersion", ""),
             obj.get("kind", ""),
             meta.get("namespace", ""),
             meta.get("name", ""),
         )
-        cached = self._applied.get(key)
-        if cached and cached[1] != meta.get("resourceVersion"):
-            del self._applied[key]
+        for key in [k for k in self._applied if k[:4] == base]:
+            if self._applied[key][1] != meta.get("resourceVersion"):
+                del self._applied[key]
 
     def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Drop the skip-write memory of one object (it was deleted or replaced)."""
-        self._applied.pop((api_version, kind, namespace, name), None)
+        for key in [k for k in self._applied if k[:4] == (api_version, kind, namespace, name)]:
+            del self._applied[key]
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj``; raises ApiException(409) when it exists."""

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from kubernetes.client.exceptions import ApiException
+
 T = TypeVar("T")
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -31,7 +33,12 @@ def eventually(probe: Callable[[], T | None], timeout: float = 90, what: str = "
     deadline = time.monotonic() + timeout
     last: T | None = None
     while time.monotonic() < deadline:
-        last = probe()
+        try:
+            last = probe()
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            last = None  # not created yet
         if last:
             return last
         time.sleep(0.5)

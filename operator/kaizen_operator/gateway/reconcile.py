@@ -11,7 +11,7 @@ import kopf
 from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
-from kaizen_operator.kube import ApiException, Kube
+from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube
 from kaizen_operator.runtime import Runtime, apply_all, owned_by, prune, write_status
 
 API = "kaizen.studio/v1alpha1"
@@ -55,35 +55,45 @@ async def resolve_gateway(
     )
 
 
+CONFLICT_RETRIES = 5
+
+
 async def reconcile_gateway(rt: Runtime, namespace: str, name: str) -> None:
     """Make a Gateway's children and status match its spec and the agents it serves."""
     async with rt.reconciling("Gateway", namespace, name):
-        gateway = await rt.kube.get(API, "Gateway", namespace, name)
-        if gateway is None or gateway["metadata"].get("deletionTimestamp"):
-            return
-        inputs = await resolve_gateway(rt.kube, gateway, rt.config.gateway_image, datetime.now(UTC))
-        plan = render_gateway(inputs)
-        written = await apply_all(rt.kube, plan.children)
-        removed = await prune(rt.kube, namespace, gateway["metadata"]["uid"], plan.prune)
-        before = {
-            (s["agent"], s["revision"])
-            for s in (gateway.get("status") or {}).get("servedRevisions") or []
-        }
-        try:
-            await write_status(rt.kube, gateway, plan.status, guard=True)
-        except ApiException as exc:
-            if exc.status == 409:
-                raise kopf.TemporaryError(
-                    "Gateway changed while reconciling; retrying", delay=1
-                ) from exc
-            raise
-        after = {(s["agent"], s["revision"]) for s in plan.status["servedRevisions"]}
-        if after != before:
-            served = ", ".join(f"{a}@r{r}" for a, r in sorted(after)) or "nothing"
-            record(gateway, "ServedRevisionsChanged", f"now serving {served}")
-        if removed:
-            record(gateway, "Pruned", "deleted " + ", ".join(removed))
-        del written
+        for _ in range(CONFLICT_RETRIES):
+            if await _reconcile_gateway_once(rt, namespace, name):
+                return
+        raise kopf.TemporaryError("Gateway kept changing while reconciling; retrying", delay=2)
+
+
+async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> bool:
+    """One pass; False when the status write lost a race and the pass must be redone."""
+    gateway = await rt.kube.get(API, "Gateway", namespace, name)
+    if gateway is None or gateway["metadata"].get("deletionTimestamp"):
+        return True
+    inputs = await resolve_gateway(rt.kube, gateway, rt.config.gateway_image, datetime.now(UTC))
+    plan = render_gateway(inputs)
+    await apply_all(rt.kube, plan.children)
+    if plan.replicas is not None:
+        await rt.kube.apply(plan.replicas, manager=REPLICAS_MANAGER)
+    removed = await prune(rt.kube, namespace, gateway["metadata"]["uid"], plan.prune)
+    served_before = (gateway.get("status") or {}).get("servedRevisions") or []
+    before = {(s["agent"], s["revision"]) for s in served_before}
+    try:
+        # Guarded: the served revisions of a promoted Gateway live only in its status.
+        await write_status(rt.kube, gateway, plan.status, guard=True)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    after = {(s["agent"], s["revision"]) for s in plan.status["servedRevisions"]}
+    if after != before:
+        served = ", ".join(f"{a}@r{r}" for a, r in sorted(after)) or "nothing"
+        record(gateway, "ServedRevisionsChanged", f"now serving {served}")
+    if removed:
+        record(gateway, "Pruned", "deleted " + ", ".join(removed))
+    return True
 
 
 async def reconcile_gateways_in(rt: Runtime, namespace: str) -> None:

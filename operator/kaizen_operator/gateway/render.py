@@ -49,6 +49,7 @@ class GatewayPlan:
     """Children to apply, optional children to prune, and the status."""
 
     children: tuple[dict[str, Any], ...]
+    replicas: dict[str, Any] | None  # applied after the children, by REPLICAS_MANAGER
     prune: tuple[tuple[str, str, str], ...]  # (apiVersion, kind, name)
     status: dict[str, Any]
     bundle: AgentBundle = field(repr=False)
@@ -277,14 +278,37 @@ def render_deployment(
             },
         },
     }
-    if not inputs.autoscaled:
-        # With a ScalingPolicy the HPA owns the replica count: we never write it.
-        deployment_spec["replicas"] = spec.replicas
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _meta(inputs, workload),
         "spec": deployment_spec,
+    }
+
+
+def render_replicas(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] | None:
+    """The replica count, applied under its own field manager, or None to leave it alone.
+
+    Without a ScalingPolicy the Gateway's spec.replicas is written. With one, the HPA
+    owns the count and nothing is written — except once, when the Deployment is
+    created, to start at the policy's minimum. A separate manager keeps the field
+    when we stop writing it, so handing it to the HPA never resets it to 1.
+    """
+    if inputs.autoscaled:
+        if inputs.deployment is not None:
+            return None
+        replicas = inputs.min_replicas or spec.replicas
+    else:
+        replicas = spec.replicas
+    gw = inputs.gateway["metadata"]["name"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": names.gateway_workload(gw),
+            "namespace": inputs.gateway["metadata"]["namespace"],
+        },
+        "spec": {"replicas": replicas},
     }
 
 
@@ -446,4 +470,10 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
             reconciling=not ready,
         ),
     }
-    return GatewayPlan(children=tuple(children), prune=tuple(prune), status=status, bundle=bundle)
+    return GatewayPlan(
+        children=tuple(children),
+        replicas=render_replicas(inputs, spec),
+        prune=tuple(prune),
+        status=status,
+        bundle=bundle,
+    )

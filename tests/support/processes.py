@@ -1,0 +1,100 @@
+"""Run the project's own commands as local processes for tests (operator, gateway, ...)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalProcess:
+    """A started command with its log file."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout: float = 15) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> LocalProcess:
+    """Start ``argv`` with output appended to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    return LocalProcess(proc, log)
+
+
+def wait_http_ok(url: str, process: LocalProcess, timeout: float = 60) -> None:
+    """Wait until ``url`` answers 200, failing early if the process dies."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"process exited ({process.proc.returncode}):\n{process.tail()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback test URL
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{process.tail()}")
+
+
+def start_operator(kubeconfig: Path, namespace_glob: str, log: Path) -> tuple[LocalProcess, int]:
+    """The exact `kaizen-operator` command, watching namespaces that match a glob."""
+    health, metrics = free_port(), free_port()
+    proc = start(
+        [
+            "kaizen-operator",
+            "--namespace",
+            namespace_glob,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--health-address",
+            f"127.0.0.1:{health}",
+            "--metrics-port",
+            str(metrics),
+            "--log-format",
+            "json",
+        ],
+        log,
+    )
+    wait_http_ok(f"http://127.0.0.1:{health}/healthz", proc)
+    return proc, metrics

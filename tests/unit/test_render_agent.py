@@ -1,0 +1,120 @@
+"""render_agent: content-hashed, append-only, bounded revisions and honest conditions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from kaizen_operator.agent.render import AgentInputs, SecretState, content_hash, render_agent
+from tests.support.objects import agent
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+
+
+def plan_for(body, revisions=(), gateway_exists=None, secret_state=None):
+    return render_agent(AgentInputs(body, tuple(revisions), gateway_exists, secret_state, NOW))
+
+
+def test_first_reconcile_creates_revision_one_owned_by_the_agent() -> None:
+    plan = plan_for(agent())
+    (rev,) = plan.create
+    assert rev["kind"] == "ControllerRevision"
+    assert rev["metadata"]["name"] == "hello-r1"
+    assert rev["revision"] == 1
+    assert rev["metadata"]["ownerReferences"][0]["uid"] == "uid-agent-hello"
+    assert rev["metadata"]["ownerReferences"][0]["controller"] is True
+    assert rev["data"]["spec"]["systemPrompt"] == "Be kind."
+    assert rev["metadata"]["labels"]["kaizen.studio/revision-hash"] == content_hash(agent()["spec"])
+    assert plan.status["latestRevision"] == 1
+    assert plan.status["revisions"][0]["name"] == "hello-r1"
+
+
+def test_unchanged_content_makes_no_revision() -> None:
+    first = plan_for(agent()).create[0]
+    plan = plan_for(agent(), [first])
+    assert plan.create == ()
+    assert plan.status["latestRevision"] == 1
+
+
+def test_prompt_change_appends_revision_two() -> None:
+    first = plan_for(agent()).create[0]
+    plan = plan_for(agent(prompt="Be brief."), [first])
+    assert [r["revision"] for r in plan.create] == [2]
+    assert plan.create[0]["metadata"]["name"] == "hello-r2"
+    assert plan.status["latestRevision"] == 2
+
+
+def test_reverting_content_makes_a_new_revision_not_a_renumbered_one() -> None:
+    r1 = plan_for(agent()).create[0]
+    r2 = plan_for(agent(prompt="Other"), [r1]).create[0]
+    r3 = plan_for(agent(), [r1, r2]).create[0]
+    assert r3["revision"] == 3
+    assert r3["data"] == r1["data"]
+
+
+def test_serving_fields_do_not_make_revisions() -> None:
+    first = plan_for(agent()).create[0]
+    changed = agent(lifecycle="Draft", gatewayRef={"name": "dev"}, revisionHistoryLimit=3)
+    assert plan_for(changed, [first], gateway_exists=True).create == ()
+
+
+def test_history_is_bounded_and_oldest_pruned() -> None:
+    revs = []
+    for i in range(3):
+        revs += plan_for(agent(prompt=f"v{i}", revisionHistoryLimit=3), revs).create
+    plan = plan_for(agent(prompt="v3", revisionHistoryLimit=3), revs)
+    assert plan.delete == ("hello-r1",)
+    assert [r["revision"] for r in plan.status["revisions"]] == [2, 3, 4]
+
+
+def _ready(plan):
+    return next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+
+
+def test_missing_secret_is_a_stalled_condition_naming_the_secret() -> None:
+    body = agent(
+        model={"provider": "openai", "name": "gpt-4o", "credentialsSecretRef": {"name": "oa"}}
+    )
+    ready = _ready(plan_for(body, secret_state=SecretState.MISSING))
+    assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
+    assert "'oa'" in ready["message"]
+    stalled = next(
+        c
+        for c in plan_for(body, secret_state=SecretState.MISSING).status["conditions"]
+        if c["type"] == "Stalled"
+    )
+    assert stalled["status"] == "True"
+
+
+def test_missing_key_and_missing_gateway_have_their_own_reasons() -> None:
+    body = agent(
+        model={
+            "provider": "openai",
+            "name": "gpt-4o",
+            "credentialsSecretRef": {"name": "oa", "key": "token"},
+        }
+    )
+    assert (
+        _ready(plan_for(body, secret_state=SecretState.MISSING_KEY))["reason"]
+        == "SecretKeyNotFound"
+    )
+    assert (
+        _ready(plan_for(agent(gatewayRef={"name": "dev"}), gateway_exists=False))["reason"]
+        == "GatewayNotFound"
+    )
+    ok = _ready(plan_for(body, secret_state=SecretState.OK))
+    assert (ok["status"], ok["reason"]) == ("True", "RevisionReady")
+    assert ok["observedGeneration"] == 1
+
+
+def test_unchanged_condition_keeps_its_transition_time() -> None:
+    first = plan_for(agent())
+    later = render_agent(
+        AgentInputs(
+            {**agent(), "status": first.status},
+            first.create,
+            None,
+            None,
+            datetime(2027, 1, 1, tzinfo=UTC),
+        )
+    )
+    assert _ready(later)["lastTransitionTime"] == _ready(first)["lastTransitionTime"]

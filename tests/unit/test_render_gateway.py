@@ -1,0 +1,260 @@
+"""render_gateway: every child and field mapping, served revisions by policy, pruning."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from kaizen_operator.agent.render import AgentInputs, render_agent
+from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+from tests.support.objects import agent, gateway
+
+NOW = datetime(2026, 5, 1, tzinfo=UTC)
+IMAGE = "example.test/kaizen:1"
+
+
+def with_revisions(*bodies):
+    """Agents with status.latestRevision set and their ControllerRevisions, as the operator makes them."""
+    agents, revisions = [], {}
+    for body in bodies:
+        name = body["metadata"]["name"]
+        revs = list(revisions.get(name, ()))
+        plan = render_agent(AgentInputs(body, tuple(revs), None, None, NOW))
+        revs += plan.create
+        revisions[name] = tuple(revs)
+        agents = [a for a in agents if a["metadata"]["name"] != name] + [
+            {**body, "status": plan.status}
+        ]
+    return tuple(agents), revisions
+
+
+def render(gw, agents=(), revisions=None, *, autoscaled=False, min_replicas=None, deployment=None):
+    return render_gateway(
+        GatewayInputs(
+            gw, tuple(agents), revisions or {}, autoscaled, min_replicas, deployment, IMAGE, NOW
+        )
+    )
+
+
+def child(plan, kind):
+    return next(c for c in plan.children if c["kind"] == kind)
+
+
+def bundle(plan):
+    return json.loads(child(plan, "ConfigMap")["data"]["bundle.json"])
+
+
+def test_children_are_owned_labelled_and_named_from_the_gateway() -> None:
+    plan = render(gateway("dev"))
+    kinds = sorted(c["kind"] for c in plan.children)
+    assert kinds == ["ConfigMap", "Deployment", "NetworkPolicy", "Service", "ServiceAccount"]
+    for c in plan.children:
+        meta = c["metadata"]
+        assert meta["namespace"] == "team-a"
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "kaizen.studio/v1alpha1",
+                "kind": "Gateway",
+                "name": "dev",
+                "uid": "uid-gateway-dev",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "kaizen-operator"
+        assert meta["labels"]["app.kubernetes.io/part-of"] == "kaizen-studio"
+        assert meta["labels"]["kaizen.studio/gateway"] == "dev"
+    assert child(plan, "ConfigMap")["metadata"]["name"] == "dev-gateway-bundle"
+    assert child(plan, "Deployment")["metadata"]["name"] == "dev-gateway"
+
+
+def test_deployment_is_hardened_probed_and_runs_the_bundle() -> None:
+    plan = render(gateway("dev", replicas=2, resources={"requests": {"cpu": "250m"}}))
+    dep = child(plan, "Deployment")
+    assert "replicas" not in dep["spec"]  # written apart, under its own field manager
+    assert plan.replicas["spec"] == {"replicas": 2}
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["command"] == ["kaizen-gateway"]
+    assert container["args"][:2] == ["--bundle", "/etc/kaizen/bundle/bundle.json"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["resources"] == {"requests": {"cpu": "250m"}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == "dev-gateway"
+    assert {v["name"] for v in pod["volumes"]} == {"bundle", "tmp"}
+
+
+def test_default_resources_and_image_override() -> None:
+    container = child(render(gateway("dev", image="mine:2")), "Deployment")["spec"]["template"][
+        "spec"
+    ]["containers"][0]
+    assert container["image"] == "mine:2"
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
+
+
+def test_autoscaled_gateway_sets_replicas_only_at_creation() -> None:
+    created = render(gateway("dev", replicas=4), autoscaled=True, min_replicas=2)
+    assert created.replicas["spec"] == {"replicas": 2}
+    live = {"metadata": {"generation": 1}, "spec": {"replicas": 7}, "status": {}}
+    running = render(gateway("dev", replicas=4), autoscaled=True, min_replicas=2, deployment=live)
+    assert running.replicas is None
+
+
+def test_dev_gateway_serves_latest_revision_of_selected_active_agents() -> None:
+    agents, revs = with_revisions(
+        agent("hello", labels={"team": "a"}),
+        agent("hello", prompt="v2", labels={"team": "a"}),
+        agent("other", labels={"team": "b"}),
+        agent("draft", labels={"team": "a"}, lifecycle="Draft"),
+    )
+    plan = render(gateway("dev", agents={"selector": {"matchLabels": {"team": "a"}}}), agents, revs)
+    assert plan.status["servedRevisions"] == [{"agent": "hello", "revision": 2}]
+    served = bundle(plan)["agents"]
+    assert [(a["name"], a["revision"], a["spec"]["systemPrompt"]) for a in served] == [
+        ("hello", 2, "v2")
+    ]
+
+
+def test_selector_expressions() -> None:
+    agents, revs = with_revisions(
+        agent("a", labels={"tier": "gold"}), agent("b", labels={"tier": "bronze"}), agent("c")
+    )
+    sel = {
+        "matchExpressions": [
+            {"key": "tier", "operator": "NotIn", "values": ["bronze"]},
+            {"key": "tier", "operator": "Exists"},
+        ]
+    }
+    plan = render(gateway("dev", agents={"selector": sel}), agents, revs)
+    assert [s["agent"] for s in plan.status["servedRevisions"]] == ["a"]
+
+
+def test_promoted_gateway_serves_only_what_promotions_set() -> None:
+    agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
+    nothing = render(gateway("prod", "production"), agents, revs)
+    assert nothing.status["servedRevisions"] == []
+    promoted = gateway(
+        "prod", "production", status={"servedRevisions": [{"agent": "hello", "revision": 1}]}
+    )
+    plan = render(promoted, agents, revs)
+    assert plan.status["servedRevisions"] == [{"agent": "hello", "revision": 1}]
+    assert bundle(plan)["agents"][0]["spec"]["systemPrompt"] == "Be kind."
+
+
+def test_bundle_change_changes_pod_template_hash() -> None:
+    agents1, revs1 = with_revisions(agent("hello"))
+    agents2, revs2 = with_revisions(agent("hello"), agent("hello", prompt="v2"))
+    h1 = child(render(gateway("dev"), agents1, revs1), "Deployment")["spec"]["template"][
+        "metadata"
+    ]["annotations"]
+    h2 = child(render(gateway("dev"), agents2, revs2), "Deployment")["spec"]["template"][
+        "metadata"
+    ]["annotations"]
+    same = child(render(gateway("dev"), agents1, revs1), "Deployment")["spec"]["template"][
+        "metadata"
+    ]["annotations"]
+    assert h1 != h2
+    assert h1 == same
+
+
+def test_secrets_are_mounted_by_reference_never_copied() -> None:
+    body = agent(
+        "hello",
+        model={
+            "provider": "openai",
+            "name": "gpt-4o",
+            "credentialsSecretRef": {"name": "oa-key", "key": "k"},
+        },
+    )
+    agents, revs = with_revisions(body)
+    plan = render(gateway("dev"), agents, revs)
+    pod = child(plan, "Deployment")["spec"]["template"]["spec"]
+    secret_volume = next(v for v in pod["volumes"] if "secret" in v)
+    assert secret_volume["secret"] == {"secretName": "oa-key", "optional": True}
+    assert any(
+        m["mountPath"] == "/var/run/kaizen/secrets/oa-key" and m["readOnly"]
+        for m in pod["containers"][0]["volumeMounts"]
+    )
+    assert bundle(plan)["agents"][0]["spec"]["model"]["credentialsSecretRef"] == {
+        "name": "oa-key",
+        "key": "k",
+    }
+
+
+def test_service_network_policy_and_ingress_mapping() -> None:
+    gw = gateway(
+        "prod",
+        "production",
+        exposure={
+            "serviceType": "LoadBalancer",
+            "port": 8443,
+            "ingress": {"host": "ai.example.com", "className": "nginx", "tlsSecretName": "tls"},
+        },
+    )
+    plan = render(gw)
+    svc = child(plan, "Service")["spec"]
+    assert svc["type"] == "LoadBalancer"
+    assert svc["ports"] == [{"name": "http", "port": 8443, "targetPort": "http", "protocol": "TCP"}]
+    assert svc["selector"] == {
+        "app.kubernetes.io/name": "kaizen-gateway",
+        "kaizen.studio/gateway": "prod",
+    }
+    assert child(plan, "NetworkPolicy")["spec"]["ingress"] == [
+        {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
+    ing = child(plan, "Ingress")["spec"]
+    assert ing["ingressClassName"] == "nginx"
+    assert ing["tls"] == [{"hosts": ["ai.example.com"], "secretName": "tls"}]
+    assert ing["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
+        "name": "prod-gateway",
+        "port": {"name": "http"},
+    }
+    assert plan.status["endpoint"] == "http://prod-gateway.team-a.svc.cluster.local:8443"
+
+
+def test_pdb_only_with_more_than_one_replica_and_pruned_otherwise() -> None:
+    many = render(gateway("dev", replicas=3))
+    assert child(many, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    one = render(gateway("dev", replicas=1))
+    assert "PodDisruptionBudget" not in [c["kind"] for c in one.children]
+    assert ("policy/v1", "PodDisruptionBudget", "dev-gateway") in one.prune
+    assert ("networking.k8s.io/v1", "Ingress", "dev-gateway") in one.prune
+    autoscaled = render(gateway("dev", replicas=1), autoscaled=True, min_replicas=2)
+    assert "PodDisruptionBudget" in [c["kind"] for c in autoscaled.children]
+
+
+def _ready(plan):
+    return next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+
+
+def test_ready_follows_the_deployment_rollout() -> None:
+    assert _ready(render(gateway("dev")))["status"] == "False"
+    dep = {
+        "metadata": {"generation": 2},
+        "spec": {"replicas": 2},
+        "status": {
+            "observedGeneration": 2,
+            "replicas": 2,
+            "updatedReplicas": 2,
+            "availableReplicas": 2,
+            "readyReplicas": 2,
+        },
+    }
+    plan = render(gateway("dev", replicas=2), deployment=dep)
+    assert (_ready(plan)["status"], _ready(plan)["reason"]) == ("True", "Available")
+    assert plan.status["readyReplicas"] == 2
+    assert (
+        plan.status["selector"] == "app.kubernetes.io/name=kaizen-gateway,kaizen.studio/gateway=dev"
+    )
+    rolling = {**dep, "status": {**dep["status"], "updatedReplicas": 1}}
+    plan = render(gateway("dev", replicas=2), deployment=rolling)
+    assert _ready(plan)["status"] == "False"
+    assert (
+        next(c for c in plan.status["conditions"] if c["type"] == "Reconciling")["status"] == "True"
+    )
