@@ -470,3 +470,27 @@ def test_second_policy_and_foreign_hpa_are_refused(
         what="Conflict",
     )
     assert "HorizontalPodAutoscaler 'hand-made'" in ready["message"]
+
+
+def test_operator_exports_prometheus_metrics(
+    operator: Any, crds: Path, api_client: client.ApiClient, namespace: str
+) -> None:
+    import urllib.request
+
+    apply_yaml(crds, namespace, [mock_agent("hello"), gateway("dev", "dev", ["hello"])])
+    kubectl(
+        crds,
+        "wait",
+        "-n",
+        namespace,
+        "gateways.kaizen.studio/dev",
+        "--for=condition=Ready",
+        "--timeout=90s",
+    )
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+    ) as resp:
+        text = resp.read().decode()
+    assert 'kaizen_operator_reconciles_total{kind="Gateway",result="success"}' in text
+    assert 'kaizen_operator_reconcile_duration_seconds_bucket{kind="Agent"' in text
+    assert "kaizen_operator_queue_depth" in text
