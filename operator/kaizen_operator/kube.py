@@ -174,8 +174,11 @@ class Kube:
         self._applied[key] = (digest, applied["metadata"]["resourceVersion"])
         return applied
 
-    def observe(self, obj: dict[str, Any]) -> None:
-        """Note a child's current state; a change we did not make re-enables its write."""
+    def observe(self, obj: dict[str, Any]) -> bool:
+        """Note a child's current state; False when it is just the echo of our own write.
+
+        A change we did not make re-enables the next write of that object.
+        """
         meta = obj.get("metadata", {})
         base = (
             obj.get("apiVersion", ""),
@@ -183,9 +186,13 @@ class Kube:
             meta.get("namespace", ""),
             meta.get("name", ""),
         )
-        for key in [k for k in self._applied if k[:4] == base]:
+        keys = [k for k in self._applied if k[:4] == base]
+        echo = bool(keys)
+        for key in keys:
             if self._applied[key][1] != meta.get("resourceVersion"):
                 del self._applied[key]
+                echo = False
+        return not echo
 
     def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Drop the skip-write memory of one object (it was deleted or replaced)."""

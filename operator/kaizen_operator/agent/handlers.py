@@ -16,11 +16,14 @@ AGENTS = ("kaizen.studio", "v1alpha1", "agents")
 @kopf.on.resume(*AGENTS)
 @kopf.on.create(*AGENTS)
 @kopf.on.update(*AGENTS, field="spec")
-async def agent_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Revisions and status, then every Gateway of the namespace (they may serve it)."""
+@kopf.on.update(*AGENTS, field="metadata.labels")
+async def agent_changed(
+    body: kopf.Body, namespace: str | None, name: str, memo: Any, **_: Any
+) -> None:
+    """Revisions and status, then the Gateways that select or serve the Agent."""
     rt = runtime_of(memo)
     await reconcile_agent(rt, str(namespace), name)
-    await reconcile_gateways_in(rt, str(namespace))
+    await reconcile_gateways_in(rt, str(namespace), dict(body))
 
 
 @kopf.timer(*AGENTS, interval=30, initial_delay=30, idle=10)

@@ -8,9 +8,16 @@ from typing import Any
 
 import kopf
 
+from kaizen_api.v1alpha1.common import LabelSelector
+from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
 from kaizen_operator.events import record
-from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+from kaizen_operator.gateway.render import (
+    GatewayInputs,
+    gateway_selects,
+    render_gateway,
+    selector_string,
+)
 from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube
 from kaizen_operator.runtime import Runtime, apply_all, owned_by, prune, write_status
 
@@ -25,16 +32,29 @@ def controlling_policy(policies: list[dict[str, Any]], gateway: str) -> dict[str
     return min(targeting, key=lambda p: (p["metadata"]["creationTimestamp"], p["metadata"]["name"]))
 
 
+async def _candidate_agents(kube: Kube, gateway: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Agents a Gateway may serve, letting the apiserver filter (never the whole list)."""
+    ns = gateway["metadata"]["namespace"]
+    spec = GatewaySpec.model_validate(gateway["spec"])
+    if spec.agents.names is not None:
+        found = [await kube.get(API, "Agent", ns, name) for name in spec.agents.names]
+        return [a for a in found if a is not None]
+    return await kube.list(
+        API, "Agent", ns, selector_string(spec.agents.selector or LabelSelector()) or None
+    )
+
+
 async def resolve_gateway(
     kube: Kube, gateway: dict[str, Any], image: str, now: datetime
 ) -> GatewayInputs:
     """Read the Agents, their revisions, the ScalingPolicy and the live Deployment."""
     meta = gateway["metadata"]
     ns = meta["namespace"]
-    agents = await kube.list(API, "Agent", ns)
+    agents = await _candidate_agents(kube, gateway)
     uids = {a["metadata"]["name"]: a["metadata"]["uid"] for a in agents}
     revisions: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for rev in await kube.list("apps/v1", "ControllerRevision", ns, names.AGENT_LABEL):
+    wanted = f"{names.AGENT_LABEL} in ({','.join(sorted(uids))})" if uids else None
+    for rev in await kube.list("apps/v1", "ControllerRevision", ns, wanted) if wanted else []:
         agent = rev["metadata"].get("labels", {}).get(names.AGENT_LABEL, "")
         if agent in uids and owned_by(rev, uids[agent]):
             revisions[agent].append(rev)
@@ -96,7 +116,16 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
     return True
 
 
-async def reconcile_gateways_in(rt: Runtime, namespace: str) -> None:
-    """Reconcile every Gateway of a namespace (after an Agent or ScalingPolicy changed)."""
+async def reconcile_gateways_in(
+    rt: Runtime, namespace: str, agent: dict[str, Any] | None = None
+) -> None:
+    """Reconcile the Gateways of a namespace that serve ``agent`` (all when None)."""
     for gateway in await rt.kube.list(API, "Gateway", namespace):
-        await reconcile_gateway(rt, namespace, gateway["metadata"]["name"])
+        if agent is None or gateway_selects(gateway, agent) or _serves(gateway, agent):
+            await reconcile_gateway(rt, namespace, gateway["metadata"]["name"])
+
+
+def _serves(gateway: dict[str, Any], agent: dict[str, Any]) -> bool:
+    """True when the Gateway currently serves the agent (so it must notice a change)."""
+    served = (gateway.get("status") or {}).get("servedRevisions") or []
+    return any(s.get("agent") == agent["metadata"]["name"] for s in served)

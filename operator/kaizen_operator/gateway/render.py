@@ -73,6 +73,19 @@ def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool
     return True
 
 
+def selector_string(selector: LabelSelector) -> str:
+    """The label-selector query string the apiserver understands."""
+    parts = [f"{k}={v}" for k, v in sorted((selector.match_labels or {}).items())]
+    for req in selector.match_expressions or []:
+        if req.operator in ("In", "NotIn"):
+            parts.append(f"{req.key} {req.operator.lower()} ({','.join(req.values)})")
+        elif req.operator == "Exists":
+            parts.append(req.key)
+        else:
+            parts.append(f"!{req.key}")
+    return ",".join(parts)
+
+
 def selected_agents(spec: GatewaySpec, agents: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
     """The Agents a Gateway selects, by name order."""
     if spec.agents.names is not None:
@@ -82,6 +95,12 @@ def selected_agents(spec: GatewaySpec, agents: tuple[dict[str, Any], ...]) -> li
         sel = spec.agents.selector or LabelSelector()
         chosen = [a for a in agents if selector_matches(sel, a["metadata"].get("labels") or {})]
     return sorted(chosen, key=lambda a: a["metadata"]["name"])
+
+
+def gateway_selects(gateway: dict[str, Any], agent: dict[str, Any]) -> bool:
+    """True when ``gateway`` would serve ``agent`` (by name or label selector)."""
+    spec = GatewaySpec.model_validate(gateway["spec"])
+    return bool(selected_agents(spec, (agent,)))
 
 
 def _revision(revs: tuple[dict[str, Any], ...], number: int | None) -> dict[str, Any] | None:

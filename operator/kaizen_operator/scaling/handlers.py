@@ -66,6 +66,6 @@ async def hpa_event(
     obj = dict(body)
     if type == "DELETED":
         rt.kube.forget(obj["apiVersion"], obj["kind"], str(namespace), obj["metadata"]["name"])
-    else:
-        rt.kube.observe(obj)
+    elif not rt.kube.observe(obj):
+        return  # the echo of our own apply
     await reconcile_scaling_policy(rt, str(namespace), str(labels["kaizen.studio/scaling-policy"]))
