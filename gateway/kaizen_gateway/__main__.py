@@ -1,19 +1,81 @@
 """Entry point of ``kaizen-gateway``: serves agents over an OpenAI-compatible API."""
 
+from __future__ import annotations
+
 import argparse
+import json
+import logging
 import sys
 from importlib.metadata import version
+from pathlib import Path
+
+import uvicorn
+
+from kaizen_api.v1alpha1.bundle import BUNDLE_FILE, BUNDLE_MOUNT, GATEWAY_PORT, SECRETS_MOUNT
+from kaizen_gateway.app import Gateway, GatewaySettings, build_app
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags; the operator's pod template passes --bundle, --host and --port."""
+    parser = argparse.ArgumentParser(
+        prog="kaizen-gateway", description="Serve agents over an OpenAI-compatible API."
+    )
+    parser.add_argument("--version", action="version", version=version("kaizen-studio"))
+    parser.add_argument(
+        "--bundle", type=Path, default=Path(BUNDLE_MOUNT) / BUNDLE_FILE, help="Agent bundle (JSON)."
+    )
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=GATEWAY_PORT)
+    parser.add_argument(
+        "--secrets-dir",
+        type=Path,
+        default=Path(SECRETS_MOUNT),
+        help="Where Secrets are mounted (<secret>/<key> files).",
+    )
+    parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
+    parser.add_argument(
+        "--upstream-timeout", type=float, default=60.0, help="Seconds per upstream attempt."
+    )
+    parser.add_argument(
+        "--upstream-retries", type=int, default=2, help="Retries on 429/5xx/network errors."
+    )
+    parser.add_argument(
+        "--prices", type=Path, help='JSON {"model": [usd_per_1m_in, usd_per_1m_out]} overrides.'
+    )
+    parser.add_argument("--log-level", default="info")
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags; the component itself arrives with issue #6."""
-    parser = argparse.ArgumentParser(
-        prog="kaizen-gateway", description="serves agents over an OpenAI-compatible API"
+    """Run the gateway until SIGTERM."""
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format='{"level":"%(levelname)s","logger":"%(name)s","message":%(message)r}',
     )
-    parser.add_argument("--version", action="version", version=version("kaizen-studio"))
-    parser.parse_args(argv)
-    print("kaizen-gateway: not implemented yet (tracked in issue #6)", file=sys.stderr)
-    return 2
+    settings = GatewaySettings(
+        bundle_path=args.bundle,
+        secrets_dir=args.secrets_dir,
+        max_body_bytes=args.max_body_bytes,
+        upstream_timeout=args.upstream_timeout,
+        upstream_retries=args.upstream_retries,
+    )
+    if args.prices:
+        settings.prices.update(
+            {k: (float(v[0]), float(v[1])) for k, v in json.loads(args.prices.read_text()).items()}
+        )
+    app = build_app(Gateway(settings))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=20,
+    )
+    return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,6 @@ def test_console_scripts_are_installed() -> None:
 
 
 def test_unbuilt_components_say_so_instead_of_pretending() -> None:
-    proc = subprocess.run(["kaizen-gateway"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(["kaizen-api"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "not implemented yet" in proc.stderr

@@ -1,0 +1,480 @@
+"""The gateway's HTTP API (Starlette on uvicorn): OpenAI-compatible chat completions,
+models, a native invoke endpoint, health, readiness and metrics.
+
+Starlette rather than FastAPI: the data plane needs no schema docs or dependency
+injection, and every microsecond of overhead is added to each model call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client import generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
+from kaizen_gateway import metrics
+from kaizen_gateway.bundle import BundleHolder
+from kaizen_gateway.errors import GatewayError
+from kaizen_gateway.providers import ChatRequest, UpstreamConfig, dumps, provider_for
+from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
+
+log = logging.getLogger("kaizen_gateway")
+PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
+PASSTHROUGH = (
+    *PARAM_KEYS,
+    "tools",
+    "tool_choice",
+    "response_format",
+    "seed",
+    "n",
+    "user",
+    "presence_penalty",
+    "frequency_penalty",
+    "max_completion_tokens",
+    "parallel_tool_calls",
+)
+
+
+@dataclass
+class GatewaySettings:
+    """Command-line settings of one gateway process."""
+
+    bundle_path: Path
+    secrets_dir: Path = Path(SECRETS_MOUNT)
+    max_body_bytes: int = 1_048_576
+    upstream_timeout: float = 60.0
+    upstream_retries: int = 2
+    reload_interval: float = 1.0
+    prices: dict[str, tuple[float, float]] = field(
+        default_factory=lambda: dict(metrics.DEFAULT_PRICES)
+    )
+
+
+class Gateway:
+    """Shared state of the process: bundle, upstream session, rate limiters."""
+
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.bundles = BundleHolder(settings.bundle_path)
+        self.session: aiohttp.ClientSession | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._limits_digest: str | None = None
+        self.total_limit: TokenBucket | None = None
+        self.key_limits: KeyedBuckets | None = None
+        self._keys: tuple[float, frozenset[str]] = (0.0, frozenset())
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
+        )
+        self.reload()
+        self._watch = asyncio.create_task(self._watch_loop())
+
+    async def stop(self) -> None:
+        if self._watch:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.session:
+            await self.session.close()
+
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval)
+            self.reload()
+
+    def reload(self) -> None:
+        if self.bundles.reload():
+            metrics.BUNDLE_RELOADS.inc()
+            current = self.bundles.current
+            metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
+            self._configure_limits()
+
+    def _configure_limits(self) -> None:
+        current = self.bundles.current
+        limits = current.bundle.rate_limits if current else None
+        digest = limits.model_dump_json() if limits else ""
+        if digest == self._limits_digest:
+            return
+        self._limits_digest = digest
+        total = limits.total if limits else None
+        per_key = limits.per_api_key if limits else None
+        self.total_limit = (
+            TokenBucket(total.requests_per_second, total.burst or total.requests_per_second)
+            if total
+            else None
+        )
+        self.key_limits = (
+            KeyedBuckets(per_key.requests_per_second, per_key.burst or per_key.requests_per_second)
+            if per_key
+            else None
+        )
+
+    # ---------------------------------------------------------------- auth and limits
+
+    def _api_keys(self) -> frozenset[str]:
+        stamp, keys = self._keys
+        current = self.bundles.current
+        auth = current.bundle.auth if current else None
+        if auth is None or auth.api_keys_secret_ref is None:
+            return frozenset()
+        if time.monotonic() - stamp < 5:
+            return keys
+        folder = self.settings.secrets_dir / auth.api_keys_secret_ref.name
+        found = set()
+        with contextlib.suppress(OSError):
+            for entry in folder.iterdir():
+                if entry.is_file() and not entry.name.startswith("."):
+                    found.add(entry.read_text().strip())
+        self._keys = (time.monotonic(), frozenset(found))
+        return self._keys[1]
+
+    def check_access(self, request: Request) -> None:
+        """Authenticate (when the Gateway requires API keys) and apply rate limits."""
+        current = self.bundles.current
+        auth = current.bundle.auth if current else None
+        header = request.headers.get("authorization", "")
+        key = (
+            header[7:].strip()
+            if header.lower().startswith("bearer ")
+            else request.headers.get("x-api-key", "")
+        )
+        if auth is not None and auth.mode == "APIKey" and (not key or key not in self._api_keys()):
+            raise GatewayError(
+                401,
+                "invalid or missing API key",
+                type_="authentication_error",
+                code="invalid_api_key",
+            )
+        if self.total_limit is not None:
+            wait = self.total_limit.take()
+            if wait:
+                raise self._limited(wait, "this gateway")
+        if self.key_limits is not None:
+            caller = (
+                hashlib.sha256(key.encode()).hexdigest()
+                if key
+                else (request.client.host if request.client else "-")
+            )
+            wait = self.key_limits.take(caller)
+            if wait:
+                raise self._limited(wait, "this API key")
+
+    @staticmethod
+    def _limited(wait: float, who: str) -> GatewayError:
+        retry = max(1, int(wait + 0.999))
+        return GatewayError(
+            429,
+            f"rate limit exceeded for {who}; retry after {retry}s",
+            type_="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(retry)},
+        )
+
+    # ---------------------------------------------------------------- requests
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
+        length = request.headers.get("content-length")
+        limit = self.settings.max_body_bytes
+        if length and length.isdigit() and int(length) > limit:
+            raise GatewayError(
+                413, f"request body larger than {limit} bytes", code="request_too_large"
+            )
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise GatewayError(
+                    413, f"request body larger than {limit} bytes", code="request_too_large"
+                )
+        try:
+            data = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GatewayError(400, f"malformed JSON body: {exc}", code="invalid_json") from exc
+        if not isinstance(data, dict):
+            raise GatewayError(400, "the JSON body must be an object", code="invalid_json")
+        return data
+
+    def agent(self, name: Any) -> BundledAgent:
+        current = self.bundles.current
+        agent = current.agents.get(str(name)) if current and isinstance(name, str) else None
+        if agent is None:
+            served = ", ".join(sorted(current.agents)) if current else ""
+            raise GatewayError(
+                404,
+                f"the agent {name!r} does not exist on this gateway (serving: {served or 'none'})",
+                code="model_not_found",
+                param="model",
+            )
+        return agent
+
+    def chat_request(self, agent: BundledAgent, body: dict[str, Any]) -> ChatRequest:
+        messages = body.get("messages")
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) for m in messages)
+        ):
+            raise GatewayError(
+                400, "messages must be a non-empty list of message objects", param="messages"
+            )
+        spec = agent.spec
+        if spec.system_prompt:
+            messages = [{"role": "system", "content": spec.system_prompt}, *messages]
+        params: dict[str, Any] = {}
+        if spec.model.parameters:
+            params.update(
+                {
+                    k: v
+                    for k, v in spec.model.parameters.model_dump(exclude_none=True).items()
+                    if k in PARAM_KEYS
+                }
+            )
+        params.update({k: body[k] for k in PASSTHROUGH if k in body})
+        functions = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters or {"type": "object", "properties": {}},
+                },
+            }
+            for t in spec.tools or []
+        ]
+        if functions and "tools" not in params:
+            params["tools"] = functions
+        return ChatRequest(model=spec.model.name, messages=messages, params=params)
+
+    def provider(self, agent: BundledAgent) -> Any:
+        if self.session is None:
+            raise GatewayError(503, "gateway is starting", type_="server_error")
+        cfg = UpstreamConfig(
+            self.session,
+            self.settings.upstream_timeout,
+            self.settings.upstream_retries,
+            secrets_dir=self.settings.secrets_dir,
+        )
+        return provider_for(
+            agent.spec.model,
+            cfg,
+            lambda reason: metrics.UPSTREAM_ERRORS.labels(agent.name, reason).inc(),
+        )
+
+    def account(
+        self, agent: BundledAgent, status: int, seconds: float, usage: dict[str, Any] | None
+    ) -> None:
+        labels = (agent.name, str(agent.revision))
+        metrics.REQUESTS.labels(*labels, str(status)).inc()
+        metrics.LATENCY.labels(*labels).observe(seconds)
+        if usage:
+            tokens_in, tokens_out = (
+                int(usage.get("prompt_tokens", 0)),
+                int(usage.get("completion_tokens", 0)),
+            )
+            metrics.TOKENS.labels(*labels, "in").inc(tokens_in)
+            metrics.TOKENS.labels(*labels, "out").inc(tokens_out)
+            metrics.COST.labels(*labels).inc(
+                metrics.cost(self.settings.prices, agent.spec.model.name, tokens_in, tokens_out)
+            )
+
+
+def _error(exc: GatewayError, extra: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        exc.body(), status_code=exc.status, headers={**exc.headers, **(extra or {})}
+    )
+
+
+def _headers(
+    agent: BundledAgent, started: float, upstream: float, request_id: str
+) -> dict[str, str]:
+    overhead = (time.perf_counter() - started - upstream) * 1000
+    return {
+        "x-kaizen-agent-revision": str(agent.revision),
+        "x-kaizen-agent": agent.name,
+        "x-kaizen-overhead-ms": f"{overhead:.3f}",
+        "x-request-id": request_id,
+    }
+
+
+def build_app(gw: Gateway) -> Starlette:
+    """The ASGI application around a Gateway."""
+
+    async def healthz(_: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def readyz(_: Request) -> Response:
+        if gw.bundles.current is None:
+            return PlainTextResponse(f"no valid bundle: {gw.bundles.last_error}", status_code=503)
+        return PlainTextResponse("ok")
+
+    async def metrics_endpoint(_: Request) -> Response:
+        return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
+
+    async def models(request: Request) -> Response:
+        try:
+            gw.check_access(request)
+        except GatewayError as exc:
+            return _error(exc)
+        current = gw.bundles.current
+        data = [
+            {
+                "id": a.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "kaizen-studio",
+                "revision": a.revision,
+                "provider": a.spec.model.provider,
+            }
+            for a in (current.agents.values() if current else [])
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat_completions(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        agent: BundledAgent | None = None
+        try:
+            gw.check_access(request)
+            body = await gw.read_json(request)
+            agent = gw.agent(body.get("model"))
+            chat = gw.chat_request(agent, body)
+            provider = gw.provider(agent)
+            if body.get("stream"):
+                return await _stream(gw, agent, provider, chat, started, request_id)
+            t0 = time.perf_counter()
+            result = await provider.complete(chat)
+            upstream = time.perf_counter() - t0
+        except GatewayError as exc:
+            if agent is not None:
+                gw.account(agent, exc.status, time.perf_counter() - started, None)
+            return _error(exc, {"x-request-id": request_id})
+        result["id"] = result.get("id") or f"chatcmpl-{request_id}"
+        result["model"] = agent.name
+        gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
+        return Response(
+            dumps(result),
+            media_type="application/json",
+            headers=_headers(agent, started, upstream, request_id),
+        )
+
+    async def invoke(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        agent: BundledAgent | None = None
+        try:
+            gw.check_access(request)
+            body = await gw.read_json(request)
+            agent = gw.agent(request.path_params["name"])
+            text = body.get("input")
+            if not isinstance(text, str) or not text:
+                raise GatewayError(400, "input must be a non-empty string", param="input")
+            chat = gw.chat_request(
+                agent,
+                {
+                    "messages": [*body.get("history", []), {"role": "user", "content": text}],
+                    **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
+                },
+            )
+            t0 = time.perf_counter()
+            result = await gw.provider(agent).complete(chat)
+            upstream = time.perf_counter() - t0
+        except GatewayError as exc:
+            if agent is not None:
+                gw.account(agent, exc.status, time.perf_counter() - started, None)
+            return _error(exc, {"x-request-id": request_id})
+        message = result["choices"][0]["message"]
+        gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
+        out = {
+            "agent": agent.name,
+            "revision": agent.revision,
+            "output": message.get("content") or "",
+            "toolCalls": message.get("tool_calls") or [],
+            "usage": result.get("usage", {}),
+            "latencyMs": round((time.perf_counter() - started) * 1000, 3),
+            "requestId": request_id,
+        }
+        return JSONResponse(out, headers=_headers(agent, started, upstream, request_id))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics_endpoint),
+            Route("/v1/models", models),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/agents/{name}/invoke", invoke, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _stream(
+    gw: Gateway,
+    agent: BundledAgent,
+    provider: Any,
+    chat: ChatRequest,
+    started: float,
+    request_id: str,
+) -> Response:
+    """Server-sent events in OpenAI's chunk format; errors after the start become an error event."""
+    stream = provider.stream(chat)
+    t0 = time.perf_counter()
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    except GatewayError as exc:
+        gw.account(agent, exc.status, time.perf_counter() - started, None)
+        await stream.aclose()
+        return _error(exc, {"x-request-id": request_id})
+    labels = (agent.name, str(agent.revision))
+    metrics.TTFT.labels(*labels).observe(time.perf_counter() - started)
+    headers = _headers(agent, started, time.perf_counter() - t0, request_id)
+    chunk_id = f"chatcmpl-{request_id}"
+
+    async def events() -> AsyncIterator[str]:
+        usage = None
+        status = 200
+        try:
+            chunk = first
+            while chunk is not None:
+                chunk.update(id=chunk_id, model=agent.name)
+                usage = chunk.get("usage") or usage
+                yield f"data: {dumps(chunk)}\n\n"
+                chunk = await anext(stream, None)
+        except GatewayError as exc:
+            status = exc.status
+            yield f"data: {dumps(exc.body())}\n\n"
+        finally:
+            gw.account(agent, status, time.perf_counter() - started, usage)
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
+    )

@@ -1,0 +1,74 @@
+"""Prometheus metrics of the gateway. ScalingPolicy RPS/latency metrics and Promotion
+metric gates read these names."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry()
+LABELS = ("agent", "revision")
+
+REQUESTS = Counter(
+    "kaizen_gateway_requests_total",
+    "Requests by agent, revision and HTTP status",
+    [*LABELS, "status"],
+    registry=REGISTRY,
+)
+LATENCY = Histogram(
+    "kaizen_gateway_request_duration_seconds",
+    "Request latency (end to end) by agent and revision",
+    LABELS,
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+TTFT = Histogram(
+    "kaizen_gateway_time_to_first_token_seconds",
+    "Time to the first streamed token",
+    LABELS,
+    registry=REGISTRY,
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TOKENS = Counter(
+    "kaizen_gateway_tokens_total",
+    "Tokens by agent, revision and direction (in/out)",
+    [*LABELS, "direction"],
+    registry=REGISTRY,
+)
+COST = Counter(
+    "kaizen_gateway_cost_usd_total",
+    "Estimated cost in US dollars",
+    LABELS,
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS = Counter(
+    "kaizen_gateway_upstream_errors_total",
+    "Failed upstream attempts by agent and reason",
+    ["agent", "reason"],
+    registry=REGISTRY,
+)
+BUNDLE_RELOADS = Counter(
+    "kaizen_gateway_bundle_reloads_total",
+    "Bundles loaded",
+    registry=REGISTRY,
+)
+AGENTS_SERVED = Gauge(
+    "kaizen_gateway_agents_served",
+    "Agents in the current bundle",
+    registry=REGISTRY,
+)
+
+# USD per 1M tokens (input, output); overridable with --prices FILE (JSON of the same shape).
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o": (2.5, 10.0),
+    "gpt-4o-mini": (0.15, 0.6),
+    "claude-sonnet-4-5": (3.0, 15.0),
+    "claude-haiku-4-5": (1.0, 5.0),
+}
+
+
+def cost(
+    prices: dict[str, tuple[float, float]], model: str, tokens_in: int, tokens_out: int
+) -> float:
+    """Estimated cost of one call (0 for unknown models)."""
+    price_in, price_out = prices.get(model, (0.0, 0.0))
+    return (tokens_in * price_in + tokens_out * price_out) / 1_000_000

@@ -1,0 +1,171 @@
+"""Model providers: each turns an OpenAI-shaped chat request into the upstream's protocol
+and back. ``provider_for`` picks one from an agent's model spec."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import aiohttp
+
+from kaizen_api.v1alpha1.agent import ModelSpec
+from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT
+from kaizen_gateway.errors import GatewayError, UpstreamError
+
+T = TypeVar("T")
+
+
+@dataclass
+class ChatRequest:
+    """An OpenAI-shaped chat request, with the agent's prompt and parameters applied."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class UpstreamConfig:
+    """How the gateway talks to providers."""
+
+    session: aiohttp.ClientSession
+    timeout: float = 60.0
+    retries: int = 2
+    backoff: float = 0.25
+    secrets_dir: Path = Path(SECRETS_MOUNT)
+
+
+class Provider(Protocol):
+    """One upstream protocol."""
+
+    async def complete(self, req: ChatRequest) -> dict[str, Any]:
+        """A whole ``chat.completion`` body."""
+
+    def stream(self, req: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        """``chat.completion.chunk`` bodies."""
+
+
+def read_secret(cfg: UpstreamConfig, spec: ModelSpec) -> str | None:
+    """The API key from the mounted Secret, read per call so rotation needs no restart."""
+    ref = spec.credentials_secret_ref
+    if ref is None:
+        return None
+    path = cfg.secrets_dir / ref.name / ref.key
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise GatewayError(
+            503,
+            f"credentials for this agent are not available (Secret {ref.name!r} key {ref.key!r} "
+            "is not mounted)",
+            type_="upstream_error",
+            code="credentials_unavailable",
+        ) from exc
+
+
+def _retry_after(headers: Any) -> float | None:
+    try:
+        return float(headers.get("retry-after", ""))
+    except (TypeError, ValueError):
+        return None
+
+
+async def with_retries(
+    cfg: UpstreamConfig, attempt: Callable[[], Awaitable[T]], on_retry: Callable[[str], None]
+) -> T:
+    """Run ``attempt``; retry retryable upstream failures with jittered backoff."""
+    for n in range(cfg.retries + 1):
+        try:
+            return await attempt()
+        except UpstreamError as exc:
+            if not exc.retryable or n == cfg.retries:
+                raise
+            on_retry(str(exc.upstream_status or "network"))
+            delay = cfg.backoff * (2**n) * (0.5 + random.random())  # noqa: S311 - jitter, not crypto
+            await asyncio.sleep(min(delay, 5.0))
+    raise AssertionError("unreachable")
+
+
+async def post_json(
+    cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any]:
+    """POST JSON; upstream failures become UpstreamError (retryable on 429/5xx/network)."""
+    try:
+        async with cfg.session.post(
+            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout)
+        ) as resp:
+            if resp.status >= 400:
+                text = (await resp.text())[:500]
+                retryable = resp.status == 429 or resp.status >= 500
+                raise UpstreamError(
+                    502,
+                    f"upstream returned {resp.status}: {text}",
+                    retryable=retryable,
+                    upstream_status=resp.status,
+                )
+            data: dict[str, Any] = await resp.json(content_type=None)
+            return data
+    except TimeoutError as exc:
+        raise UpstreamError(
+            504, f"upstream timed out after {cfg.timeout:.0f}s", retryable=True
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            502, f"upstream unreachable: {exc.__class__.__name__}", retryable=True
+        ) from exc
+
+
+async def sse_lines(
+    cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> AsyncIterator[str]:
+    """POST and yield the ``data:`` payloads of a server-sent-event stream."""
+    try:
+        async with cfg.session.post(
+            url,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=None, sock_read=cfg.timeout),
+        ) as resp:
+            if resp.status >= 400:
+                text = (await resp.text())[:500]
+                raise UpstreamError(
+                    502,
+                    f"upstream returned {resp.status}: {text}",
+                    retryable=resp.status == 429 or resp.status >= 500,
+                    upstream_status=resp.status,
+                )
+            async for raw in resp.content:
+                line = raw.decode().strip()
+                if line.startswith("data:"):
+                    yield line[5:].strip()
+    except TimeoutError as exc:
+        raise UpstreamError(
+            504, f"upstream timed out after {cfg.timeout:.0f}s", retryable=True
+        ) from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(
+            502, f"upstream unreachable: {exc.__class__.__name__}", retryable=True
+        ) from exc
+
+
+def provider_for(spec: ModelSpec, cfg: UpstreamConfig, on_retry: Callable[[str], None]) -> Provider:
+    """The provider implementation for a model spec."""
+    from kaizen_gateway.providers.anthropic import AnthropicProvider
+    from kaizen_gateway.providers.mock import MockProvider
+    from kaizen_gateway.providers.openai import OpenAIProvider
+
+    if spec.provider == "mock":
+        return MockProvider()
+    if spec.provider == "anthropic":
+        return AnthropicProvider(spec, cfg, on_retry)
+    return OpenAIProvider(spec, cfg, on_retry)
+
+
+def dumps(obj: Any) -> str:
+    """Compact JSON."""
+    return json.dumps(obj, separators=(",", ":"))

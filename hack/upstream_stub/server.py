@@ -1,0 +1,223 @@
+"""`python -m upstream_stub.server --port N`: OpenAI + Anthropic protocol stub on 127.0.0.1."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+STATE: dict[str, Any] = {"fail": [], "delay": 0.0, "requests": []}
+
+
+def _answer(messages: list[dict[str, Any]], system: str | None = None) -> str:
+    last = next((m for m in reversed(messages) if m.get("role") == "user"), {"content": ""})
+    content = last.get("content")
+    text = (
+        content if isinstance(content, str) else " ".join(p.get("text", "") for p in content or [])
+    )
+    prefix = f"[system:{len(system)}] " if system else ""
+    return f"{prefix}stub says: {text}"
+
+
+async def _maybe_fail() -> Response | None:
+    if STATE["delay"]:
+        await asyncio.sleep(STATE["delay"])
+    if STATE["fail"]:
+        status = STATE["fail"].pop(0)
+        return JSONResponse(
+            {"error": {"message": f"injected {status}", "type": "stub"}},
+            status_code=status,
+            headers={"retry-after": "0"} if status == 429 else None,
+        )
+    return None
+
+
+async def openai_chat(request: Request) -> Response:
+    body = await request.json()
+    STATE["requests"].append({"path": "openai", "headers": dict(request.headers), "body": body})
+    failed = await _maybe_fail()
+    if failed:
+        return failed
+    system = next((m["content"] for m in body["messages"] if m["role"] == "system"), None)
+    answer = _answer(body["messages"], system)
+    usage = {
+        "prompt_tokens": 11,
+        "completion_tokens": len(answer.split()),
+        "total_tokens": 11 + len(answer.split()),
+    }
+    if body.get("tools") and "call a tool" in answer:
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": body["tools"][0]["function"]["name"], "arguments": "{}"},
+                }
+            ],
+        }
+        return JSONResponse(
+            {
+                "id": "stub-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                "usage": usage,
+            }
+        )
+    if not body.get("stream"):
+        return JSONResponse(
+            {
+                "id": "stub-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    async def chunks() -> AsyncIterator[str]:
+        for i, word in enumerate(answer.split(" ")):
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": " " + word}
+            yield (
+                "data: "
+                + json.dumps(
+                    {
+                        "id": "stub-1",
+                        "object": "chat.completion.chunk",
+                        "model": body["model"],
+                        "choices": [{"index": 0, "delta": delta, "finish_reason": None}],
+                    }
+                )
+                + "\n\n"
+            )
+        yield (
+            "data: "
+            + json.dumps(
+                {
+                    "id": "stub-1",
+                    "object": "chat.completion.chunk",
+                    "model": body["model"],
+                    "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                    "usage": usage,
+                }
+            )
+            + "\n\n"
+        )
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
+
+
+async def anthropic_messages(request: Request) -> Response:
+    body = await request.json()
+    STATE["requests"].append({"path": "anthropic", "headers": dict(request.headers), "body": body})
+    failed = await _maybe_fail()
+    if failed:
+        return failed
+    answer = _answer(body["messages"], body.get("system"))
+    usage = {"input_tokens": 13, "output_tokens": len(answer.split())}
+    if not body.get("stream"):
+        return JSONResponse(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": [{"type": "text", "text": answer}],
+                "stop_reason": "end_turn",
+                "usage": usage,
+            }
+        )
+
+    async def events() -> AsyncIterator[str]:
+        def ev(kind: str, data: dict[str, Any]) -> str:
+            return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+        yield ev(
+            "message_start",
+            {
+                "message": {
+                    "id": "msg_1",
+                    "role": "assistant",
+                    "model": body["model"],
+                    "content": [],
+                    "usage": {"input_tokens": 13, "output_tokens": 0},
+                }
+            },
+        )
+        yield ev("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        for i, word in enumerate(answer.split(" ")):
+            yield ev(
+                "content_block_delta",
+                {
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": word if i == 0 else " " + word},
+                },
+            )
+        yield ev("content_block_stop", {"index": 0})
+        yield ev(
+            "message_delta",
+            {
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": usage["output_tokens"]},
+            },
+        )
+        yield ev("message_stop", {})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def control(request: Request) -> Response:
+    """Configure failures/delay; GET returns what the stub received."""
+    if request.method == "POST":
+        STATE.update(await request.json())
+        return JSONResponse({"ok": True})
+    return JSONResponse({"requests": STATE["requests"][-50:], "count": len(STATE["requests"])})
+
+
+app = Starlette(
+    routes=[
+        Route("/v1/chat/completions", openai_chat, methods=["POST"]),
+        Route("/openai/deployments/{deployment}/chat/completions", openai_chat, methods=["POST"]),
+        Route("/v1/messages", anthropic_messages, methods=["POST"]),
+        Route("/_control", control, methods=["GET", "POST"]),
+    ]
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+if __name__ == "__main__":
+    main()
