@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from starlette.routing import Route
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
 from kaizen_gateway import metrics
 from kaizen_gateway.bundle import BundleHolder
-from kaizen_gateway.errors import GatewayError
+from kaizen_gateway.errors import GatewayError, UpstreamError
 from kaizen_gateway.providers import ChatRequest, UpstreamConfig, dumps, provider_for
 from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
 
@@ -296,6 +296,23 @@ class Gateway:
             )
 
 
+async def complete_with_fallback(
+    agent: BundledAgent, provider: Any, chat: ChatRequest
+) -> dict[str, Any]:
+    """The primary model; on an upstream failure after retries, the fallback model once."""
+    try:
+        result: dict[str, Any] = await provider.complete(chat)
+    except UpstreamError as exc:
+        fallback = agent.spec.model.fallback_name
+        if not fallback:
+            raise
+        log.warning("agent %s: %s; trying fallback model %s", agent.name, exc.message, fallback)
+        metrics.UPSTREAM_ERRORS.labels(agent.name, "fallback").inc()
+        result = await provider.complete(replace(chat, model=fallback))
+        result["x_kaizen_fallback"] = fallback
+    return result
+
+
 def _error(exc: GatewayError, extra: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
         exc.body(), status_code=exc.status, headers={**exc.headers, **(extra or {})}
@@ -360,7 +377,7 @@ def build_app(gw: Gateway) -> Starlette:
             if body.get("stream"):
                 return await _stream(gw, agent, provider, chat, started, request_id)
             t0 = time.perf_counter()
-            result = await provider.complete(chat)
+            result = await complete_with_fallback(agent, provider, chat)
             upstream = time.perf_counter() - t0
         except GatewayError as exc:
             if agent is not None:
@@ -368,12 +385,12 @@ def build_app(gw: Gateway) -> Starlette:
             return _error(exc, {"x-request-id": request_id})
         result["id"] = result.get("id") or f"chatcmpl-{request_id}"
         result["model"] = agent.name
+        headers = _headers(agent, started, upstream, request_id)
+        fallback = result.pop("x_kaizen_fallback", None)
+        if fallback:
+            headers["x-kaizen-fallback-model"] = fallback
         gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
-        return Response(
-            dumps(result),
-            media_type="application/json",
-            headers=_headers(agent, started, upstream, request_id),
-        )
+        return Response(dumps(result), media_type="application/json", headers=headers)
 
     async def invoke(request: Request) -> Response:
         started = time.perf_counter()
@@ -394,7 +411,7 @@ def build_app(gw: Gateway) -> Starlette:
                 },
             )
             t0 = time.perf_counter()
-            result = await gw.provider(agent).complete(chat)
+            result = await complete_with_fallback(agent, gw.provider(agent), chat)
             upstream = time.perf_counter() - t0
         except GatewayError as exc:
             if agent is not None:

@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-STATE: dict[str, Any] = {"fail": [], "delay": 0.0, "requests": []}
+STATE: dict[str, Any] = {"fail": [], "delay": 0.0, "requests": [], "broken_models": []}
 
 
 def _answer(messages: list[dict[str, Any]], system: str | None = None) -> str:
@@ -28,9 +28,13 @@ def _answer(messages: list[dict[str, Any]], system: str | None = None) -> str:
     return f"{prefix}stub says: {text}"
 
 
-async def _maybe_fail() -> Response | None:
+async def _maybe_fail(model: str = "") -> Response | None:
     if STATE["delay"]:
         await asyncio.sleep(STATE["delay"])
+    if model in STATE["broken_models"]:
+        return JSONResponse(
+            {"error": {"message": f"model {model} is down", "type": "stub"}}, status_code=503
+        )
     if STATE["fail"]:
         status = STATE["fail"].pop(0)
         return JSONResponse(
@@ -44,7 +48,7 @@ async def _maybe_fail() -> Response | None:
 async def openai_chat(request: Request) -> Response:
     body = await request.json()
     STATE["requests"].append({"path": "openai", "headers": dict(request.headers), "body": body})
-    failed = await _maybe_fail()
+    failed = await _maybe_fail(body.get("model", ""))
     if failed:
         return failed
     system = next((m["content"] for m in body["messages"] if m["role"] == "system"), None)

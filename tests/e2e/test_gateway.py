@@ -44,7 +44,7 @@ class Running:
         return total
 
 
-def rendered(stub: str, tmp: Path) -> tuple[list[str], str]:
+def rendered(stub: str, tmp: Path, **gateway_spec: Any) -> tuple[list[str], str]:
     """The Deployment's command and the ConfigMap's bundle, for agents on the stub."""
     now = datetime.now(UTC)
     bodies = [
@@ -71,13 +71,22 @@ def rendered(stub: str, tmp: Path) -> tuple[list[str], str]:
             },
         ),
         agent("echo"),
+        agent(
+            "resilient",
+            model={
+                "provider": "openai-compatible",
+                "name": "primary-broken",
+                "fallbackName": "backup",
+                "endpoint": f"{stub}/v1",
+            },
+        ),
     ]
     agents, revisions = [], {}
     for body in bodies:
         plan = render_agent(AgentInputs(body, (), None, None, now))
         agents.append({**body, "status": plan.status})
         revisions[body["metadata"]["name"]] = plan.create
-    gw = gateway("dev", agents={"names": ["helper", "claude", "echo"]})
+    gw = gateway("dev", agents={"names": ["helper", "claude", "echo", "resilient"]}, **gateway_spec)
     plan = render_gateway(
         GatewayInputs(gw, tuple(agents), revisions, False, None, None, "img", now)
     )
@@ -89,7 +98,20 @@ def rendered(stub: str, tmp: Path) -> tuple[list[str], str]:
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    tmp = tmp_path_factory.mktemp("gateway")
+    yield from run_gateway(tmp_path_factory.mktemp("gateway"))
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """A gateway that requires API keys and limits each key to 2 requests/second."""
+    yield from run_gateway(
+        tmp_path_factory.mktemp("guarded"),
+        auth={"mode": "APIKey", "apiKeysSecretRef": {"name": "gw-keys"}},
+        rateLimits={"perApiKey": {"requestsPerSecond": 1, "burst": 2}},
+    )
+
+
+def run_gateway(tmp: Path, **gateway_spec: Any) -> Iterator[Running]:
     stub_port, port = free_port(), free_port()
     stub = start(
         [sys.executable, "-m", "upstream_stub.server", "--port", str(stub_port)],
@@ -97,7 +119,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         env={"PYTHONPATH": str(ROOT / "hack")},
     )
     stub_url = f"http://127.0.0.1:{stub_port}"
-    argv, bundle_text = rendered(stub_url, tmp)
+    argv, bundle_text = rendered(stub_url, tmp, **gateway_spec)
     bundle = tmp / "bundle" / "bundle.json"
     bundle.parent.mkdir()
     bundle.write_text(bundle_text)
@@ -106,6 +128,9 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     (secrets / "oa" / "apiKey").write_text("sk-test-openai")
     (secrets / "an").mkdir()
     (secrets / "an" / "apiKey").write_text("sk-test-anthropic")
+    (secrets / "gw-keys").mkdir()
+    (secrets / "gw-keys" / "team-a").write_text("kaizen-key-a")
+    (secrets / "gw-keys" / "team-b").write_text("kaizen-key-b")
     # The pod's exact command, with the pod paths mapped onto this machine.
     args = [a.replace("/etc/kaizen/bundle/bundle.json", str(bundle)) for a in argv]
     args[args.index("--host") + 1] = "127.0.0.1"
@@ -128,7 +153,7 @@ def client(running: Running) -> openai.OpenAI:
 
 def test_models_lists_served_agents_with_revisions(running: Running) -> None:
     models = {m.id: m for m in client(running).models.list()}
-    assert set(models) == {"helper", "claude", "echo"}
+    assert set(models) == {"helper", "claude", "echo", "resilient"}
     assert models["helper"].model_extra["revision"] == 1
 
 
@@ -262,4 +287,53 @@ def test_health_readiness_and_metrics_endpoints(running: Running) -> None:
     assert httpx.get(f"{running.url}/readyz").status_code == 200
     metrics = httpx.get(f"{running.url}/metrics").text
     assert "kaizen_gateway_request_duration_seconds_bucket" in metrics
-    assert "kaizen_gateway_agents_served 3.0" in metrics
+    assert "kaizen_gateway_agents_served 4.0" in metrics
+
+
+def test_fallback_model_answers_when_the_primary_is_down(running: Running) -> None:
+    running.control(broken_models=["primary-broken"])
+    try:
+        raw = client(running).chat.completions.with_raw_response.create(
+            model="resilient", messages=[{"role": "user", "content": "still there?"}]
+        )
+        assert "stub says: still there?" in raw.parse().choices[0].message.content
+        assert raw.headers["x-kaizen-fallback-model"] == "backup"
+    finally:
+        running.control(broken_models=[])
+
+
+def test_api_keys_are_required_when_the_gateway_says_so(guarded: Running) -> None:
+    anonymous = httpx.post(
+        f"{guarded.url}/v1/chat/completions",
+        json={"model": "echo", "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "invalid_api_key"
+    wrong = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="echo", messages=[{"role": "user", "content": "x"}])
+    ok = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="kaizen-key-a", max_retries=0)
+    assert (
+        ok.chat.completions.create(model="echo", messages=[{"role": "user", "content": "hi"}])
+        .choices[0]
+        .message.content
+        == "[mock:echo] hi"
+    )
+
+
+def test_per_key_rate_limit_returns_429_with_retry_after(guarded: Running) -> None:
+    def call(key: str) -> httpx.Response:
+        return httpx.post(
+            f"{guarded.url}/agents/echo/invoke",
+            json={"input": "x"},
+            headers={"authorization": f"Bearer {key}"},
+        )
+
+    statuses = [call("kaizen-key-b").status_code for _ in range(6)]
+    assert statuses[:2] == [200, 200]
+    limited = call("kaizen-key-b")
+    assert limited.status_code == 429
+    assert limited.json()["error"]["type"] == "rate_limit_error"
+    assert int(limited.headers["retry-after"]) >= 1
+    # Another key has its own bucket.
+    assert call("kaizen-key-a").status_code == 200

@@ -101,6 +101,13 @@ class ModelSpec(KaizenModel):
     parameters: ModelParameters | None = Field(
         default=None, description="Sampling parameters applied to every request."
     )
+    fallback_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Model at the same provider tried once when the primary still fails "
+        "after retries (e.g. a smaller or older model).",
+    )
 
     @model_validator(mode="after")
     def _provider_requirements(self) -> ModelSpec:
