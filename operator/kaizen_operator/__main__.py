@@ -14,6 +14,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from kaizen_operator.kube import Kube
+from kaizen_operator.resync import resync_forever
 from kaizen_operator.runtime import OperatorConfig, Runtime
 
 DEFAULT_IMAGE = f"ghcr.io/kaizen-studio/kaizen-studio:{version('kaizen-studio')}"
@@ -80,11 +81,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.request_timeout = 60
     config: OperatorConfig = memo.operator_config
     memo.runtime = Runtime(kube=await Kube.connect(config.kubeconfig), config=config)
+    memo.resync = asyncio.create_task(resync_forever(memo.runtime))
 
 
 @kopf.on.cleanup()
 async def close_client(memo: kopf.Memo, **_: Any) -> None:
     """Close the shared connection pool."""
+    resync = getattr(memo, "resync", None)
+    if resync is not None:
+        resync.cancel()
     runtime = getattr(memo, "runtime", None)
     if runtime is not None:
         await runtime.kube.close()

@@ -20,6 +20,7 @@ REPLICAS_MANAGER = "kaizen-operator-replicas"
 
 # (apiVersion, kind) -> (URL prefix, plural)
 RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("v1", "Event"): ("/api/v1", "events"),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps"),
     ("v1", "Secret"): ("/api/v1", "secrets"),
     ("v1", "Service"): ("/api/v1", "services"),
@@ -66,7 +67,7 @@ def _digest(obj: dict[str, Any]) -> str:
 
 def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     meta = obj["metadata"]
-    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta.get("name", ""))
 
 
 Key = tuple[str, str, str, str, str]  # apiVersion, kind, namespace, name, field manager

@@ -51,6 +51,16 @@ class Runtime:
     kube: Kube
     config: OperatorConfig
     locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
+    # Objects in the operator's scope, from watch events: what the resync loop revisits.
+    known: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+
+    def track(self, kind: str, event_type: str | None, namespace: str, name: str) -> None:
+        """Remember (or forget, on deletion) an object seen by a watch."""
+        objects = self.known.setdefault(kind, set())
+        if event_type == "DELETED":
+            objects.discard((namespace, name))
+        else:
+            objects.add((namespace, name))
 
     @contextlib.asynccontextmanager
     async def reconciling(self, kind: str, namespace: str, name: str) -> AsyncIterator[None]:

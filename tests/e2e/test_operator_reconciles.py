@@ -383,13 +383,18 @@ def test_pin_override_holds_the_count_then_expires_on_its_own(
         timeout=15,
         what="status cleared",
     )
-    reasons = {
-        e.reason
-        for e in client.CoreV1Api(api_client)
-        .list_namespaced_event(namespace, field_selector="involvedObject.name=prod")
-        .items
-    }
-    assert {"OverrideActive", "OverrideCleared"} <= reasons
+
+    def reasons() -> set[str]:
+        events = client.CoreV1Api(api_client).list_namespaced_event(
+            namespace, field_selector="involvedObject.name=prod"
+        )
+        return {e.reason for e in events.items}
+
+    eventually(
+        lambda: {"OverrideActive", "OverrideCleared"} <= reasons(),
+        timeout=20,
+        what="override Events",
+    )
 
 
 def test_hpa_drift_is_repaired(

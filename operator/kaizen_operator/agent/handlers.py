@@ -26,14 +26,16 @@ async def agent_changed(
     await reconcile_gateways_in(rt, str(namespace), dict(body))
 
 
-@kopf.timer(*AGENTS, interval=30, initial_delay=30, idle=10)
-async def agent_resync(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Periodic re-check of references (a Secret or Gateway created later)."""
-    await reconcile_agent(runtime_of(memo), str(namespace), name)
-
-
 @kopf.on.event(*AGENTS)
-async def agent_deleted(type: str, namespace: str | None, memo: Any, **_: Any) -> None:
-    """A deleted Agent leaves the Gateways that served it."""
+async def agent_seen(
+    type: str,
+    body: kopf.Body,
+    namespace: str | None,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """Track the Agent for resyncs; a deleted Agent leaves the Gateways that served it."""
+    rt = runtime_of(memo)
+    rt.track("Agent", type, str(namespace), body["metadata"]["name"])
     if type == "DELETED":
-        await reconcile_gateways_in(runtime_of(memo), str(namespace))
+        await reconcile_gateways_in(rt, str(namespace), dict(body))

@@ -62,7 +62,8 @@ async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
                         "revision created concurrently; retrying", delay=1
                     ) from exc
                 raise
-            record(
+            await record(
+                rt.kube,
                 agent,
                 "RevisionCreated",
                 f"created revision {revision['revision']} ({revision['metadata']['name']})",
@@ -73,5 +74,5 @@ async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
         after = get_condition(plan.status["conditions"], READY)
         await write_status(rt.kube, agent, plan.status)
         if after and after["status"] == "False" and (before or {}).get("reason") != after["reason"]:
-            record(agent, after["reason"], after["message"], warning=True)
+            await record(rt.kube, agent, after["reason"], after["message"], warning=True)
         return plan.latest_revision

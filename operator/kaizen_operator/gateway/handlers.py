@@ -29,10 +29,17 @@ CHILDREN = (
 @kopf.on.resume(*GATEWAYS)
 @kopf.on.create(*GATEWAYS)
 @kopf.on.update(*GATEWAYS, field="spec")
-@kopf.timer(*GATEWAYS, interval=60, initial_delay=60, idle=30)
 async def gateway_changed(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
     """Children and status of a Gateway."""
     await reconcile_gateway(runtime_of(memo), str(namespace), name)
+
+
+@kopf.on.event(*GATEWAYS)
+async def gateway_seen(
+    type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """Track Gateways for the periodic resync."""
+    runtime_of(memo).track("Gateway", type, str(namespace), body["metadata"]["name"])
 
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:

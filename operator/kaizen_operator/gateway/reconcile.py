@@ -110,9 +110,9 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
     after = {(s["agent"], s["revision"]) for s in plan.status["servedRevisions"]}
     if after != before:
         served = ", ".join(f"{a}@r{r}" for a, r in sorted(after)) or "nothing"
-        record(gateway, "ServedRevisionsChanged", f"now serving {served}")
+        await record(rt.kube, gateway, "ServedRevisionsChanged", f"now serving {served}")
     if removed:
-        record(gateway, "Pruned", "deleted " + ", ".join(removed))
+        await record(rt.kube, gateway, "Pruned", "deleted " + ", ".join(removed))
     return True
 
 

@@ -26,20 +26,16 @@ async def policy_changed(
     await reconcile_gateway(rt, str(namespace), spec["targetRef"]["name"])
 
 
-@kopf.timer(*POLICIES, interval=5, idle=5)
-async def policy_tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
-    """Override expiry and HPA status mirroring follow the clock, not events."""
-    await reconcile_scaling_policy(runtime_of(memo), str(namespace), name)
-
-
 @kopf.on.event(*POLICIES)
 async def policy_deleted(
     type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """When a policy goes, a rival may take over and the Gateway owns replicas again."""
+    """Track policies for resyncs; when one goes, a rival may take over and the Gateway
+    owns replicas again."""
+    rt = runtime_of(memo)
+    rt.track("ScalingPolicy", type, str(namespace), body["metadata"]["name"])
     if type != "DELETED":
         return
-    rt = runtime_of(memo)
     target = body["spec"]["targetRef"]["name"]
     for other in await rt.kube.list("kaizen.studio/v1alpha1", "ScalingPolicy", str(namespace)):
         if other["spec"]["targetRef"]["name"] == target:

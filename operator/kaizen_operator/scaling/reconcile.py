@@ -58,13 +58,15 @@ async def reconcile_scaling_policy(rt: Runtime, namespace: str, name: str) -> No
         if previous != plan.active_override:
             if plan.active_override:
                 mode = plan.active_override["mode"]
-                record(
+                await record(
+                    rt.kube,
                     policy,
                     "OverrideActive",
                     f"override {mode} in force: {plan.active_override.get('reason', '')}",
                 )
             elif previous:
-                record(
+                await record(
+                    rt.kube,
                     policy,
                     "OverrideCleared",
                     f"override {previous.get('mode')} lifted",
@@ -72,4 +74,4 @@ async def reconcile_scaling_policy(rt: Runtime, namespace: str, name: str) -> No
         before = get_condition((policy.get("status") or {}).get("conditions"), READY)
         after = get_condition(plan.status["conditions"], READY)
         if after and after["status"] == "False" and (before or {}).get("reason") != after["reason"]:
-            record(policy, after["reason"], after["message"], warning=True)
+            await record(rt.kube, policy, after["reason"], after["message"], warning=True)

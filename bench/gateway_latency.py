@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Benchmark: throughput and added latency of kaizen-gateway next to LiteLLM's proxy,
+both in front of the same local OpenAI-protocol stub, with the stub alone as the floor.
+
+    python bench/gateway_latency.py [--seconds 5] [--concurrency 1 16 64] [--no-litellm]
+
+LiteLLM (PyPI `litellm[proxy]`) is installed into its own virtualenv under the cache
+folder on first use, so its dependencies never touch the project's. Everything runs
+on 127.0.0.1; each cell is a fixed duration of closed-loop clients.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
+
+from localcluster.versions import cache_root  # noqa: E402
+from tests.support.processes import LocalProcess, free_port, start, wait_http_ok  # noqa: E402
+
+BODY = {"model": "helper", "messages": [{"role": "user", "content": "benchmark me"}]}
+
+
+def litellm_bin() -> Path:
+    venv = cache_root() / "litellm-venv"
+    exe = venv / "bin" / "litellm"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
+    return exe
+
+
+def start_targets(tmp: Path, with_litellm: bool) -> tuple[dict[str, str], list[LocalProcess]]:
+    procs = []
+    stub_port = free_port()
+    env = {"PYTHONPATH": str(ROOT / "hack")}
+    stub = start(
+        [sys.executable, "-m", "upstream_stub.server", "--port", str(stub_port)],
+        tmp / "stub.log",
+        env=env,
+    )
+    procs.append(stub)
+    stub_url = f"http://127.0.0.1:{stub_port}"
+    wait_http_ok(f"{stub_url}/_control", stub)
+    targets = {"stub (floor)": f"{stub_url}/v1/chat/completions"}
+
+    bundle = {
+        "gateway": "bench",
+        "namespace": "bench",
+        "environment": "dev",
+        "agents": [
+            {
+                "name": "helper",
+                "revision": 1,
+                "hash": "bench",
+                "spec": {
+                    "model": {
+                        "provider": "openai-compatible",
+                        "name": "gpt-4o-mini",
+                        "endpoint": f"{stub_url}/v1",
+                    }
+                },
+            }
+        ],
+    }
+    (tmp / "bundle.json").write_text(json.dumps(bundle))
+    gw_port = free_port()
+    gw = start(
+        [
+            "kaizen-gateway",
+            "--bundle",
+            str(tmp / "bundle.json"),
+            "--port",
+            str(gw_port),
+            "--log-level",
+            "warning",
+        ],
+        tmp / "gateway.log",
+    )
+    procs.append(gw)
+    wait_http_ok(f"http://127.0.0.1:{gw_port}/readyz", gw)
+    targets["kaizen-gateway"] = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+
+    if with_litellm:
+        config = tmp / "litellm.yaml"
+        config.write_text(
+            "model_list:\n  - model_name: helper\n    litellm_params:\n"
+            "      model: openai/gpt-4o-mini\n"
+            f"      api_base: {stub_url}/v1\n      api_key: sk-bench\n"
+            "litellm_settings:\n  telemetry: false\n  set_verbose: false\n"
+        )
+        ll_port = free_port()
+        ll = start(
+            [
+                str(litellm_bin()),
+                "--config",
+                str(config),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ll_port),
+                "--num_workers",
+                "1",
+            ],
+            tmp / "litellm.log",
+            env={"LITELLM_LOG": "ERROR"},
+        )
+        procs.append(ll)
+        wait_http_ok(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, timeout=180)
+        targets["litellm proxy"] = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
+    return targets, procs
+
+
+async def run_cell(url: str, clients: int, seconds: float) -> tuple[float, float, float, int]:
+    """Closed-loop load; (requests/s, p50 ms, p99 ms, errors)."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    headers = {"authorization": "Bearer sk-bench", "content-type": "application/json"}
+    payload = json.dumps(BODY)
+
+    async def client(session: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            async with session.post(url, data=payload, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    errors += 1
+                    continue
+            latencies.append((time.perf_counter() - t0) * 1000)
+
+    connector = aiohttp.TCPConnector(limit=clients)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for _ in range(20):  # warm-up
+            async with session.post(url, data=payload, headers=headers) as resp:
+                await resp.read()
+        started = time.perf_counter()
+        await asyncio.gather(*(client(session) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return len(latencies) / elapsed, q[49], q[98], errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--no-litellm", action="store_true")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="kaizen-bench-"))
+    targets, procs = start_targets(tmp, not args.no_litellm)
+    try:
+        results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
+        for clients in args.concurrency:
+            for name, url in targets.items():
+                results[(name, clients)] = asyncio.run(run_cell(url, clients, args.seconds))
+        print(
+            f"{'target':<16}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'+p50 ms':>9}{'+p99 ms':>9}{'errors':>8}"
+        )
+        for clients in args.concurrency:
+            floor = results[("stub (floor)", clients)]
+            for name in targets:
+                rps, p50, p99, errs = results[(name, clients)]
+                print(
+                    f"{name:<16}{clients:>8}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
+                    f"{p50 - floor[1]:>9.2f}{p99 - floor[2]:>9.2f}{errs:>8}"
+                )
+        for clients in args.concurrency:
+            gw = results[("kaizen-gateway", clients)]
+            floor = results[("stub (floor)", clients)]
+            line = f"clients={clients}: kaizen-gateway throughput {gw[0] / floor[0]:.2f}x floor"
+            if ("litellm proxy", clients) in results:
+                ll = results[("litellm proxy", clients)]
+                added_gw, added_ll = gw[1] - floor[1], ll[1] - floor[1]
+                line += (
+                    f", {gw[0] / ll[0]:.2f}x LiteLLM; added p50 {added_gw:.2f} ms"
+                    f" vs LiteLLM {added_ll:.2f} ms"
+                    f" (ratio {added_gw / added_ll:.2f})"
+                    if added_ll > 0
+                    else ""
+                )
+            print(line)
+    finally:
+        for proc in procs:
+            proc.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Periodic level-based resync, without kopf timers.
+
+kopf timers put a finalizer on every object, which leaves objects (and their
+namespaces) stuck in deletion whenever the operator is not running. This loop
+revisits the objects the watches reported instead: ScalingPolicies often (override
+expiry, HPA status), Agents and Gateways rarely (Secrets created later, missed events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from kaizen_operator.agent.reconcile import reconcile_agent
+from kaizen_operator.gateway.reconcile import reconcile_gateway
+from kaizen_operator.runtime import Runtime
+from kaizen_operator.scaling.reconcile import reconcile_scaling_policy
+
+log = logging.getLogger("kaizen_operator.resync")
+
+Reconcile = Callable[[Runtime, str, str], Awaitable[object]]
+SCHEDULE: tuple[tuple[str, float, Reconcile], ...] = (
+    ("ScalingPolicy", 5.0, reconcile_scaling_policy),
+    ("Agent", 30.0, reconcile_agent),
+    ("Gateway", 60.0, reconcile_gateway),
+)
+TICK = 1.0
+
+
+async def resync_forever(rt: Runtime) -> None:
+    """Reconcile every known object of each kind at that kind's interval, until cancelled."""
+    last = {kind: time.monotonic() for kind, _, _ in SCHEDULE}
+    while True:
+        await asyncio.sleep(TICK)
+        now = time.monotonic()
+        for kind, interval, reconcile in SCHEDULE:
+            if now - last[kind] < interval:
+                continue
+            last[kind] = now
+            for namespace, name in sorted(rt.known.get(kind, set())):
+                try:
+                    await reconcile(rt, namespace, name)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("resync of %s %s/%s failed: %s", kind, namespace, name, exc)
