@@ -42,8 +42,8 @@ def litellm_bin() -> Path:
     return exe
 
 
-def start_targets(tmp: Path, with_litellm: bool) -> tuple[dict[str, str], list[LocalProcess]]:
-    procs = []
+def start_targets(tmp: Path, with_litellm: bool, procs: list[LocalProcess]) -> dict[str, str]:
+    """Start the stub, the gateway and LiteLLM; ``procs`` collects them for cleanup."""
     stub_port = free_port()
     env = {"PYTHONPATH": str(ROOT / "hack")}
     stub = start(
@@ -115,12 +115,12 @@ def start_targets(tmp: Path, with_litellm: bool) -> tuple[dict[str, str], list[L
                 "1",
             ],
             tmp / "litellm.log",
-            env={"LITELLM_LOG": "ERROR"},
+            env={"LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": "sk-bench"},
         )
         procs.append(ll)
         wait_http_ok(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, timeout=180)
         targets["litellm proxy"] = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
-    return targets, procs
+    return targets
 
 
 async def run_cell(url: str, clients: int, seconds: float) -> tuple[float, float, float, int]:
@@ -163,8 +163,9 @@ def main() -> int:
     parser.add_argument("--no-litellm", action="store_true")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kaizen-bench-"))
-    targets, procs = start_targets(tmp, not args.no_litellm)
+    procs: list[LocalProcess] = []
     try:
+        targets = start_targets(tmp, not args.no_litellm, procs)
         results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
         for clients in args.concurrency:
             for name, url in targets.items():

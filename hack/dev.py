@@ -10,11 +10,13 @@ Running `up` twice is safe: every step is idempotent.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,6 +26,7 @@ from localcluster import cluster  # noqa: E402
 from localcluster.versions import cache_root  # noqa: E402
 
 DEV_DIR = cache_root() / "dev"
+DEMO_NAMESPACE = "kaizen-demo"
 
 
 def _alive(pid_file: Path) -> int | None:
@@ -35,25 +38,16 @@ def _alive(pid_file: Path) -> int | None:
     return pid
 
 
-def start_operator(kubeconfig: Path) -> tuple[int, Path]:
-    """Run `kaizen-operator` in the background (once); its pid and log file."""
+def start_background(name: str, argv: list[str]) -> tuple[int, Path]:
+    """Run ``argv`` in the background once (pid file in the dev folder); its pid and log."""
     DEV_DIR.mkdir(parents=True, exist_ok=True)
-    pid_file, log = DEV_DIR / "operator.pid", DEV_DIR / "operator.log"
+    pid_file, log = DEV_DIR / f"{name}.pid", DEV_DIR / f"{name}.log"
     pid = _alive(pid_file)
     if pid:
         return pid, log
     with log.open("ab") as out:
         proc = subprocess.Popen(
-            [
-                "kaizen-operator",
-                "--all-namespaces",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--health-address",
-                "127.0.0.1:18081",
-                "--metrics-port",
-                "19090",
-            ],
+            argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -63,19 +57,43 @@ def start_operator(kubeconfig: Path) -> tuple[int, Path]:
     return proc.pid, log
 
 
-def stop_operator() -> None:
-    """Stop the background operator, if running."""
-    pid = _alive(DEV_DIR / "operator.pid")
+def stop_background(name: str) -> None:
+    """Stop a background process started by start_background, if running."""
+    pid_file = DEV_DIR / f"{name}.pid"
+    pid = _alive(pid_file)
     if pid:
         os.kill(pid, signal.SIGTERM)
-        for _ in range(100):
-            if _alive(DEV_DIR / "operator.pid") is None:
+        for _ in range(150):
+            if _alive(pid_file) is None:
                 break
             time.sleep(0.1)
-    (DEV_DIR / "operator.pid").unlink(missing_ok=True)
+    pid_file.unlink(missing_ok=True)
 
 
-DEMO_NAMESPACE = "kaizen-demo"
+def sample_call(url: str) -> str:
+    """Ask the demo agent through a dev gateway (mock provider: no key needed)."""
+    body = json.dumps(
+        {"model": "hello-agent", "messages": [{"role": "user", "content": "Hello, Kaizen!"}]}
+    ).encode()
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"{url}/v1/chat/completions", data=body, headers={"content-type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+        answer: str = json.loads(resp.read())["choices"][0]["message"]["content"]
+        return answer
+
+
+def wait_for_dev_gateway() -> str:
+    """The dev Gateway's local URL once its process answers."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            url = str(json.loads((DEV_DIR / "gateways" / "ports.json").read_text())["dev"])
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2):  # noqa: S310 - loopback
+                return url
+        except (OSError, KeyError, ValueError):
+            time.sleep(0.5)
+    raise cluster.ClusterError(f"the dev gateway did not start; see {DEV_DIR / 'gateways'}")
 
 
 def _apply_folder(kubeconfig: Path, folder: Path, namespace: str | None = None) -> list[str]:
@@ -107,7 +125,21 @@ def up() -> int:
         kubeconfig, "create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml"
     )
     cluster.kubectl(kubeconfig, "apply", "-f", "-", stdin=namespace)
-    pid, log = start_operator(kubeconfig)
+    # Every namespace but the test suite's (t-*), whose tests run their own operator.
+    pid, log = start_background(
+        "operator",
+        [
+            "kaizen-operator",
+            "--namespace",
+            "!t-*",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--health-address",
+            "127.0.0.1:18081",
+            "--metrics-port",
+            "19090",
+        ],
+    )
     applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)
     for kind in ("agents", "gateways", "scalingpolicies"):
         cluster.kubectl(
@@ -120,6 +152,21 @@ def up() -> int:
             "--for=condition=Ready",
             "--timeout=180s",
         )
+    start_background(
+        "gateways",
+        [
+            sys.executable,
+            str(ROOT / "hack" / "devrunner.py"),
+            "--namespace",
+            DEMO_NAMESPACE,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--state",
+            str(DEV_DIR / "gateways"),
+        ],
+    )
+    url = wait_for_dev_gateway()
+    answer = sample_call(url)
     nodes = cluster.kubectl(kubeconfig, "get", "nodes", "--no-headers").splitlines()
     print(
         f"""
@@ -130,6 +177,16 @@ Kaizen Studio dev environment is up.
   examples:    {len(applied)} objects applied in namespace {DEMO_NAMESPACE}, all Ready
   operator:    pid {pid}, log {log}
                metrics http://127.0.0.1:19090/metrics, health http://127.0.0.1:18081/healthz
+
+  gateways:    one local kaizen-gateway process per Gateway (kwok pods run no containers);
+               URLs in {DEV_DIR / "gateways" / "ports.json"}; dev = {url}
+
+Ask the demo agent (mock provider, answered just now: {answer!r}):
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "hello-agent", "messages": [{{"role": "user", "content": "Hi"}}]}}'
+  python -c "import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='-'); \\
+print(c.chat.completions.create(model='hello-agent', \\
+messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
 
   export KUBECONFIG={kubeconfig}
   kubectl get nodes
@@ -150,7 +207,8 @@ def main() -> int:
     try:
         if args.command == "up":
             return up()
-        stop_operator()
+        stop_background("gateways")
+        stop_background("operator")
         cluster.down()
         print("operator and local control plane stopped")
         return 0
