@@ -138,6 +138,13 @@ def up() -> int:
             "127.0.0.1:18081",
             "--metrics-port",
             "19090",
+            "--webhook-listen",
+            "127.0.0.1:19443",
+            "--webhook-name",
+            "kaizen-operator-dev",
+            # Test namespaces go through the test suite's own operators' webhooks.
+            "--webhook-namespace-label",
+            "!kaizen.studio/test-worker",
         ],
     )
     applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)

@@ -27,6 +27,7 @@ class OperatorHandle:
 
 
 TIERS = ("unit", "integration", "e2e")
+WORKER_LABEL = "kaizen.studio/test-worker"  # routes Promotion webhooks to this worker's operator
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -75,7 +76,7 @@ def operator(
     """One `kaizen-operator` process per worker, watching only that worker's namespaces."""
     worker = worker_id(request.config)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc, metrics_port = start_operator(crds, f"t-{worker}-*", log)
+    proc, metrics_port = start_operator(crds, f"t-{worker}-*", log, f"{WORKER_LABEL}={worker}")
     handle = OperatorHandle(proc, metrics_port)
     yield handle
     handle.process.stop()
@@ -87,7 +88,10 @@ def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> I
     short = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:36]
     name = f"t-{worker_id(request.config)}-{short.strip('-')}-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    labels = {WORKER_LABEL: worker_id(request.config)}
+    core.create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels=labels))
+    )
     yield name
     core.delete_namespace(name, propagation_policy="Background")
 

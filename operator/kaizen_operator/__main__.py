@@ -14,6 +14,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from kaizen_operator.kube import Kube
+from kaizen_operator.promotion.webhook import WebhookSettings, start_webhook, stop_webhook
 from kaizen_operator.resync import resync_forever
 from kaizen_operator.runtime import OperatorConfig, Runtime
 
@@ -63,6 +64,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=os.environ.get("KAIZEN_GATEWAY_IMAGE", DEFAULT_IMAGE),
         help="Image of gateway pods when a Gateway sets none.",
     )
+    parser.add_argument(
+        "--webhook-listen",
+        default=os.environ.get("KAIZEN_OPERATOR_WEBHOOK_LISTEN", "0.0.0.0:9443"),
+        help="host:port the Promotion admission webhook listens on.",
+    )
+    parser.add_argument(
+        "--webhook-url",
+        default=os.environ.get("KAIZEN_OPERATOR_WEBHOOK_URL"),
+        help="URL the apiserver calls (a local process: https://127.0.0.1:PORT).",
+    )
+    parser.add_argument(
+        "--webhook-service",
+        default=os.environ.get("KAIZEN_OPERATOR_WEBHOOK_SERVICE"),
+        help="namespace/name:port of the webhook Service, in a cluster.",
+    )
+    parser.add_argument(
+        "--webhook-name",
+        default=os.environ.get("KAIZEN_OPERATOR_WEBHOOK_NAME", "kaizen-operator"),
+        help="Name of the MutatingWebhookConfiguration this operator manages.",
+    )
+    parser.add_argument(
+        "--webhook-namespace-label",
+        default=os.environ.get("KAIZEN_OPERATOR_WEBHOOK_NAMESPACE_LABEL"),
+        help="key=value: only namespaces with this label use this operator's webhook; "
+        "!key: only namespaces without the label.",
+    )
+    parser.add_argument(
+        "--no-webhook", action="store_true", help="Do not serve the Promotion webhook."
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -82,11 +112,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     config: OperatorConfig = memo.operator_config
     memo.runtime = Runtime(kube=await Kube.connect(config.kubeconfig), config=config)
     memo.resync = asyncio.create_task(resync_forever(memo.runtime))
+    webhook: WebhookSettings | None = memo.webhook_settings
+    memo.webhook_runner = await start_webhook(memo.runtime.kube, webhook) if webhook else None
 
 
 @kopf.on.cleanup()
 async def close_client(memo: kopf.Memo, **_: Any) -> None:
     """Close the shared connection pool."""
+    runner = getattr(memo, "webhook_runner", None)
+    if runner is not None:
+        await stop_webhook(memo.runtime.kube, memo.webhook_settings, runner)
     resync = getattr(memo, "resync", None)
     if resync is not None:
         resync.cancel()
@@ -99,6 +134,38 @@ async def close_client(memo: kopf.Memo, **_: Any) -> None:
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """In-cluster ServiceAccount, else the kubeconfig given on the command line."""
     return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "") else host  # noqa: S104 - comparison only
+
+
+def webhook_settings(args: argparse.Namespace) -> WebhookSettings:
+    """Where the Promotion webhook listens and how the apiserver reaches it."""
+    host, port = args.webhook_listen.rsplit(":", 1)
+    service = None
+    dns: tuple[str, ...] = ("localhost",)
+    if args.webhook_service:
+        ref, svc_port = args.webhook_service.rsplit(":", 1)
+        svc_ns, svc_name = ref.split("/", 1)
+        service = (svc_ns, svc_name, int(svc_port))
+        dns = (f"{svc_name}.{svc_ns}.svc", f"{svc_name}.{svc_ns}.svc.cluster.local")
+    selector: dict[str, Any] | None = None
+    label = args.webhook_namespace_label
+    if label and label.startswith("!"):
+        selector = {"matchExpressions": [{"key": label[1:], "operator": "DoesNotExist"}]}
+    elif label:
+        key, value = label.split("=", 1)
+        selector = {"matchLabels": {key: value}}
+    return WebhookSettings(
+        name=args.webhook_name,
+        listen_host=host,
+        listen_port=int(port),
+        url=args.webhook_url or (None if service else f"https://{_loopback(host)}:{port}"),
+        service=service,
+        namespace_selector=selector,
+        dns_names=dns,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,12 +181,16 @@ def main(argv: list[str] | None = None) -> int:
     # Handlers register on import; importing here keeps `--help` fast.
     from kaizen_operator.agent import handlers as _agent  # noqa: F401
     from kaizen_operator.gateway import handlers as _gateway  # noqa: F401
+    from kaizen_operator.promotion import handlers as _promotion  # noqa: F401
     from kaizen_operator.scaling import handlers as _scaling  # noqa: F401
 
     if args.metrics_port:
         start_http_server(args.metrics_port, addr=args.health_address.rsplit(":", 1)[0])
     memo = kopf.Memo(
-        operator_config=OperatorConfig(gateway_image=args.gateway_image, kubeconfig=args.kubeconfig)
+        operator_config=OperatorConfig(
+            gateway_image=args.gateway_image, kubeconfig=args.kubeconfig
+        ),
+        webhook_settings=None if args.no_webhook else webhook_settings(args),
     )
     asyncio.run(
         kopf.operator(

@@ -45,15 +45,27 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("kaizen.studio/v1alpha1", "Promotion"): ("/apis/kaizen.studio/v1alpha1", "promotions"),
 }
 
+# Cluster-scoped kinds: (apiVersion, kind) -> (URL prefix, plural)
+CLUSTER_RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
+    ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration"): (
+        "/apis/admissionregistration.k8s.io/v1",
+        "mutatingwebhookconfigurations",
+    ),
+}
+
 ApiException = client.ApiException
 
 
 def resource_path(
     api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None
 ) -> str:
-    """URL path of a namespaced collection or object."""
-    prefix, plural = RESOURCES[(api_version, kind)]
-    path = f"{prefix}/namespaces/{namespace}/{plural}"
+    """URL path of a collection or object (namespace "" for cluster-scoped kinds)."""
+    if (api_version, kind) in CLUSTER_RESOURCES:
+        prefix, plural = CLUSTER_RESOURCES[(api_version, kind)]
+        path = f"{prefix}/{plural}"
+    else:
+        prefix, plural = RESOURCES[(api_version, kind)]
+        path = f"{prefix}/namespaces/{namespace}/{plural}"
     if name:
         path += f"/{name}"
     if sub:
@@ -67,7 +79,7 @@ def _digest(obj: dict[str, Any]) -> str:
 
 def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     meta = obj["metadata"]
-    return (obj["apiVersion"], obj["kind"], meta["namespace"], meta.get("name", ""))
+    return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta.get("name", ""))
 
 
 Key = tuple[str, str, str, str, str]  # apiVersion, kind, namespace, name, field manager

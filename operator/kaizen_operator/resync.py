@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from kaizen_operator.agent.reconcile import reconcile_agent
 from kaizen_operator.gateway.reconcile import reconcile_gateway
+from kaizen_operator.promotion.reconcile import reconcile_promotion
 from kaizen_operator.runtime import Runtime
 from kaizen_operator.scaling.reconcile import reconcile_scaling_policy
 
@@ -22,6 +23,7 @@ log = logging.getLogger("kaizen_operator.resync")
 
 Reconcile = Callable[[Runtime, str, str], Awaitable[object]]
 SCHEDULE: tuple[tuple[str, float, Reconcile], ...] = (
+    ("Promotion", 2.0, reconcile_promotion),
     ("ScalingPolicy", 5.0, reconcile_scaling_policy),
     ("Agent", 30.0, reconcile_agent),
     ("Gateway", 60.0, reconcile_gateway),

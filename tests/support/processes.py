@@ -77,9 +77,26 @@ def wait_http_ok(url: str, process: LocalProcess, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout}s:\n{process.tail()}")
 
 
-def start_operator(kubeconfig: Path, namespace_glob: str, log: Path) -> tuple[LocalProcess, int]:
-    """The exact `kaizen-operator` command, watching namespaces that match a glob."""
+def start_operator(
+    kubeconfig: Path, namespace_glob: str, log: Path, webhook_label: str | None = None
+) -> tuple[LocalProcess, int]:
+    """The exact `kaizen-operator` command, watching namespaces that match a glob.
+
+    With ``webhook_label`` (key=value) it serves the Promotion admission webhook for
+    namespaces carrying that label; without, it serves none.
+    """
     health, metrics = free_port(), free_port()
+    webhook = ["--no-webhook"]
+    if webhook_label:
+        name = "kaizen-operator-test-" + webhook_label.split("=", 1)[1]
+        webhook = [
+            "--webhook-listen",
+            f"127.0.0.1:{free_port()}",
+            "--webhook-name",
+            name,
+            "--webhook-namespace-label",
+            webhook_label,
+        ]
     proc = start(
         [
             "kaizen-operator",
@@ -93,8 +110,13 @@ def start_operator(kubeconfig: Path, namespace_glob: str, log: Path) -> tuple[Lo
             str(metrics),
             "--log-format",
             "json",
+            *webhook,
         ],
         log,
     )
-    wait_http_ok(f"http://127.0.0.1:{health}/healthz", proc)
+    try:
+        wait_http_ok(f"http://127.0.0.1:{health}/healthz", proc)
+    except RuntimeError:
+        proc.stop()
+        raise
     return proc, metrics

@@ -132,6 +132,14 @@ class Approval(KaizenModel):
     required: bool = Field(default=False, description="Wait for approvals before switching.")
     approvers: Approvers | None = Field(default=None, description="Who may approve.")
     min_approvals: int = Field(default=1, ge=1, le=10, description="Distinct approvers needed.")
+    allow_self_approval: bool = Field(
+        default=False, description="Whether the Promotion's creator may approve it."
+    )
+    timeout: Duration | None = Field(
+        default=None,
+        description="How long to wait for approvals; after it the Promotion fails "
+        "with reason ApprovalExpired.",
+    )
 
     @model_validator(mode="after")
     def _approvers_when_required(self) -> Approval:
@@ -257,6 +265,12 @@ class PromotionStatus(KaizenModel):
         default=None, ge=1, description="Revision the target served before (for revert)."
     )
     started_at: datetime | None = Field(default=None, description="When work began.")
+    approval_deadline: datetime | None = Field(
+        default=None, description="When waiting for approval ends (from approval.timeout)."
+    )
+    progressing_since: datetime | None = Field(
+        default=None, description="When the gates started (soak time counts from here)."
+    )
     completed_at: datetime | None = Field(default=None, description="When it ended.")
 
 

@@ -1,0 +1,313 @@
+"""Promotions on the real control plane: approvals by authenticated users (kubectl
+--as, through the operator's admission webhook), rejections, N-of-M, self-approval,
+deadlines, outsiders, rollback, and gates that are not supported yet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.test_operator_reconciles import apply_yaml, gateway, get, mock_agent
+from tests.support.kube import eventually, kubectl
+
+APPROVER_ROLE = [
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": "promoter"},
+        "rules": [
+            {
+                "apiGroups": ["kaizen.studio"],
+                "resources": ["promotions"],
+                "verbs": ["get", "list", "watch", "create", "patch", "update"],
+            }
+        ],
+    },
+    {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": "promoters"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "promoter"},
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": k, "name": n}
+            for k, n in (
+                ("User", "alice"),
+                ("User", "bob"),
+                ("User", "carol"),
+                ("User", "mallory"),
+                ("Group", "sre"),
+            )
+        ],
+    },
+]
+
+
+def promotion(name: str, revision: int = 1, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaizen.studio/v1alpha1",
+        "kind": "Promotion",
+        "metadata": {"name": name},
+        "spec": {
+            "agentRef": {"name": "hello"},
+            "revision": revision,
+            "from": "dev",
+            "to": "staging",
+            **spec,
+        },
+    }
+
+
+@pytest.fixture
+def stage(operator: Any, crds: Path, api_client: client.ApiClient, namespace: str) -> str:
+    """An agent with two revisions, a dev and a staging Gateway, and approver RBAC."""
+    apply_yaml(
+        crds,
+        namespace,
+        [
+            mock_agent("hello", "v1"),
+            gateway("dev", "dev", ["hello"]),
+            gateway("staging", "staging", ["hello"]),
+            *APPROVER_ROLE,
+        ],
+    )
+    eventually(
+        lambda: (
+            get(api_client, namespace, "agents", "hello").get("status", {}).get("latestRevision")
+            == 1
+        ),
+        what="r1",
+    )
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        "kaizen.studio", "v1alpha1", namespace, "agents", "hello", {"spec": {"systemPrompt": "v2"}}
+    )
+    eventually(
+        lambda: (
+            get(api_client, namespace, "agents", "hello").get("status", {}).get("latestRevision")
+            == 2
+        ),
+        what="r2",
+    )
+    return namespace
+
+
+def phase(api_client: client.ApiClient, ns: str, name: str) -> str | None:
+    return (get(api_client, ns, "promotions", name).get("status") or {}).get("phase")
+
+
+def wait_phase(api_client: client.ApiClient, ns: str, name: str, expected: str) -> dict[str, Any]:
+    eventually(
+        lambda: phase(api_client, ns, name) == expected, timeout=60, what=f"{name} {expected}"
+    )
+    return get(api_client, ns, "promotions", name)
+
+
+def staging_serves(api_client: client.ApiClient, ns: str) -> list[dict[str, Any]]:
+    return (get(api_client, ns, "gateways", "staging").get("status") or {}).get(
+        "servedRevisions"
+    ) or []
+
+
+def staging_bundle(api_client: client.ApiClient, ns: str) -> list[tuple[str, int]]:
+    cm = client.CoreV1Api(api_client).read_namespaced_config_map("staging-gateway-bundle", ns)
+    return [(a["name"], a["revision"]) for a in json.loads(cm.data["bundle.json"])["agents"]]
+
+
+def annotate(
+    kubeconfig: Path, ns: str, name: str, as_user: str, decision: str, reason: str, *groups: str
+) -> Any:
+    args = [
+        "annotate",
+        "promotion",
+        name,
+        "-n",
+        ns,
+        f"kaizen.studio/{decision}={reason}",
+        f"--as={as_user}",
+    ]
+    args += [f"--as-group={g}" for g in groups]
+    return kubectl(kubeconfig, *args, check=False)
+
+
+def test_promotion_without_approval_switches_the_target(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    assert staging_serves(api_client, stage) == []
+    apply_yaml(crds, stage, [promotion("p1")])
+    done = wait_phase(api_client, stage, "p1", "Succeeded")
+    assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]
+    eventually(lambda: staging_bundle(api_client, stage) == [("hello", 1)], what="staging bundle")
+    ready = next(c for c in done["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Promoted")
+    assert done["status"]["completedAt"]
+    reasons = {
+        e.reason
+        for e in client.CoreV1Api(api_client)
+        .list_namespaced_event(stage, field_selector="involvedObject.name=p1")
+        .items
+    }
+    assert "Promoted" in reasons
+
+
+def test_approval_by_an_allowed_user_is_recorded_with_the_real_actor(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    apply_yaml(
+        crds,
+        stage,
+        [promotion("p2", approval={"required": True, "approvers": {"groups": ["sre"]}})],
+    )
+    wait_phase(api_client, stage, "p2", "WaitingForApproval")
+    assert staging_serves(api_client, stage) == []
+    outsider = annotate(crds, stage, "p2", "mallory", "approve", "trust me")
+    assert outsider.returncode != 0
+    assert "user 'mallory' is not an approver of Promotion p2" in outsider.stderr
+    ok = annotate(crds, stage, "p2", "bob", "approve", "error rate flat", "sre")
+    assert ok.returncode == 0, ok.stderr
+    done = wait_phase(api_client, stage, "p2", "Succeeded")
+    assert [(a["user"], a["decision"], a["reason"]) for a in done["status"]["approvals"]] == [
+        ("bob", "Approved", "error rate flat")
+    ]
+    assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]
+    # The ledger is written only by the webhook: forging it is refused.
+    forged = kubectl(
+        crds,
+        "annotate",
+        "promotion",
+        "p2",
+        "-n",
+        stage,
+        "--overwrite",
+        'kaizen.studio/approvals=[{"user":"ceo","decision":"Approved"}]',
+        check=False,
+    )
+    assert forged.returncode != 0 and "recorded by Kaizen Studio" in forged.stderr
+
+
+def test_rejection_ends_the_promotion_with_actor_and_reason(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    apply_yaml(
+        crds,
+        stage,
+        [promotion("p3", approval={"required": True, "approvers": {"users": ["alice"]}})],
+    )
+    wait_phase(api_client, stage, "p3", "WaitingForApproval")
+    assert annotate(crds, stage, "p3", "alice", "reject", "latency too high").returncode == 0
+    done = wait_phase(api_client, stage, "p3", "Rejected")
+    assert done["status"]["message"] == "rejected by alice: latency too high"
+    assert done["status"]["approvals"][0]["decision"] == "Rejected"
+    assert staging_serves(api_client, stage) == []
+    late = annotate(crds, stage, "p3", "alice", "approve", "changed my mind")
+    assert late.returncode != 0 and "only while it is WaitingForApproval" in late.stderr
+
+
+def test_two_of_three_approvals_are_needed(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    apply_yaml(
+        crds,
+        stage,
+        [
+            promotion(
+                "p4",
+                approval={
+                    "required": True,
+                    "minApprovals": 2,
+                    "approvers": {"users": ["alice", "bob", "carol"]},
+                },
+            )
+        ],
+    )
+    wait_phase(api_client, stage, "p4", "WaitingForApproval")
+    assert annotate(crds, stage, "p4", "alice", "approve", "ok").returncode == 0
+    eventually(
+        lambda: (
+            "1/2 approvals"
+            in (get(api_client, stage, "promotions", "p4").get("status") or {}).get("message", "")
+        ),
+        what="1/2",
+    )
+    again = annotate(crds, stage, "p4", "alice", "approve", "twice")
+    assert again.returncode != 0 and "already decided" in again.stderr
+    assert phase(api_client, stage, "p4") == "WaitingForApproval"
+    assert annotate(crds, stage, "p4", "carol", "approve", "ok too").returncode == 0
+    done = wait_phase(api_client, stage, "p4", "Succeeded")
+    assert sorted(a["user"] for a in done["status"]["approvals"]) == ["alice", "carol"]
+
+
+def test_the_creator_cannot_approve_their_own_promotion(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    created = kubectl(
+        crds,
+        "apply",
+        "-n",
+        stage,
+        "--as=alice",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            promotion("p5", approval={"required": True, "approvers": {"users": ["alice", "bob"]}})
+        ),
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    annotations = get(api_client, stage, "promotions", "p5")["metadata"]["annotations"]
+    assert annotations["kaizen.studio/created-by"] == "alice"
+    wait_phase(api_client, stage, "p5", "WaitingForApproval")
+    selfie = annotate(crds, stage, "p5", "alice", "approve", "lgtm")
+    assert selfie.returncode != 0 and "created Promotion p5 and cannot approve it" in selfie.stderr
+    assert annotate(crds, stage, "p5", "bob", "approve", "lgtm").returncode == 0
+    wait_phase(api_client, stage, "p5", "Succeeded")
+
+
+def test_approval_deadline_fails_the_promotion(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    apply_yaml(
+        crds,
+        stage,
+        [
+            promotion(
+                "p6",
+                approval={"required": True, "timeout": "3s", "approvers": {"users": ["alice"]}},
+            )
+        ],
+    )
+    done = wait_phase(api_client, stage, "p6", "Failed")
+    ready = next(c for c in done["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "ApprovalExpired"
+    assert "0/1 approvals before the deadline" in done["status"]["message"]
+    assert staging_serves(api_client, stage) == []
+
+
+def test_rollback_is_a_promotion_of_an_earlier_revision(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    apply_yaml(crds, stage, [promotion("to-r2", revision=2)])
+    wait_phase(api_client, stage, "to-r2", "Succeeded")
+    eventually(lambda: staging_bundle(api_client, stage) == [("hello", 2)], what="staging on r2")
+    apply_yaml(crds, stage, [promotion("back-to-r1", revision=1)])
+    done = wait_phase(api_client, stage, "back-to-r1", "Succeeded")
+    assert done["status"]["previousRevision"] == 2
+    eventually(
+        lambda: staging_bundle(api_client, stage) == [("hello", 1)], what="staging back on r1"
+    )
+    # Ended promotions are never re-run.
+    assert phase(api_client, stage, "to-r2") == "Succeeded"
+
+
+def test_unknown_revision_and_unsupported_gates_fail_honestly(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    apply_yaml(crds, stage, [promotion("p7", revision=9)])
+    failed = wait_phase(api_client, stage, "p7", "Failed")
+    assert "has no revision 9" in failed["status"]["message"]
+    apply_yaml(crds, stage, [promotion("p8", gates={"smoke": {"input": "hi"}})])
+    errored = wait_phase(api_client, stage, "p8", "Errored")
+    assert "not implemented yet" in errored["status"]["message"]
+    assert staging_serves(api_client, stage) == []

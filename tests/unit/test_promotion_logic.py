@@ -1,0 +1,150 @@
+"""Pure Promotion logic: the approval webhook's decisions and the state machine."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from kaizen_operator.promotion.approvals import CREATED_BY, LEDGER, review_promotion
+from kaizen_operator.promotion.render import PromotionInputs, render_promotion
+from tests.support.objects import gateway, obj
+
+NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
+APPROVAL = {"required": True, "approvers": {"users": ["alice"], "groups": ["sre"]}}
+
+
+def promo(phase=None, annotations=None, **spec):
+    body = obj(
+        "Promotion",
+        "p",
+        {"agentRef": {"name": "hello"}, "revision": 1, "from": "dev", "to": "prod", **spec},
+    )
+    body["metadata"]["annotations"] = annotations or {}
+    if phase:
+        body["status"] = {"phase": phase}
+    return body
+
+
+def update(old, new_annotations, user="alice", groups=()):
+    new = json.loads(json.dumps(old))
+    new["metadata"]["annotations"] = {**old["metadata"]["annotations"], **new_annotations}
+    return {
+        "operation": "UPDATE",
+        "object": new,
+        "oldObject": old,
+        "userInfo": {"username": user, "groups": list(groups)},
+    }
+
+
+def test_create_stamps_the_creator_and_an_empty_ledger() -> None:
+    review = review_promotion(
+        {
+            "operation": "CREATE",
+            "object": promo(annotations={LEDGER: "[forged]"}),
+            "userInfo": {"username": "bob"},
+        },
+        NOW,
+    )
+    assert review.allowed
+    values = {op["path"]: op.get("value") for op in review.patch}
+    assert values["/metadata/annotations/kaizen.studio~1created-by"] == "bob"
+    assert values["/metadata/annotations/kaizen.studio~1approvals"] == "[]"
+
+
+def test_allowed_approver_by_group_is_appended_to_the_ledger() -> None:
+    old = promo("WaitingForApproval", {CREATED_BY: "bob", LEDGER: "[]"}, approval=APPROVAL)
+    review = review_promotion(
+        update(old, {"kaizen.studio/approve": "ok"}, user="carol", groups=["sre"]), NOW
+    )
+    assert review.allowed
+    entries = json.loads(
+        next(op["value"] for op in review.patch if op["path"].endswith("approvals"))
+    )
+    assert entries == [
+        {"user": "carol", "decision": "Approved", "reason": "ok", "time": "2026-05-01T12:00:00Z"}
+    ]
+    assert {"op": "remove", "path": "/metadata/annotations/kaizen.studio~1approve"} in review.patch
+
+
+def test_refusals_say_why() -> None:
+    waiting = promo("WaitingForApproval", {CREATED_BY: "alice", LEDGER: "[]"}, approval=APPROVAL)
+    outsider = review_promotion(
+        update(waiting, {"kaizen.studio/approve": "x"}, user="mallory"), NOW
+    )
+    assert not outsider.allowed and "not an approver" in outsider.message
+    selfie = review_promotion(update(waiting, {"kaizen.studio/approve": "x"}, user="alice"), NOW)
+    assert not selfie.allowed and "cannot approve it" in selfie.message
+    creator_may_reject = review_promotion(
+        update(waiting, {"kaizen.studio/reject": "no"}, user="alice"), NOW
+    )
+    assert creator_may_reject.allowed
+    forged = review_promotion(update(waiting, {LEDGER: "[{}]"}), NOW)
+    assert not forged.allowed and "recorded by Kaizen Studio" in forged.message
+    pending = promo("Pending", {CREATED_BY: "bob", LEDGER: "[]"}, approval=APPROVAL)
+    assert (
+        "only while it is WaitingForApproval"
+        in review_promotion(update(pending, {"kaizen.studio/approve": "x"}), NOW).message
+    )
+    no_approval = promo("Progressing", {CREATED_BY: "bob", LEDGER: "[]"})
+    assert (
+        "does not require approval"
+        in review_promotion(update(no_approval, {"kaizen.studio/approve": "x"}), NOW).message
+    )
+    unrelated = review_promotion(update(waiting, {"team": "a"}, user="mallory"), NOW)
+    assert unrelated.allowed and unrelated.patch == []
+
+
+def render(
+    body, *, agent=True, revision=True, target_env="prod", source_ready=True, now=NOW, served=None
+):
+    source = gateway(
+        "dev",
+        "dev",
+        status={"conditions": [{"type": "Ready", "status": "True" if source_ready else "False"}]},
+    )
+    target = gateway("prod", target_env, status={"servedRevisions": served or []})
+    return render_promotion(
+        PromotionInputs(
+            body, {"metadata": {"name": "hello"}} if agent else None, revision, source, target, now
+        )
+    )
+
+
+def test_state_machine_paths() -> None:
+    plan = render(promo())
+    assert plan.status["phase"] == "Succeeded" and plan.switch == ("hello", 1)
+    waiting = render(promo(approval={**APPROVAL, "timeout": "10m"}))
+    assert waiting.status["phase"] == "WaitingForApproval" and waiting.switch is None
+    assert waiting.status["approvalDeadline"] == "2026-05-01T12:10:00Z"
+    expired = render(
+        {**promo(approval={**APPROVAL, "timeout": "10m"}), "status": waiting.status},
+        now=NOW + timedelta(minutes=11),
+    )
+    assert (expired.status["phase"], expired.status["conditions"][0]["reason"]) == (
+        "Failed",
+        "ApprovalExpired",
+    )
+    assert render(promo(), revision=False).status["phase"] == "Failed"
+    assert render(promo(), agent=False).status["phase"] == "Pending"
+    assert (
+        render(promo(), target_env="dev")
+        .status["message"]
+        .startswith("Gateway 'prod' serves each agent's latest")
+    )
+    ended = render({**promo(), "status": {"phase": "Succeeded"}})
+    assert ended.switch is None and ended.events == []
+
+
+def test_soak_waits_then_passes_and_records_previous_revision() -> None:
+    body = promo(gates={"soak": {"duration": "5m"}})
+    first = render(body, served=[{"agent": "hello", "revision": 3}])
+    assert first.status["phase"] == "Progressing" and first.switch is None
+    later = render(
+        {**body, "status": first.status},
+        now=NOW + timedelta(minutes=6),
+        served=[{"agent": "hello", "revision": 3}],
+    )
+    assert later.status["phase"] == "Succeeded" and later.status["previousRevision"] == 3
+    assert later.status["gates"][0]["status"] == "Passed"
+    unhealthy = render({**body, "status": first.status}, source_ready=False)
+    assert unhealthy.status["phase"] == "Failed" and "not Ready" in unhealthy.status["message"]
