@@ -110,17 +110,7 @@ def _apply_folder(kubeconfig: Path, folder: Path, namespace: str | None = None) 
 
 def up() -> int:
     kubeconfig = cluster.ensure_cluster()
-    crds = _apply_folder(kubeconfig, ROOT / "crds")
-    if crds:
-        cluster.kubectl(
-            kubeconfig,
-            "wait",
-            "--for=condition=Established",
-            "crd",
-            "-l",
-            "app.kubernetes.io/part-of=kaizen-studio",
-            "--timeout=60s",
-        )
+    crds = cluster.install_crds(kubeconfig, ROOT / "crds")
     namespace = cluster.kubectl(
         kubeconfig, "create", "namespace", DEMO_NAMESPACE, "--dry-run=client", "-o", "yaml"
     )

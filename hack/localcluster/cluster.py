@@ -302,6 +302,27 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
     return proc.stdout
 
 
+def install_crds(kubeconfig: Path, folder: Path) -> list[str]:
+    """Apply the CRDs in ``folder`` (server-side, idempotent) and wait until they serve."""
+    files = sorted(folder.glob("*.yaml"))
+    if not files:
+        return []
+    args = ["apply", "--server-side", "--force-conflicts", "--field-manager=kaizen-dev"]
+    for f in files:
+        args += ["-f", str(f)]
+    applied = kubectl(kubeconfig, *args).splitlines()
+    kubectl(
+        kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=kaizen-studio",
+        "--timeout=60s",
+    )
+    return applied
+
+
 def _bootstrap_objects(lay: components.Layout) -> None:
     objs = [manifests.kwok_node(f"kwok-node-{i}") for i in range(manifests.NODE_COUNT)]
     objs += manifests.metrics_server_registration(

@@ -337,3 +337,12 @@ def test_per_key_rate_limit_returns_429_with_retry_after(guarded: Running) -> No
     assert int(limited.headers["retry-after"]) >= 1
     # Another key has its own bucket.
     assert call("kaizen-key-a").status_code == 200
+
+
+def test_tool_calls_pass_through_to_the_caller(running: Running) -> None:
+    completion = client(running).chat.completions.create(
+        model="helper", messages=[{"role": "user", "content": "please call a tool"}]
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.tool_calls[0].function.name == "lookup"  # the agent's declared tool

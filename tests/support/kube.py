@@ -10,6 +10,8 @@ from typing import TypeVar
 
 from kubernetes.client.exceptions import ApiException
 
+from localcluster import cluster
+
 T = TypeVar("T")
 
 CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
@@ -46,22 +48,5 @@ def eventually(probe: Callable[[], T | None], timeout: float = 90, what: str = "
 
 
 def install_crds(kubeconfig: Path) -> None:
-    """Apply the generated CRDs (server-side, idempotent) and wait until they serve."""
-    kubectl(
-        kubeconfig,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=kaizen-tests",
-        "-f",
-        str(CRD_DIR),
-    )
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "crd",
-        "-l",
-        "app.kubernetes.io/part-of=kaizen-studio",
-        "--timeout=60s",
-    )
+    """Apply the generated CRDs and wait until they serve."""
+    cluster.install_crds(kubeconfig, CRD_DIR)

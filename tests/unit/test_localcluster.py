@@ -7,7 +7,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from localcluster import components, manifests, pki
+from localcluster import cluster, components, manifests, pki
 
 
 def test_client_certificate_carries_user_and_groups(tmp_path: Path) -> None:
@@ -33,18 +33,7 @@ def test_every_process_listens_on_loopback_only(tmp_path: Path) -> None:
         root=tmp_path,
         bin=tmp_path / "bin",
         kwok_config=tmp_path,
-        ports=dict.fromkeys(
-            (
-                "etcd",
-                "etcd-peer",
-                "apiserver",
-                "kube-controller-manager",
-                "kube-scheduler",
-                "kwok",
-                "metrics-server",
-            ),
-            1,
-        ),
+        ports=dict.fromkeys(cluster.PORT_NAMES, 1),
     )
     for name, build in components.PROCESSES.items():
         argv = build(lay)

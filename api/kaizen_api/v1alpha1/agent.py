@@ -13,13 +13,12 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from kaizen_api.v1alpha1.common import (
-    CONDITIONS_FIELD_EXTRA,
     HTTP_URL_PATTERN,
-    Condition,
     Duration,
     KaizenModel,
     LocalObjectReference,
     ObjectMeta,
+    ResourceStatus,
     SecretKeySelector,
     cel,
     k8s_extra,
@@ -327,18 +326,9 @@ class RevisionRecord(KaizenModel):
     created_at: datetime | None = Field(default=None, description="When it was created.")
 
 
-class AgentStatus(KaizenModel):
+class AgentStatus(ResourceStatus):
     """Observed state of an Agent."""
 
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="The .metadata.generation last reconciled."
-    )
-    conditions: list[Condition] | None = Field(
-        default=None,
-        max_length=16,
-        description="Ready, Reconciling, Stalled.",
-        json_schema_extra=CONDITIONS_FIELD_EXTRA,
-    )
     latest_revision: int | None = Field(
         default=None, ge=1, description="Number of the newest revision."
     )

@@ -185,6 +185,20 @@ class Condition(KaizenModel):
 CONDITIONS_FIELD_EXTRA = k8s_extra(list_type="map", list_map_keys=["type"])
 
 
+class ResourceStatus(KaizenModel):
+    """What every kind's status starts with (Kubernetes API conventions, kstatus)."""
+
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The .metadata.generation last reconciled."
+    )
+    conditions: list[Condition] | None = Field(
+        default=None,
+        max_length=16,
+        description="Ready, Reconciling, Stalled, and kind-specific conditions.",
+        json_schema_extra=CONDITIONS_FIELD_EXTRA,
+    )
+
+
 class LocalObjectReference(KaizenModel):
     """A reference to an object of a known kind in the same namespace."""
 

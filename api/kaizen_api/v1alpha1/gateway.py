@@ -12,15 +12,14 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from kaizen_api.v1alpha1.common import (
-    CONDITIONS_FIELD_EXTRA,
     NAME_PATTERN,
-    Condition,
     KaizenModel,
     LabelSelector,
     LocalObjectReference,
     ObjectMeta,
     ResourceName,
     ResourceRequirements,
+    ResourceStatus,
     cel,
     k8s_extra,
 )
@@ -245,18 +244,9 @@ class ServedRevision(KaizenModel):
     revision: int = Field(ge=1, description="Revision number served.")
 
 
-class GatewayStatus(KaizenModel):
+class GatewayStatus(ResourceStatus):
     """Observed state of a Gateway."""
 
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="The .metadata.generation last reconciled."
-    )
-    conditions: list[Condition] | None = Field(
-        default=None,
-        max_length=16,
-        description="Ready, Reconciling, Stalled.",
-        json_schema_extra=CONDITIONS_FIELD_EXTRA,
-    )
     replicas: int | None = Field(default=None, ge=0, description="Pods that exist.")
     ready_replicas: int | None = Field(default=None, ge=0, description="Pods that are Ready.")
     selector: str | None = Field(

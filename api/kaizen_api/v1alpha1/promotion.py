@@ -9,15 +9,14 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from kaizen_api.v1alpha1.common import (
-    CONDITIONS_FIELD_EXTRA,
     HTTP_URL_PATTERN,
-    Condition,
     Duration,
     KaizenModel,
     LocalObjectReference,
     ObjectMeta,
     Quantity,
     ResourceName,
+    ResourceStatus,
     SecretKeySelector,
     cel,
     k8s_extra,
@@ -231,18 +230,9 @@ class GateResult(KaizenModel):
     time: datetime | None = Field(default=None, description="When it was decided.")
 
 
-class PromotionStatus(KaizenModel):
+class PromotionStatus(ResourceStatus):
     """Observed state of a Promotion."""
 
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="The .metadata.generation last reconciled."
-    )
-    conditions: list[Condition] | None = Field(
-        default=None,
-        max_length=16,
-        description="Ready, Reconciling, Stalled.",
-        json_schema_extra=CONDITIONS_FIELD_EXTRA,
-    )
     phase: Phase | None = Field(
         default=None,
         description="Pending, WaitingForApproval, Progressing, Verifying, Succeeded, Failed, "

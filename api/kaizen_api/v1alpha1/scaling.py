@@ -9,13 +9,12 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from kaizen_api.v1alpha1.common import (
-    CONDITIONS_FIELD_EXTRA,
-    Condition,
     Duration,
     KaizenModel,
     ObjectMeta,
     Quantity,
     ResourceName,
+    ResourceStatus,
     cel,
     k8s_extra,
     parse_duration,
@@ -245,19 +244,9 @@ class ActiveOverride(KaizenModel):
     reason: str = Field(default="", max_length=1024, description="Why it was set.")
 
 
-class ScalingPolicyStatus(KaizenModel):
+class ScalingPolicyStatus(ResourceStatus):
     """Observed state of a ScalingPolicy (mirrors its HPA)."""
 
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="The .metadata.generation last reconciled."
-    )
-    conditions: list[Condition] | None = Field(
-        default=None,
-        max_length=16,
-        description="Ready, Stalled, Conflict, and the HPA's AbleToScale, ScalingActive, "
-        "ScalingLimited.",
-        json_schema_extra=CONDITIONS_FIELD_EXTRA,
-    )
     current_replicas: int | None = Field(default=None, ge=0, description="Pods now.")
     desired_replicas: int | None = Field(default=None, ge=0, description="Pods wanted.")
     last_scale_time: datetime | None = Field(default=None, description="Last time it scaled.")

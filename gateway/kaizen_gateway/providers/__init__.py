@@ -91,6 +91,18 @@ async def with_retries(
     raise AssertionError("unreachable")
 
 
+async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
+    """Upstream HTTP errors: retryable on 429 and 5xx."""
+    if resp.status >= 400:
+        text = (await resp.text())[:500]
+        raise UpstreamError(
+            502,
+            f"upstream returned {resp.status}: {text}",
+            retryable=resp.status == 429 or resp.status >= 500,
+            upstream_status=resp.status,
+        )
+
+
 async def post_json(
     cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> dict[str, Any]:
@@ -99,15 +111,7 @@ async def post_json(
         async with cfg.session.post(
             url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout)
         ) as resp:
-            if resp.status >= 400:
-                text = (await resp.text())[:500]
-                retryable = resp.status == 429 or resp.status >= 500
-                raise UpstreamError(
-                    502,
-                    f"upstream returned {resp.status}: {text}",
-                    retryable=retryable,
-                    upstream_status=resp.status,
-                )
+            await _raise_for_status(resp)
             data: dict[str, Any] = await resp.json(content_type=None)
             return data
     except TimeoutError as exc:
@@ -131,14 +135,7 @@ async def sse_lines(
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=cfg.timeout),
         ) as resp:
-            if resp.status >= 400:
-                text = (await resp.text())[:500]
-                raise UpstreamError(
-                    502,
-                    f"upstream returned {resp.status}: {text}",
-                    retryable=resp.status == 429 or resp.status >= 500,
-                    upstream_status=resp.status,
-                )
+            await _raise_for_status(resp)
             async for raw in resp.content:
                 line = raw.decode().strip()
                 if line.startswith("data:"):
