@@ -128,6 +128,8 @@ def up() -> int:
             "127.0.0.1:18081",
             "--metrics-port",
             "19090",
+            "--gateway-endpoints",
+            str(DEV_DIR / "gateways" / "endpoints.json"),
             "--webhook-listen",
             "127.0.0.1:19443",
             "--webhook-name",

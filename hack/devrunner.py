@@ -5,7 +5,8 @@ renders (re-written when it changes, which the gateway hot-reloads).
 
     python hack/devrunner.py --namespace kaizen-demo --kubeconfig K --state DIR
 
-Each gateway listens on 127.0.0.1; DIR/ports.json maps Gateway name -> URL.
+Each gateway listens on 127.0.0.1; DIR/ports.json maps Gateway name -> URL and the
+endpoints file maps "<namespace>/<gateway>" -> URL for `kaizen-operator --gateway-endpoints`.
 Secrets referenced by the served agents are copied into DIR/<gw>/secrets so the
 process finds them where a pod would mount them. Stops its children on SIGTERM.
 """
@@ -39,7 +40,8 @@ def free_port() -> int:
 class Runner:
     """Keeps one gateway process per Gateway in sync with its ConfigMap."""
 
-    def __init__(self, api: client.ApiClient, namespace: str, state: Path) -> None:
+    def __init__(self, api: client.ApiClient, namespace: str, state: Path, endpoints: Path) -> None:
+        self.endpoints = endpoints
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.namespace = namespace
@@ -112,6 +114,11 @@ class Runner:
                 self.procs[name] = (popen, port)
         ports = {name: f"http://127.0.0.1:{port}" for name, (_, port) in self.procs.items()}
         (self.state / "ports.json").write_text(json.dumps(ports, indent=2))
+        # What `kaizen-operator --gateway-endpoints` reads to reach these processes.
+        endpoints = {f"{self.namespace}/{name}": url for name, url in ports.items()}
+        tmp = self.endpoints.with_suffix(".tmp")
+        tmp.write_text(json.dumps(endpoints, indent=2))
+        tmp.replace(self.endpoints)
 
     def _stop(self, name: str) -> None:
         proc, _ = self.procs.pop(name)
@@ -133,11 +140,13 @@ def main() -> int:
     parser.add_argument("--namespace", required=True)
     parser.add_argument("--kubeconfig", required=True)
     parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--endpoints-file", type=Path, help="Default: STATE/endpoints.json")
     args = parser.parse_args()
     args.state.mkdir(parents=True, exist_ok=True)
-    runner = Runner(
-        config.new_client_from_config(config_file=args.kubeconfig), args.namespace, args.state
-    )
+    endpoints = args.endpoints_file or args.state / "endpoints.json"
+    endpoints.parent.mkdir(parents=True, exist_ok=True)
+    api = config.new_client_from_config(config_file=args.kubeconfig)
+    runner = Runner(api, args.namespace, args.state, endpoints)
     stopping = False
 
     def stop(*_: object) -> None:

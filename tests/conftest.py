@@ -24,6 +24,7 @@ class OperatorHandle:
 
     process: LocalProcess
     metrics_port: int
+    endpoints: Path  # devrunner endpoint files the operator reads (--gateway-endpoints)
 
 
 TIERS = ("unit", "integration", "e2e")
@@ -75,9 +76,13 @@ def operator(
 ) -> Iterator[OperatorHandle]:
     """One `kaizen-operator` process per worker, watching only that worker's namespaces."""
     worker = worker_id(request.config)
-    log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc, metrics_port = start_operator(crds, f"t-{worker}-*", log, f"{WORKER_LABEL}={worker}")
-    handle = OperatorHandle(proc, metrics_port)
+    folder = tmp_path_factory.mktemp("operator")
+    endpoints = folder / "endpoints"
+    endpoints.mkdir()
+    proc, metrics_port = start_operator(
+        crds, f"t-{worker}-*", folder / "operator.log", f"{WORKER_LABEL}={worker}", endpoints
+    )
+    handle = OperatorHandle(proc, metrics_port, endpoints)
     yield handle
     handle.process.stop()
 

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -92,6 +93,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-webhook", action="store_true", help="Do not serve the Promotion webhook."
+    )
+    parser.add_argument(
+        "--gateway-endpoints",
+        type=Path,
+        default=os.environ.get("KAIZEN_GATEWAY_ENDPOINTS"),
+        help="JSON file (or folder of them) mapping <namespace>/<gateway> to a local URL, "
+        "for clusters whose pods run no containers (kwok, make dev).",
     )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -188,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(args.metrics_port, addr=args.health_address.rsplit(":", 1)[0])
     memo = kopf.Memo(
         operator_config=OperatorConfig(
-            gateway_image=args.gateway_image, kubeconfig=args.kubeconfig
+            gateway_image=args.gateway_image,
+            kubeconfig=args.kubeconfig,
+            gateway_endpoints=args.gateway_endpoints,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
     )

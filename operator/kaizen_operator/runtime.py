@@ -8,6 +8,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -42,6 +43,7 @@ class OperatorConfig:
 
     gateway_image: str
     kubeconfig: str | None = None
+    gateway_endpoints: Path | None = None
 
 
 @dataclass

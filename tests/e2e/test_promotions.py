@@ -4,15 +4,19 @@ deadlines, outsiders, rollback, and gates that are not supported yet."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from kubernetes import client
 
 from tests.e2e.test_operator_reconciles import apply_yaml, gateway, get, mock_agent
 from tests.support.kube import eventually, kubectl
+from tests.support.processes import start_devrunner
 
 APPROVER_ROLE = [
     {
@@ -307,7 +311,90 @@ def test_unknown_revision_and_unsupported_gates_fail_honestly(
     apply_yaml(crds, stage, [promotion("p7", revision=9)])
     failed = wait_phase(api_client, stage, "p7", "Failed")
     assert "has no revision 9" in failed["status"]["message"]
-    apply_yaml(crds, stage, [promotion("p8", gates={"smoke": {"input": "hi"}})])
+    apply_yaml(
+        crds, stage, [promotion("p8", gates={"metrics": [{"metric": "errorRate", "max": 1}]})]
+    )
     errored = wait_phase(api_client, stage, "p8", "Errored")
     assert "not implemented yet" in errored["status"]["message"]
     assert staging_serves(api_client, stage) == []
+
+
+@pytest.fixture
+def live(stage: str, operator: Any, crds: Path, tmp_path: Path) -> Iterator[str]:
+    """Real gateway processes for the stage's Gateways, known to the operator."""
+    runner = start_devrunner(
+        crds, stage, tmp_path / "gateways", operator.endpoints / f"{stage}.json"
+    )
+    yield stage
+    runner.stop()
+
+
+def test_smoke_gate_verifies_the_switch(
+    crds: Path, api_client: client.ApiClient, live: str
+) -> None:
+    smoke = {"input": "ping", "expectContains": "ping", "timeout": "30s"}
+    apply_yaml(crds, live, [promotion("smoke-ok", revision=2, gates={"smoke": smoke})])
+    done = wait_phase(api_client, live, "smoke-ok", "Succeeded")
+    result = next(g for g in done["status"]["gates"] if g["name"] == "smoke")
+    assert result["status"] == "Passed" and "revision 2 answered" in result["message"]
+    assert staging_serves(api_client, live) == [{"agent": "hello", "revision": 2}]
+
+
+def test_failed_verification_reverts_the_target(
+    crds: Path, api_client: client.ApiClient, live: str
+) -> None:
+    apply_yaml(crds, live, [promotion("base", revision=1)])
+    wait_phase(api_client, live, "base", "Succeeded")
+    smoke = {"input": "ping", "expectContains": "pong", "timeout": "20s"}
+    apply_yaml(crds, live, [promotion("bad", revision=2, gates={"smoke": smoke})])
+    failed = wait_phase(api_client, live, "bad", "Failed")
+    ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "VerificationFailed"
+    assert "does not contain 'pong'" in failed["status"]["message"]
+    assert "reverted to revision 1" in failed["status"]["message"]
+    assert staging_serves(api_client, live) == [{"agent": "hello", "revision": 1}]
+
+
+class _Hook(http.server.BaseHTTPRequestHandler):
+    answers: ClassVar[list[int]] = []
+    seen: ClassVar[list[dict[str, Any]]] = []
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        _Hook.seen.append(
+            {"body": json.loads(self.rfile.read(length)), "auth": self.headers.get("authorization")}
+        )
+        self.send_response(_Hook.answers.pop(0) if _Hook.answers else 200)
+        self.end_headers()
+        self.wfile.write(b"decided")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_webhook_gate_passes_on_2xx_and_fails_otherwise(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/gate"
+    client.CoreV1Api(api_client).create_namespaced_secret(
+        stage,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name="hook-token"), string_data={"token": "s3cret"}
+        ),
+    )
+    try:
+        _Hook.answers[:] = [200, 403]
+        gate = {"webhook": {"url": url, "secretRef": {"name": "hook-token", "key": "token"}}}
+        apply_yaml(crds, stage, [promotion("hook-ok", gates=gate)])
+        wait_phase(api_client, stage, "hook-ok", "Succeeded")
+        assert (
+            _Hook.seen[0]["body"]["agent"] == "hello" and _Hook.seen[0]["auth"] == "Bearer s3cret"
+        )
+        apply_yaml(crds, stage, [promotion("hook-no", revision=2, gates={"webhook": {"url": url}})])
+        failed = wait_phase(api_client, stage, "hook-no", "Failed")
+        assert "webhook answered 403" in failed["status"]["message"]
+        assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]
+    finally:
+        server.shutdown()

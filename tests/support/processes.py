@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -47,6 +48,28 @@ class LocalProcess:
             self.proc.wait()
 
 
+def start_devrunner(
+    kubeconfig: Path, namespace: str, state: Path, endpoints_file: Path
+) -> LocalProcess:
+    """One real gateway process per Gateway of ``namespace`` (kwok pods run no containers)."""
+    hack = Path(__file__).resolve().parents[2] / "hack"
+    return start(
+        [
+            sys.executable,
+            str(hack / "devrunner.py"),
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(kubeconfig),
+            "--state",
+            str(state),
+            "--endpoints-file",
+            str(endpoints_file),
+        ],
+        state / "devrunner.log",
+    )
+
+
 def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> LocalProcess:
     """Start ``argv`` with output appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -78,7 +101,11 @@ def wait_http_ok(url: str, process: LocalProcess, timeout: float = 60) -> None:
 
 
 def start_operator(
-    kubeconfig: Path, namespace_glob: str, log: Path, webhook_label: str | None = None
+    kubeconfig: Path,
+    namespace_glob: str,
+    log: Path,
+    webhook_label: str | None = None,
+    endpoints: Path | None = None,
 ) -> tuple[LocalProcess, int]:
     """The exact `kaizen-operator` command, watching namespaces that match a glob.
 
@@ -87,6 +114,7 @@ def start_operator(
     """
     health, metrics = free_port(), free_port()
     webhook = ["--no-webhook"]
+    extra = ["--gateway-endpoints", str(endpoints)] if endpoints else []
     if webhook_label:
         name = "kaizen-operator-test-" + webhook_label.split("=", 1)[1]
         webhook = [
@@ -111,6 +139,7 @@ def start_operator(
             "--log-format",
             "json",
             *webhook,
+            *extra,
         ],
         log,
     )

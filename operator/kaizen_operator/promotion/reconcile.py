@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
 
+from kaizen_api.v1alpha1.promotion import PromotionSpec
 from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import reconcile_gateway
 from kaizen_operator.kube import ApiException, Kube
-from kaizen_operator.promotion.render import PromotionInputs, render_promotion
+from kaizen_operator.promotion.gates import smoke_check, webhook_check
+from kaizen_operator.promotion.render import PromotionInputs, render_promotion, soak_done
 from kaizen_operator.runtime import Runtime, write_status
 
 API = "kaizen.studio/v1alpha1"
 
 
 async def resolve_promotion(
-    kube: Kube, promotion: dict[str, Any], now: datetime
+    kube: Kube, promotion: dict[str, Any], now: datetime, overrides: Path | None = None
 ) -> PromotionInputs:
-    """Read the Agent, the revision and both Gateways."""
+    """Read the Agent, the revision and both Gateways, and ask the gates that are due."""
     ns = promotion["metadata"]["namespace"]
     spec = promotion["spec"]
     agent = await kube.get(API, "Agent", ns, spec["agentRef"]["name"])
@@ -32,27 +36,54 @@ async def resolve_promotion(
             ns,
             names.agent_revision(spec["agentRef"]["name"], int(spec["revision"])),
         )
+    target = await kube.get(API, "Gateway", ns, spec["to"])
+    status = promotion.get("status") or {}
+    phase = status.get("phase")
+    parsed = PromotionSpec.model_validate(spec)
+    webhook = smoke = None
+    if (
+        phase == "Progressing"
+        and parsed.gates
+        and parsed.gates.webhook
+        and soak_done(status, parsed, now)
+    ):
+        ref = parsed.gates.webhook.secret_ref
+        secret = await read_secret_value(kube, ns, ref.name, ref.key) if ref else None
+        webhook = await webhook_check(promotion, parsed, secret)
+    if phase == "Verifying" and target is not None:
+        smoke = await smoke_check(kube, overrides, parsed, target)
     return PromotionInputs(
         promotion=promotion,
         agent=agent,
         revision_exists=revision is not None,
         source=await kube.get(API, "Gateway", ns, spec["from"]),
-        target=await kube.get(API, "Gateway", ns, spec["to"]),
+        target=target,
         now=now,
+        webhook=webhook,
+        smoke=smoke,
     )
 
 
+async def read_secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
+    """One Secret value, for an outgoing call only (never logged or stored)."""
+    secret = await kube.get("v1", "Secret", namespace, name)
+    raw = ((secret or {}).get("data") or {}).get(key)
+    return base64.b64decode(raw).decode() if raw else None
+
+
 async def switch_served_revision(
-    kube: Kube, target: dict[str, Any], agent: str, revision: int
+    kube: Kube, target: dict[str, Any], agent: str, revision: int | None
 ) -> None:
-    """Make ``target`` serve ``revision`` of ``agent`` (guarded against concurrent writes)."""
+    """Make ``target`` serve ``revision`` of ``agent`` (None: stop serving it), guarded
+    against concurrent writes."""
     meta = target["metadata"]
     served = [
         s
         for s in (target.get("status") or {}).get("servedRevisions") or []
         if s.get("agent") != agent
     ]
-    served.append({"agent": agent, "revision": revision})
+    if revision is not None:
+        served.append({"agent": agent, "revision": revision})
     await kube.patch_status_guarded(
         API,
         "Gateway",
@@ -69,7 +100,9 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
         promotion = await rt.kube.get(API, "Promotion", namespace, name)
         if promotion is None or promotion["metadata"].get("deletionTimestamp"):
             return
-        inputs = await resolve_promotion(rt.kube, promotion, datetime.now(UTC))
+        inputs = await resolve_promotion(
+            rt.kube, promotion, datetime.now(UTC), rt.config.gateway_endpoints
+        )
         plan = render_promotion(inputs)
         if plan.switch and inputs.target is not None:
             try:

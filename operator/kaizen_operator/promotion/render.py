@@ -1,9 +1,10 @@
 """Promotion state machine (pure: no client, no clock — ``now`` is an input).
 
-Pending -> WaitingForApproval -> Progressing -> Succeeded, or one of Failed, Rejected,
-Aborted, Errored. A Promotion that ended is never re-run. Soak gates are evaluated
-here; metric, smoke and webhook gates are not implemented yet and end the Promotion
-as Errored with reason GateNotSupported rather than pretending to pass.
+Pending -> WaitingForApproval -> Progressing -> Verifying -> Succeeded, or one of Failed,
+Rejected, Aborted, Errored. A Promotion that ended is never re-run. Soak is decided
+here from the clock; webhook and smoke outcomes come in as inputs (their I/O is in
+``gates``). Metric gates are not implemented yet and end the Promotion as Errored with
+reason GateNotSupported rather than pretending to pass.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy
 from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES, PromotionSpec
 from kaizen_operator.conditions import get_condition, ready_conditions, timestamp
 from kaizen_operator.promotion.approvals import ledger
+from kaizen_operator.promotion.gates import GateOutcome
 
 
 @dataclass(frozen=True)
@@ -29,6 +31,8 @@ class PromotionInputs:
     source: dict[str, Any] | None
     target: dict[str, Any] | None
     now: datetime
+    webhook: GateOutcome | None = None  # asked when the webhook gate is due
+    smoke: GateOutcome | None = None  # asked while Verifying
 
 
 @dataclass
@@ -36,7 +40,7 @@ class PromotionPlan:
     """The new status, the switch to make on the target, and Events to record."""
 
     status: dict[str, Any]
-    switch: tuple[str, int] | None = None
+    switch: tuple[str, int | None] | None = None  # (agent, revision); None revision removes
     events: list[tuple[str, str, bool]] = field(default_factory=list)
 
     @property
@@ -172,14 +176,16 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
                 + (f" (by {', '.join(approvers)})" if approvers else ""),
             )
 
+    if phase == "Verifying":
+        return _verify(inputs, spec, plan, status, end, wait)
+
     # Progressing: gates, then the switch.
     gates = spec.gates
-    if gates and (gates.metrics or gates.smoke or gates.webhook):
+    if gates and gates.metrics:
         return end(
             "Errored",
             "GateNotSupported",
-            "metric, smoke and webhook gates are not implemented yet; "
-            "remove them or wait for support",
+            "metric gates are not implemented yet; remove them or wait for support",
         )
     results: list[dict[str, Any]] = []
     if gates and gates.soak:
@@ -189,7 +195,7 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
             return end(
                 "Failed", "SourceUnhealthy", f"Gateway {spec.from_!r} is not Ready during the soak"
             )
-        if (now - since).total_seconds() < needed_s:
+        if not soak_done(status, spec, now):
             status["gates"] = [
                 {
                     "name": "soak",
@@ -200,15 +206,92 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
             status["phase"] = "Progressing"
             return wait("Soaking", f"soaking {gates.soak.duration} on {spec.from_}")
         results.append(
-            {
-                "name": "soak",
-                "status": "Passed",
-                "message": f"{spec.from_} healthy for {gates.soak.duration}",
-                "time": timestamp(now),
-            }
+            _gate("soak", "Passed", f"{spec.from_} healthy for {gates.soak.duration}", now)
         )
+    if gates and gates.webhook:
+        if inputs.webhook is None:
+            return wait("WaitingForWebhook", "asking the webhook gate")
+        if not inputs.webhook.passed:
+            status["gates"] = [*results, _gate("webhook", "Failed", inputs.webhook.message, now)]
+            return end("Failed", "WebhookGateFailed", inputs.webhook.message)
+        results.append(_gate("webhook", "Passed", inputs.webhook.message, now))
     if results:
         status["gates"] = results
     status["previousRevision"] = served_revision(inputs.target, agent)
     plan.switch = (agent, revision)
+    if gates and gates.smoke:
+        status["verifyingSince"] = timestamp(now)
+        status["phase"] = "Verifying"
+        plan.events.append(
+            ("Switched", f"{spec.to} now serves {agent} revision {revision}; verifying", False)
+        )
+        status["message"] = f"verifying revision {revision} on {spec.to}"
+        status["conditions"] = ready_conditions(
+            status.get("conditions") or [],
+            ready=False,
+            reason="Verifying",
+            message=status["message"],
+            generation=generation,
+            now=now,
+            reconciling=True,
+        )
+        return plan
     return end("Succeeded", "Promoted", f"{spec.to} now serves {agent} revision {revision}")
+
+
+def _gate(name: str, state: str, message: str, now: datetime) -> dict[str, Any]:
+    return {"name": name, "status": state, "message": message[:4096], "time": timestamp(now)}
+
+
+def soak_done(status: dict[str, Any], spec: PromotionSpec, now: datetime) -> bool:
+    """True when there is no soak gate or its time has passed."""
+    soak = spec.gates.soak if spec.gates else None
+    if soak is None:
+        return True
+    since = _parse_time(status.get("progressingSince")) or now
+    return (now - since).total_seconds() >= parse_duration(soak.duration)
+
+
+def _verify(
+    inputs: PromotionInputs,
+    spec: PromotionSpec,
+    plan: PromotionPlan,
+    status: dict[str, Any],
+    end: Any,
+    wait: Any,
+) -> PromotionPlan:
+    """Verifying: the smoke gate after the switch; a failure switches back."""
+    smoke = spec.gates.smoke if spec.gates else None
+    outcome = inputs.smoke
+    since = _parse_time(status.get("verifyingSince")) or inputs.now
+    deadline_s = parse_duration(smoke.timeout) if smoke else 0
+    gates = [g for g in status.get("gates") or [] if g.get("name") != "smoke"]
+    if outcome is not None and outcome.passed:
+        status["gates"] = [*gates, _gate("smoke", "Passed", outcome.message, inputs.now)]
+        result: PromotionPlan = end(
+            "Succeeded",
+            "Verified",
+            f"{spec.to} serves {spec.agent_ref.name} revision {spec.revision}, verified",
+        )
+        return result
+    expired = (inputs.now - since).total_seconds() >= deadline_s
+    if outcome is None or (not outcome.final and not expired):
+        waited: PromotionPlan = wait(
+            "Verifying", outcome.message if outcome else "waiting for the smoke gate"
+        )
+        return waited
+    message = (
+        outcome.message
+        if outcome.final
+        else f"{outcome.message} after {smoke.timeout if smoke else ''}"
+    )
+    status["gates"] = [*gates, _gate("smoke", "Failed", message, inputs.now)]
+    previous = status.get("previousRevision")
+    plan.switch = (spec.agent_ref.name, int(previous) if previous else None)
+    back = f"revision {previous}" if previous else f"not serving {spec.agent_ref.name}"
+    failed: PromotionPlan = end(
+        "Failed",
+        "VerificationFailed",
+        f"smoke gate failed ({message}); {spec.to} reverted to {back}",
+    )
+    return failed

@@ -1,0 +1,90 @@
+"""Gate checks that talk to the outside world (I/O): the smoke invocation of the target
+gateway and the external webhook. Their outcomes feed the pure state machine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from kaizen_api.v1alpha1.common import parse_duration
+from kaizen_api.v1alpha1.promotion import PromotionSpec
+from kaizen_operator.endpoints import gateway_urls
+from kaizen_operator.kube import Kube
+
+
+@dataclass(frozen=True)
+class GateOutcome:
+    """A gate's answer; ``final`` False means "not yet" (e.g. the pods still reload)."""
+
+    passed: bool
+    message: str
+    final: bool = True
+
+
+async def smoke_check(
+    kube: Kube, overrides: Path | None, spec: PromotionSpec, target: dict[str, Any]
+) -> GateOutcome:
+    """Invoke the agent on the target gateway; it must answer from the promoted revision."""
+    smoke = spec.gates.smoke if spec.gates else None
+    if smoke is None:
+        return GateOutcome(True, "no smoke gate")
+    urls = await gateway_urls(kube, overrides, target)
+    if not urls:
+        return GateOutcome(False, f"Gateway {spec.to!r} has no ready endpoint yet", final=False)
+    agent = spec.agent_ref.name
+    timeout = aiohttp.ClientTimeout(total=parse_duration(smoke.timeout))
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(f"{urls[0]}/agents/{agent}/invoke", json={"input": smoke.input}) as resp,
+        ):
+            body = await resp.json(content_type=None)
+            served = resp.headers.get("x-kaizen-agent-revision")
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        return GateOutcome(False, f"smoke invocation failed: {exc.__class__.__name__}", final=False)
+    if resp.status == 404 or (served is not None and served != str(spec.revision)):
+        return GateOutcome(False, f"gateway still serves revision {served or 'none'}", final=False)
+    if resp.status != 200:
+        message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
+        return GateOutcome(False, f"smoke invocation returned {resp.status}: {message}")
+    output = str(body.get("output", ""))
+    if smoke.expect_contains and smoke.expect_contains not in output:
+        return GateOutcome(
+            False, f"answer {output[:200]!r} does not contain {smoke.expect_contains!r}"
+        )
+    return GateOutcome(True, f"revision {spec.revision} answered: {output[:200]!r}")
+
+
+async def webhook_check(
+    promotion: dict[str, Any], spec: PromotionSpec, secret: str | None
+) -> GateOutcome:
+    """POST the Promotion to the external webhook; a 2xx answer passes."""
+    hook = spec.gates.webhook if spec.gates else None
+    if hook is None:
+        return GateOutcome(True, "no webhook gate")
+    meta = promotion["metadata"]
+    payload = {
+        "namespace": meta["namespace"],
+        "name": meta["name"],
+        "agent": spec.agent_ref.name,
+        "revision": spec.revision,
+        "from": spec.from_,
+        "to": spec.to,
+    }
+    headers = {"authorization": f"Bearer {secret}"} if secret else {}
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=parse_duration(hook.timeout))
+            ) as session,
+            session.post(hook.url, json=payload, headers=headers) as resp,
+        ):
+            text = (await resp.text())[:300]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return GateOutcome(False, f"webhook {hook.url} unreachable: {exc.__class__.__name__}")
+    if 200 <= resp.status < 300:
+        return GateOutcome(True, f"webhook answered {resp.status}")
+    return GateOutcome(False, f"webhook answered {resp.status}: {text}")
