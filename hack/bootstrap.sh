@@ -29,7 +29,9 @@ fi
 # Re-install only when the dependency list changed (pip's resolver takes ~10s even as a no-op).
 stamp_dir="${XDG_CACHE_HOME:-$HOME/.cache}/kaizen-studio"
 stamp="$stamp_dir/pip-$(cat pyproject.toml | sha256sum | cut -c1-16)-$("$PYTHON" -c 'import sys; print(sys.prefix.replace("/", "_"))')"
-if [[ ! -f "$stamp" ]] || ! "$PYTHON" -c "import kaizen_api, kopf, kubernetes, pytest" 2>/dev/null; then
+# The editable install must point at *this* checkout (a CI clone is not the dev tree).
+here="$(pwd -P)"
+if [[ ! -f "$stamp" ]] || ! "$PYTHON" -c "import kaizen_api, kopf, kubernetes, pytest, sys; sys.exit(not kaizen_api.__file__.startswith('$here/'))" 2>/dev/null; then
   echo "[bootstrap] pip install -e .[test]"
   "$PYTHON" -m pip install -q --disable-pip-version-check -e ".[test]"
   mkdir -p "$stamp_dir" && touch "$stamp"
