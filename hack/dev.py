@@ -189,6 +189,9 @@ messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
 
   export KUBECONFIG={kubeconfig}
   kubectl get nodes
+  # the example Promotion waits for an approver (the webhook records who approved):
+  kubectl annotate promotion hello-agent-r1-to-staging -n {DEMO_NAMESPACE} \\
+    kaizen.studio/approve="looks good" --as=jane --as-group=sre
   kubectl get kaizen -n {DEMO_NAMESPACE}
 
 Stop it with: make dev-down

@@ -309,8 +309,12 @@ def test_unknown_revision_and_unsupported_gates_fail_honestly(
     crds: Path, api_client: client.ApiClient, stage: str
 ) -> None:
     apply_yaml(crds, stage, [promotion("p7", revision=9)])
-    failed = wait_phase(api_client, stage, "p7", "Failed")
-    assert "has no revision 9" in failed["status"]["message"]
+    waiting = eventually(
+        lambda: (get(api_client, stage, "promotions", "p7").get("status") or {}).get("message"),
+        what="p7 status",
+    )
+    assert "waiting for revision 9 of Agent 'hello' (latest: 2)" in waiting
+    assert phase(api_client, stage, "p7") == "Pending"
     apply_yaml(
         crds, stage, [promotion("p8", gates={"metrics": [{"metric": "errorRate", "max": 1}]})]
     )

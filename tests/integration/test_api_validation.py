@@ -441,7 +441,7 @@ def test_examples_apply_and_list_with_printer_columns(crds: Path, namespace: str
         "agent.kaizen.studio/support-assistant",
         "gateway.kaizen.studio/production",
         "scalingpolicy.kaizen.studio/production",
-        "promotion.kaizen.studio/support-assistant-r1-to-staging",
+        "promotion.kaizen.studio/hello-agent-r1-to-staging",
     ):
         assert name in listing, listing
 

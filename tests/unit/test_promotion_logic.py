@@ -95,7 +95,15 @@ def test_refusals_say_why() -> None:
 
 
 def render(
-    body, *, agent=True, revision=True, target_env="prod", source_ready=True, now=NOW, served=None
+    body,
+    *,
+    agent=True,
+    revision=True,
+    target_env="prod",
+    source_ready=True,
+    now=NOW,
+    served=None,
+    latest=None,
 ):
     source = gateway(
         "dev",
@@ -105,7 +113,14 @@ def render(
     target = gateway("prod", target_env, status={"servedRevisions": served or []})
     return render_promotion(
         PromotionInputs(
-            body, {"metadata": {"name": "hello"}} if agent else None, revision, source, target, now
+            body,
+            {"metadata": {"name": "hello"}, "status": {"latestRevision": latest}}
+            if agent
+            else None,
+            revision,
+            source,
+            target,
+            now,
         )
     )
 
@@ -124,7 +139,11 @@ def test_state_machine_paths() -> None:
         "Failed",
         "ApprovalExpired",
     )
-    assert render(promo(), revision=False).status["phase"] == "Failed"
+    assert render(promo(), revision=False, latest=3).status["phase"] == "Failed"  # pruned
+    waits = render(promo(), revision=False)  # applied with the Agent: not created yet
+    assert (
+        waits.status["phase"] == "Pending" and "waiting for revision 1" in waits.status["message"]
+    )
     assert render(promo(), agent=False).status["phase"] == "Pending"
     assert (
         render(promo(), target_env="dev")

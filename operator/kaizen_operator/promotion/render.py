@@ -110,10 +110,19 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
         if inputs.agent is None:
             return wait("AgentNotFound", f"Agent {agent!r} does not exist")
         if not inputs.revision_exists:
+            latest = ((inputs.agent or {}).get("status") or {}).get("latestRevision")
+            if latest is None or revision > int(latest):
+                # Applied together with the Agent (GitOps), or ahead of it: wait for it.
+                return wait(
+                    "RevisionNotFound",
+                    f"waiting for revision {revision} of Agent {agent!r} "
+                    f"(latest: {latest or 'none'})",
+                )
             return end(
                 "Failed",
                 "RevisionNotFound",
-                f"Agent {agent!r} has no revision {revision} (pruned or never created)",
+                f"Agent {agent!r} has no revision {revision} any more "
+                "(pruned by revisionHistoryLimit)",
             )
         for role, gw in (("from", inputs.source), ("to", inputs.target)):
             if gw is None:
