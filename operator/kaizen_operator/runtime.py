@@ -139,18 +139,9 @@ async def write_status(
     if not status_changed(obj.get("status"), status):
         return False
     meta = obj["metadata"]
-    body_status = dict(status)
+    where = (obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
     if guard:
-        await kube.patch_status_guarded(
-            obj["apiVersion"],
-            obj["kind"],
-            meta["namespace"],
-            meta["name"],
-            body_status,
-            meta["resourceVersion"],
-        )
+        await kube.patch_status_guarded(*where, status, meta["resourceVersion"])
     else:
-        await kube.patch_status(
-            obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"], body_status
-        )
+        await kube.patch_status(*where, status)
     return True

@@ -12,7 +12,7 @@ import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.support.kube import eventually, kubectl
+from tests.support.kube import event_reasons, events_of, eventually, kubectl
 from tests.support.manifests import example_files
 
 GROUP, VERSION = "kaizen.studio", "v1alpha1"
@@ -175,8 +175,9 @@ def test_prompt_change_makes_a_revision_and_rolls_only_the_dev_gateway(
         namespace, label_selector="kaizen.studio/agent=hello"
     )
     assert sorted(r.revision for r in revisions.items) == [1, 2]
-    events = core.list_namespaced_event(namespace, field_selector="involvedObject.name=hello").items
-    assert any(e.reason == "RevisionCreated" for e in events)
+    eventually(
+        lambda: "RevisionCreated" in event_reasons(api_client, namespace, "hello"), what="Event"
+    )
 
 
 def _exists(read: Any) -> bool:
@@ -286,22 +287,14 @@ def test_missing_secret_is_reported_on_the_agent(
     )
     assert (ready["status"], ready["reason"]) == ("False", "SecretNotFound")
     assert "'nope'" in ready["message"]
-    events = (
-        client.CoreV1Api(api_client)
-        .list_namespaced_event(namespace, field_selector="involvedObject.name=paid")
-        .items
-    )
     eventually(
         lambda: any(
             e.reason == "SecretNotFound" and e.type == "Warning"
-            for e in client.CoreV1Api(api_client)
-            .list_namespaced_event(namespace, field_selector="involvedObject.name=paid")
-            .items
+            for e in events_of(api_client, namespace, "paid")
         ),
         timeout=20,
         what="a Warning event",
     )
-    del events
 
 
 def hpa_bounds(api_client: client.ApiClient, ns: str, name: str) -> tuple[int, int] | None:
@@ -312,6 +305,24 @@ def hpa_bounds(api_client: client.ApiClient, ns: str, name: str) -> tuple[int, i
     except ApiException:
         return None
     return hpa.spec.min_replicas, hpa.spec.max_replicas
+
+
+def wait_hpa_bounds(
+    api_client: client.ApiClient, ns: str, bounds: tuple[int, int], timeout: float, what: str
+) -> None:
+    """Wait until the Gateway prod's HPA scales between ``bounds``."""
+    eventually(
+        lambda: hpa_bounds(api_client, ns, "prod-gateway") == bounds, timeout=timeout, what=what
+    )
+
+
+def scaled_gateway(policy: str = "prod", **policy_spec: Any) -> list[dict[str, Any]]:
+    """The hello agent, Gateway prod (production) and a ScalingPolicy on it."""
+    return [
+        mock_agent("hello"),
+        gateway("prod", "production", ["hello"]),
+        scaling_policy(policy, "prod", **policy_spec),
+    ]
 
 
 def test_pin_override_holds_the_count_then_expires_on_its_own(
@@ -384,14 +395,10 @@ def test_pin_override_holds_the_count_then_expires_on_its_own(
         what="status cleared",
     )
 
-    def reasons() -> set[str]:
-        events = client.CoreV1Api(api_client).list_namespaced_event(
-            namespace, field_selector="involvedObject.name=prod"
-        )
-        return {e.reason for e in events.items}
-
     eventually(
-        lambda: {"OverrideActive", "OverrideCleared"} <= reasons(),
+        lambda: (
+            {"OverrideActive", "OverrideCleared"} <= event_reasons(api_client, namespace, "prod")
+        ),
         timeout=20,
         what="override Events",
     )
@@ -400,47 +407,21 @@ def test_pin_override_holds_the_count_then_expires_on_its_own(
 def test_hpa_drift_is_repaired(
     operator: Any, crds: Path, api_client: client.ApiClient, namespace: str
 ) -> None:
-    apply_yaml(
-        crds,
-        namespace,
-        [
-            mock_agent("hello"),
-            gateway("prod", "production", ["hello"]),
-            scaling_policy("prod", "prod"),
-        ],
-    )
-    eventually(
-        lambda: hpa_bounds(api_client, namespace, "prod-gateway") == (1, 5), timeout=60, what="HPA"
-    )
+    apply_yaml(crds, namespace, scaled_gateway())
+    wait_hpa_bounds(api_client, namespace, (1, 5), 60, "HPA")
     hpas = client.AutoscalingV2Api(api_client)
     hpas.patch_namespaced_horizontal_pod_autoscaler(
         "prod-gateway", namespace, {"spec": {"maxReplicas": 50}}
     )
-    eventually(
-        lambda: hpa_bounds(api_client, namespace, "prod-gateway") == (1, 5),
-        timeout=30,
-        what="edit reverted",
-    )
+    wait_hpa_bounds(api_client, namespace, (1, 5), 30, "edit reverted")
     hpas.delete_namespaced_horizontal_pod_autoscaler("prod-gateway", namespace)
-    eventually(
-        lambda: hpa_bounds(api_client, namespace, "prod-gateway") == (1, 5),
-        timeout=30,
-        what="HPA recreated",
-    )
+    wait_hpa_bounds(api_client, namespace, (1, 5), 30, "HPA recreated")
 
 
 def test_second_policy_and_foreign_hpa_are_refused(
     operator: Any, crds: Path, api_client: client.ApiClient, namespace: str
 ) -> None:
-    apply_yaml(
-        crds,
-        namespace,
-        [
-            mock_agent("hello"),
-            gateway("prod", "production", ["hello"]),
-            scaling_policy("first", "prod"),
-        ],
-    )
+    apply_yaml(crds, namespace, scaled_gateway("first"))
     eventually(lambda: hpa_bounds(api_client, namespace, "prod-gateway"), timeout=60, what="HPA")
     apply_yaml(crds, namespace, [scaling_policy("second", "prod", maxReplicas=9)])
     conflict = eventually(

@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.test_operator_reconciles import apply_yaml, gateway, get, mock_agent
-from tests.support.kube import eventually, kubectl
+from tests.support.kube import event_reasons, eventually, kubectl
 from tests.support.processes import start_devrunner
 
 APPROVER_ROLE = [
@@ -147,13 +147,9 @@ def test_promotion_without_approval_switches_the_target(
     ready = next(c for c in done["status"]["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Promoted")
     assert done["status"]["completedAt"]
-    reasons = {
-        e.reason
-        for e in client.CoreV1Api(api_client)
-        .list_namespaced_event(stage, field_selector="involvedObject.name=p1")
-        .items
-    }
-    assert "Promoted" in reasons
+    eventually(
+        lambda: "Promoted" in event_reasons(api_client, stage, "p1"), what="a Promoted Event"
+    )
 
 
 def test_approval_by_an_allowed_user_is_recorded_with_the_real_actor(

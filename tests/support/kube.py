@@ -6,8 +6,9 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from localcluster import cluster
@@ -50,3 +51,16 @@ def eventually(probe: Callable[[], T | None], timeout: float = 90, what: str = "
 def install_crds(kubeconfig: Path) -> None:
     """Apply the generated CRDs and wait until they serve."""
     cluster.install_crds(kubeconfig, CRD_DIR)
+
+
+def events_of(api_client: client.ApiClient, namespace: str, name: str) -> list[Any]:
+    """The Events recorded about object ``name`` in ``namespace``."""
+    selector = f"involvedObject.name={name}"
+    return list(
+        client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=selector).items
+    )
+
+
+def event_reasons(api_client: client.ApiClient, namespace: str, name: str) -> set[str]:
+    """The reasons of those Events."""
+    return {e.reason for e in events_of(api_client, namespace, name)}

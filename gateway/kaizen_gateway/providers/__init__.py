@@ -4,9 +4,10 @@ and back. ``provider_for`` picks one from an agent's model spec."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -103,17 +104,11 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         )
 
 
-async def post_json(
-    cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
-) -> dict[str, Any]:
-    """POST JSON; upstream failures become UpstreamError (retryable on 429/5xx/network)."""
+@contextlib.contextmanager
+def _network_errors(cfg: UpstreamConfig) -> Iterator[None]:
+    """Timeouts and connection failures become retryable UpstreamErrors (504/502)."""
     try:
-        async with cfg.session.post(
-            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout)
-        ) as resp:
-            await _raise_for_status(resp)
-            data: dict[str, Any] = await resp.json(content_type=None)
-            return data
+        yield
     except TimeoutError as exc:
         raise UpstreamError(
             504, f"upstream timed out after {cfg.timeout:.0f}s", retryable=True
@@ -124,11 +119,24 @@ async def post_json(
         ) from exc
 
 
+async def post_json(
+    cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
+) -> dict[str, Any]:
+    """POST JSON; upstream failures become UpstreamError (retryable on 429/5xx/network)."""
+    with _network_errors(cfg):
+        async with cfg.session.post(
+            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout)
+        ) as resp:
+            await _raise_for_status(resp)
+            data: dict[str, Any] = await resp.json(content_type=None)
+            return data
+
+
 async def sse_lines(
     cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> AsyncIterator[str]:
     """POST and yield the ``data:`` payloads of a server-sent-event stream."""
-    try:
+    with _network_errors(cfg):
         async with cfg.session.post(
             url,
             json=body,
@@ -140,14 +148,30 @@ async def sse_lines(
                 line = raw.decode().strip()
                 if line.startswith("data:"):
                     yield line[5:].strip()
-    except TimeoutError as exc:
-        raise UpstreamError(
-            504, f"upstream timed out after {cfg.timeout:.0f}s", retryable=True
-        ) from exc
-    except aiohttp.ClientError as exc:
-        raise UpstreamError(
-            502, f"upstream unreachable: {exc.__class__.__name__}", retryable=True
-        ) from exc
+
+
+async def sse_with_retries(
+    cfg: UpstreamConfig,
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    on_retry: Callable[[str], None],
+) -> AsyncIterator[str]:
+    """``sse_lines``, retried on retryable failures until the first payload arrives
+    (after that the caller has started answering, and a retry would repeat output)."""
+    attempts = 0
+    while True:
+        started = False
+        try:
+            async for data in sse_lines(cfg, url, body, headers):
+                started = True
+                yield data
+            return
+        except UpstreamError as exc:
+            if started or not exc.retryable or attempts >= cfg.retries:
+                raise
+            attempts += 1
+            on_retry(str(exc.upstream_status or "network"))
 
 
 def provider_for(spec: ModelSpec, cfg: UpstreamConfig, on_retry: Callable[[str], None]) -> Provider:

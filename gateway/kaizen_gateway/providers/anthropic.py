@@ -14,7 +14,7 @@ from kaizen_gateway.providers import (
     UpstreamConfig,
     post_json,
     read_secret,
-    sse_lines,
+    sse_with_retries,
     with_retries,
 )
 
@@ -164,48 +164,25 @@ class AnthropicProvider:
         url, headers = self._target()
         body = {**to_anthropic(req), "stream": True}
         usage: dict[str, Any] = {}
-        attempts = 0
-        while True:
-            started = False
-            try:
-                async for data in sse_lines(self.cfg, url, body, headers):
-                    event = json.loads(data)
-                    kind = event.get("type")
-                    if kind == "message_start":
-                        usage.update(event["message"].get("usage", {}))
-                    elif (
-                        kind == "content_block_delta" and event["delta"].get("type") == "text_delta"
-                    ):
-                        started = True
-                        yield {
-                            "object": "chat.completion.chunk",
-                            "model": req.model,
-                            "choices": [
-                                {
-                                    "index": 0,
-                                    "delta": {"content": event["delta"]["text"]},
-                                    "finish_reason": None,
-                                }
-                            ],
-                        }
-                    elif kind == "message_delta":
-                        usage.update(event.get("usage", {}))
-                        reason = STOP.get(event.get("delta", {}).get("stop_reason") or "", "stop")
-                        yield {
-                            "object": "chat.completion.chunk",
-                            "model": req.model,
-                            "choices": [{"index": 0, "delta": {}, "finish_reason": reason}],
-                            "usage": _usage(usage),
-                        }
-                    elif kind == "error":
-                        raise UpstreamError(
-                            502,
-                            f"upstream error: {event.get('error', {}).get('message', '')}",
-                            retryable=False,
-                        )
-                return
-            except UpstreamError as exc:
-                if started or not exc.retryable or attempts >= self.cfg.retries:
-                    raise
-                attempts += 1
-                self.on_retry(str(exc.upstream_status or "network"))
+        async for data in sse_with_retries(self.cfg, url, body, headers, self.on_retry):
+            event = json.loads(data)
+            kind = event.get("type")
+            if kind == "message_start":
+                usage.update(event["message"].get("usage", {}))
+            elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
+                yield _chunk(req.model, {"content": event["delta"]["text"]}, None)
+            elif kind == "message_delta":
+                usage.update(event.get("usage", {}))
+                reason = STOP.get(event.get("delta", {}).get("stop_reason") or "", "stop")
+                yield {**_chunk(req.model, {}, reason), "usage": _usage(usage)}
+            elif kind == "error":
+                message = event.get("error", {}).get("message", "")
+                raise UpstreamError(502, f"upstream error: {message}", retryable=False)
+
+
+def _chunk(model: str, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    return {
+        "object": "chat.completion.chunk",
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }

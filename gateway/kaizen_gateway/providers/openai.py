@@ -8,13 +8,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from kaizen_api.v1alpha1.agent import ModelSpec
-from kaizen_gateway.errors import UpstreamError
 from kaizen_gateway.providers import (
     ChatRequest,
     UpstreamConfig,
     post_json,
     read_secret,
-    sse_lines,
+    sse_with_retries,
     with_retries,
 )
 
@@ -73,19 +72,8 @@ class OpenAIProvider:
 
     async def stream(self, req: ChatRequest) -> AsyncIterator[dict[str, Any]]:
         url, headers = self._target()
-        attempts = 0
-        while True:
-            started = False
-            try:
-                async for data in sse_lines(self.cfg, url, self._body(req, True), headers):
-                    if data == "[DONE]":
-                        return
-                    started = True
-                    yield json.loads(data)
+        body = self._body(req, True)
+        async for data in sse_with_retries(self.cfg, url, body, headers, self.on_retry):
+            if data == "[DONE]":
                 return
-            except UpstreamError as exc:
-                # Retry only before the first byte reached the caller.
-                if started or not exc.retryable or attempts >= self.cfg.retries:
-                    raise
-                attempts += 1
-                self.on_retry(str(exc.upstream_status or "network"))
+            yield json.loads(data)

@@ -169,33 +169,29 @@ def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
             f"HorizontalPodAutoscaler {inputs.foreign_hpa!r} already scales "
             f"Deployment {names.gateway_workload(spec.target_ref.name)!r}; delete it or this policy"
         )
-    if conflict:
-        conds = set_condition(
-            previous, CONFLICT, True, "Conflict", conflict, generation, inputs.now
-        )
+
+    def refused(conds: list[dict[str, Any]], reason: str, message: str) -> ScalingPlan:
+        """No HPA: Ready=False and Stalled with ``reason`` (the user must act)."""
         status["conditions"] = ready_conditions(
             conds,
             ready=False,
-            reason="Conflict",
-            message=conflict,
-            generation=generation,
-            now=inputs.now,
-            stalled=True,
-        )
-        return ScalingPlan(hpa=None, status=status, active_override=None, conflict=True)
-    conds = set_condition(previous, CONFLICT, False, "NoConflict", "", generation, inputs.now)
-    if inputs.gateway is None:
-        message = f"Gateway {spec.target_ref.name!r} (spec.targetRef) does not exist"
-        status["conditions"] = ready_conditions(
-            conds,
-            ready=False,
-            reason="TargetNotFound",
+            reason=reason,
             message=message,
             generation=generation,
             now=inputs.now,
             stalled=True,
         )
-        return ScalingPlan(hpa=None, status=status, active_override=None, conflict=False)
+        return ScalingPlan(
+            hpa=None, status=status, active_override=None, conflict=reason == CONFLICT
+        )
+
+    if conflict:
+        conds = set_condition(previous, CONFLICT, True, CONFLICT, conflict, generation, inputs.now)
+        return refused(conds, CONFLICT, conflict)
+    conds = set_condition(previous, CONFLICT, False, "NoConflict", "", generation, inputs.now)
+    if inputs.gateway is None:
+        message = f"Gateway {spec.target_ref.name!r} (spec.targetRef) does not exist"
+        return refused(conds, "TargetNotFound", message)
 
     hpa, unsupported = render_hpa(policy, spec, inputs.now)
     if unsupported:
