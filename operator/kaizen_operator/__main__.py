@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
+import socket
 import sys
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import kopf
+from aiohttp import web
 from prometheus_client import start_http_server
 
 from kaizen_operator.kube import Kube
+from kaizen_operator.leader import LeaderElector, LeaseSettings
 from kaizen_operator.promotion.webhook import WebhookSettings, start_webhook, stop_webhook
 from kaizen_operator.resync import resync_forever
 from kaizen_operator.runtime import OperatorConfig, Runtime
@@ -55,10 +59,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Port of the Prometheus /metrics endpoint (0 disables it).",
     )
     parser.add_argument(
-        "--peering",
-        default=os.environ.get("KAIZEN_OPERATOR_PEERING"),
-        help="kopf peering name: replicas sharing it elect one active operator. "
-        "Without it the operator runs standalone.",
+        "--leader-elect",
+        action="store_true",
+        default=os.environ.get("KAIZEN_OPERATOR_LEADER_ELECT", "") in ("1", "true"),
+        help="Run several replicas: the one holding a Lease reconciles, the others stand by.",
+    )
+    parser.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="Namespace of the Lease (default: $POD_NAMESPACE, else default).",
+    )
+    parser.add_argument(
+        "--leader-election-id",
+        default=os.environ.get("KAIZEN_OPERATOR_LEADER_ELECTION_ID", "kaizen-operator"),
+        help="Name of the Lease; replicas sharing it elect one leader.",
+    )
+    parser.add_argument(
+        "--leader-election-lease-duration",
+        type=float,
+        default=15.0,
+        help="Seconds a standby waits after the leader's last renewal before taking over.",
     )
     parser.add_argument(
         "--gateway-image",
@@ -202,17 +222,76 @@ def main(argv: list[str] | None = None) -> int:
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
     )
-    asyncio.run(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            liveness_endpoint=f"http://{args.health_address}/healthz",
-            memo=memo,
-        )
+    return asyncio.run(run(args, memo))
+
+
+async def run(args: argparse.Namespace, memo: kopf.Memo) -> int:
+    """kopf's operator loop; with --leader-elect, only while this replica leads."""
+    stop = asyncio.Event()
+    operator = functools.partial(
+        kopf.operator,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=True,  # one actor is ensured by the Lease, not kopf peering
+        liveness_endpoint=f"http://{args.health_address}/healthz",
+        memo=memo,
+        stop_flag=stop,
     )
-    return 0
+    if not args.leader_elect:
+        await operator()
+        return 0
+    kube = await Kube.connect(args.kubeconfig)
+    identity = os.environ.get("KAIZEN_OPERATOR_IDENTITY") or f"{socket.gethostname()}_{os.getpid()}"
+    lease_s = args.leader_election_lease_duration
+    elector = LeaderElector(
+        kube,
+        LeaseSettings(
+            namespace=args.leader_election_namespace,
+            name=args.leader_election_id,
+            identity=identity,
+            lease_duration=lease_s,
+            renew_deadline=lease_s * 2 / 3,
+            retry_period=max(0.5, lease_s / 7.5),
+        ),
+    )
+    try:
+        standby = await serve_standby_health(args.health_address)
+        try:
+            await elector.acquire()
+        finally:
+            await standby.cleanup()
+        reconciling = asyncio.create_task(operator())
+        holding = asyncio.create_task(elector.hold())
+        done, _ = await asyncio.wait({reconciling, holding}, return_when=asyncio.FIRST_COMPLETED)
+        if holding in done:
+            logging.getLogger("kaizen_operator").error(
+                "leadership lost (%s); stopping so that only the new leader acts",
+                holding.exception(),
+            )
+            stop.set()
+            await reconciling
+            return 1
+        holding.cancel()
+        await elector.release()
+        reconciling.result()
+        return 0
+    finally:
+        await kube.close()
+
+
+async def serve_standby_health(address: str) -> web.AppRunner:
+    """/healthz for a standby replica (kopf serves it once this replica leads)."""
+    host, port = address.rsplit(":", 1)
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="standby")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthy)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, int(port), reuse_address=True).start()
+    return runner
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
         "horizontalpodautoscalers",
     ),
     ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices"),
+    ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
     ("kaizen.studio/v1alpha1", "Agent"): ("/apis/kaizen.studio/v1alpha1", "agents"),
     ("kaizen.studio/v1alpha1", "Gateway"): ("/apis/kaizen.studio/v1alpha1", "gateways"),
     ("kaizen.studio/v1alpha1", "ScalingPolicy"): (
@@ -222,6 +223,17 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER)],
         )
         return created
+
+    async def replace(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT ``obj``; with metadata.resourceVersion set, 409 when it changed meanwhile."""
+        api_version, kind, namespace, name = _key(obj)
+        replaced: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace, name),
+            "PUT",
+            body=obj,
+            query=[("fieldManager", FIELD_MANAGER)],
+        )
+        return replaced
 
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete the object (background propagation); False when it was already gone."""

@@ -106,6 +106,8 @@ def start_operator(
     log: Path,
     webhook_label: str | None = None,
     endpoints: Path | None = None,
+    extra_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[LocalProcess, int]:
     """The exact `kaizen-operator` command, watching namespaces that match a glob.
 
@@ -140,8 +142,10 @@ def start_operator(
             "json",
             *webhook,
             *extra,
+            *(extra_args or []),
         ],
         log,
+        env,
     )
     try:
         wait_http_ok(f"http://127.0.0.1:{health}/healthz", proc)
