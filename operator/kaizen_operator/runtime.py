@@ -14,6 +14,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram
 
+from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 
 RECONCILES = Counter(
@@ -55,6 +56,8 @@ class Runtime:
     locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     # Objects in the operator's scope, from watch events: what the resync loop revisits.
     known: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    # Recent scrapes of gateways' /metrics (metric gates, external metrics API).
+    scrapes: ScrapeHistory = field(default_factory=ScrapeHistory)
 
     def track(self, kind: str, event_type: str | None, namespace: str, name: str) -> None:
         """Remember (or forget, on deletion) an object seen by a watch."""

@@ -1,12 +1,14 @@
 """Promotions on the real control plane: approvals by authenticated users (kubectl
 --as, through the operator's admission webhook), rejections, N-of-M, self-approval,
-deadlines, outsiders, rollback, and gates that are not supported yet."""
+deadlines, outsiders, rollback, and the soak, metric, smoke and webhook gates."""
 
 from __future__ import annotations
 
 import http.server
 import json
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -301,7 +303,7 @@ def test_rollback_is_a_promotion_of_an_earlier_revision(
     assert phase(api_client, stage, "to-r2") == "Succeeded"
 
 
-def test_unknown_revision_and_unsupported_gates_fail_honestly(
+def test_a_promotion_ahead_of_its_agent_waits_for_the_revision(
     crds: Path, api_client: client.ApiClient, stage: str
 ) -> None:
     apply_yaml(crds, stage, [promotion("p7", revision=9)])
@@ -311,12 +313,6 @@ def test_unknown_revision_and_unsupported_gates_fail_honestly(
     )
     assert "waiting for revision 9 of Agent 'hello' (latest: 2)" in waiting
     assert phase(api_client, stage, "p7") == "Pending"
-    apply_yaml(
-        crds, stage, [promotion("p8", gates={"metrics": [{"metric": "errorRate", "max": 1}]})]
-    )
-    errored = wait_phase(api_client, stage, "p8", "Errored")
-    assert "not implemented yet" in errored["status"]["message"]
-    assert staging_serves(api_client, stage) == []
 
 
 @pytest.fixture
@@ -398,3 +394,69 @@ def test_webhook_gate_passes_on_2xx_and_fails_otherwise(
         assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]
     finally:
         server.shutdown()
+
+
+def _chat(url: str) -> str | None:
+    """One chat completion; the revision that answered."""
+    request = urllib.request.Request(  # noqa: S310 - loopback test URL
+        f"{url}/v1/chat/completions",
+        data=json.dumps(
+            {"model": "hello", "messages": [{"role": "user", "content": "hi"}]}
+        ).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310
+        return resp.headers.get("x-kaizen-agent-revision")
+
+
+def test_metric_gates_read_the_source_gateways_traffic(
+    crds: Path, api_client: client.ApiClient, live: str, operator: Any
+) -> None:
+    endpoints = operator.endpoints / f"{live}.json"
+    dev = eventually(
+        lambda: endpoints.exists() and json.loads(endpoints.read_text()).get(f"{live}/dev"),
+        what="the dev gateway process",
+    )
+    # Without traffic there is nothing to judge: the gate fails and says so.
+    quiet = {"metrics": [{"metric": "errorRate", "max": 1}]}
+    apply_yaml(crds, live, [promotion("quiet", revision=2, gates=quiet)])
+    failed = wait_phase(api_client, live, "quiet", "Failed")
+    assert next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")["reason"] == (
+        "MetricGateFailed"
+    )
+    assert "no requests answered by revision 2 of hello on dev" in failed["status"]["message"]
+    assert staging_serves(api_client, live) == []
+
+    eventually(lambda: _chat(dev) == "2", what="dev serving revision 2")
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            _chat(dev)
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        healthy = {
+            "metrics": [
+                {"metric": "errorRate", "max": 1},
+                {"metric": "latencyP95", "max": 5000},
+                {"metric": "requestsPerSecond", "min": 1},
+            ]
+        }
+        apply_yaml(crds, live, [promotion("healthy", revision=2, gates=healthy)])
+        done = wait_phase(api_client, live, "healthy", "Succeeded")
+        gate = next(g for g in done["status"]["gates"] if g["name"] == "metrics")
+        assert gate["status"] == "Passed"
+        assert "errorRate 0%" in gate["message"] and "req/s" in gate["message"]
+        assert "MetricGatePassed" in event_reasons(api_client, live, "healthy")
+        assert staging_serves(api_client, live) == [{"agent": "hello", "revision": 2}]
+
+        slow = {"metrics": [{"metric": "latencyP95", "max": "1u"}]}  # one nanosecond
+        apply_yaml(crds, live, [promotion("too-slow", revision=2, gates=slow)])
+        failed = wait_phase(api_client, live, "too-slow", "Failed")
+        assert "is above the maximum 1u" in failed["status"]["message"]
+    finally:
+        stop.set()
+        sender.join()

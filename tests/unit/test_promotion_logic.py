@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from kaizen_operator.promotion.approvals import CREATED_BY, LEDGER, review_promotion
+from kaizen_operator.promotion.gates import GateOutcome
 from kaizen_operator.promotion.render import PromotionInputs, render_promotion
 from tests.support.objects import gateway, obj
 
@@ -104,6 +105,7 @@ def render(
     now=NOW,
     served=None,
     latest=None,
+    metrics=None,
 ):
     source = gateway(
         "dev",
@@ -121,6 +123,7 @@ def render(
             source,
             target,
             now,
+            metrics=metrics,
         )
     )
 
@@ -167,3 +170,37 @@ def test_soak_waits_then_passes_and_records_previous_revision() -> None:
     assert later.status["gates"][0]["status"] == "Passed"
     unhealthy = render({**body, "status": first.status}, source_ready=False)
     assert unhealthy.status["phase"] == "Failed" and "not Ready" in unhealthy.status["message"]
+
+
+def test_metric_gates_wait_for_a_verdict_after_the_soak_and_keep_a_pass() -> None:
+    body = promo(gates={"soak": {"duration": "5m"}, "metrics": [{"metric": "errorRate", "max": 1}]})
+    soaking = render(body)
+    assert soaking.status["gates"][0]["name"] == "soak"
+    due = NOW + timedelta(minutes=5)
+    waiting = render({**body, "status": soaking.status}, now=due)
+    assert waiting.status["phase"] == "Progressing" and waiting.switch is None
+    assert waiting.status["conditions"][0]["reason"] == "WaitingForMetrics"
+    passed = render(
+        {**body, "status": waiting.status},
+        now=due,
+        metrics=GateOutcome(True, "errorRate 0% on dev"),
+    )
+    assert passed.status["phase"] == "Succeeded" and passed.switch == ("hello", 1)
+    assert [g["name"] for g in passed.status["gates"]] == ["soak", "metrics"]
+    assert ("MetricGatePassed", "errorRate 0% on dev", False) in passed.events
+
+
+def test_metric_gate_failure_and_unreadable_metrics_end_the_promotion() -> None:
+    body = promo(gates={"metrics": [{"metric": "errorRate", "max": 1}]})
+    failed = render(body, metrics=GateOutcome(False, "errorRate 5% on dev is above the maximum 1"))
+    assert (failed.status["phase"], failed.switch) == ("Failed", None)
+    assert failed.status["conditions"][0]["reason"] == "MetricGateFailed"
+    assert failed.status["gates"][-1]["status"] == "Failed"
+    unreadable = GateOutcome(False, "Gateway 'dev' has no pod answering /metrics", final=False)
+    first = render(body, metrics=unreadable)
+    assert first.status["phase"] == "Progressing"
+    late = render(
+        {**body, "status": first.status}, now=NOW + timedelta(minutes=3), metrics=unreadable
+    )
+    assert late.status["phase"] == "Failed"
+    assert late.status["conditions"][0]["reason"] == "MetricsUnavailable"

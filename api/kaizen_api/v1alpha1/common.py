@@ -49,6 +49,41 @@ def _check_quantity(value: int | str) -> int | str:
     return value
 
 
+_SUFFIXES = {
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "": 1.0,
+    "k": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
+
+
+def quantity_value(value: int | str) -> float:
+    """The number a quantity stands for: ``500m`` -> 0.5, ``2Ki`` -> 2048, ``1e3`` -> 1000."""
+    if isinstance(value, int):
+        return float(value)
+    match = re.fullmatch(
+        r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))([eE][+-]?[0-9.]+|[KMGTPE]i|[numkMGTPE])?", value
+    )
+    if match is None:
+        raise ValueError(f"{value!r} is not a quantity: use e.g. 100m, 0.5, 2Gi")
+    number, suffix = float(match.group(1)), match.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return number * 10 ** float(suffix[1:])
+    return number * _SUFFIXES[suffix]
+
+
 Quantity = Annotated[
     int | str,
     AfterValidator(_check_quantity),

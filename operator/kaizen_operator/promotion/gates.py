@@ -3,15 +3,18 @@ gateway and the external webhook. Their outcomes feed the pure state machine."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from kaizen_api.v1alpha1.common import parse_duration
-from kaizen_api.v1alpha1.promotion import PromotionSpec
+from kaizen_api.v1alpha1.common import parse_duration, quantity_value
+from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec
 from kaizen_operator.endpoints import gateway_urls
+from kaizen_operator.gatewaymetrics import Counts, ScrapeHistory, Window, parse_counts, scrape
 from kaizen_operator.kube import Kube
 
 
@@ -88,3 +91,72 @@ async def webhook_check(
     if 200 <= resp.status < 300:
         return GateOutcome(True, f"webhook answered {resp.status}")
     return GateOutcome(False, f"webhook answered {resp.status}: {text}")
+
+
+def evaluate_metric_gates(
+    gates: Sequence[MetricGate], total: Counts, window: Window | None, where: str
+) -> GateOutcome:
+    """Check each threshold against the source gateway's counts for the revision (pure).
+
+    errorRate and latencyP95 use everything the source's pods counted for the
+    revision; requestsPerSecond uses ``window`` (two scrapes during the promotion). No
+    traffic is not a pass: the gate fails saying so.
+    """
+    if not total.requests:
+        return GateOutcome(False, f"no requests answered by {where}; metric gates need traffic")
+    values: list[str] = []
+    for gate in gates:
+        if gate.metric == GateMetric.REQUESTS_PER_SECOND:
+            if window is None:
+                return GateOutcome(False, "measuring requestsPerSecond", final=False)
+            value, unit = window.per_second(), "req/s"
+        elif gate.metric == GateMetric.ERROR_RATE:
+            value, unit = total.error_rate_percent() or 0.0, "%"
+        else:
+            value, unit = total.latency_quantile_ms(0.95) or 0.0, "ms"
+        shown = f"{gate.metric} {value:.4g}{unit}"
+        if gate.max is not None and value > quantity_value(gate.max):
+            return GateOutcome(False, f"{shown} on {where} is above the maximum {gate.max}")
+        if gate.min is not None and value < quantity_value(gate.min):
+            return GateOutcome(False, f"{shown} on {where} is below the minimum {gate.min}")
+        values.append(shown)
+    return GateOutcome(True, f"{', '.join(values)} on {where} ({int(total.requests)} requests)")
+
+
+async def metrics_check(
+    kube: Kube,
+    overrides: Path | None,
+    history: ScrapeHistory,
+    promotion: dict[str, Any],
+    spec: PromotionSpec,
+    source: dict[str, Any],
+    due: bool,
+) -> GateOutcome | None:
+    """Scrape the source gateway's pods for the promoted revision (each call adds to the
+    history requestsPerSecond is measured over); the verdict once ``due``."""
+    gates = spec.gates.metrics if spec.gates else None
+    if not gates:
+        return None
+    urls = await gateway_urls(kube, overrides, source)
+    pages = await scrape(urls) if urls else {}
+    meta = promotion["metadata"]
+    key = ("promotion", meta["namespace"], meta["name"], meta.get("uid"))
+    if pages:
+        agent, revision = spec.agent_ref.name, str(spec.revision)
+        history.record(
+            key,
+            time.monotonic(),
+            {url: parse_counts(text, agent, revision) for url, text in pages.items()},
+        )
+    if not due:
+        return None
+    if not pages:
+        return GateOutcome(
+            False, f"Gateway {spec.from_!r} has no pod answering /metrics", final=False
+        )
+    total = history.latest(key) or Counts()
+    where = f"revision {spec.revision} of {spec.agent_ref.name} on {spec.from_}"
+    outcome = evaluate_metric_gates(gates, total, history.window(key, 3600, 5.0), where)
+    if outcome.final:
+        history.forget(key)
+    return outcome

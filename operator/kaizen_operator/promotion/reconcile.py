@@ -13,16 +13,26 @@ from kaizen_api.v1alpha1.promotion import PromotionSpec
 from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import reconcile_gateway
+from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import ApiException, Kube
-from kaizen_operator.promotion.gates import smoke_check, webhook_check
-from kaizen_operator.promotion.render import PromotionInputs, render_promotion, soak_done
+from kaizen_operator.promotion.gates import metrics_check, smoke_check, webhook_check
+from kaizen_operator.promotion.render import (
+    PromotionInputs,
+    metrics_passed,
+    render_promotion,
+    soak_done,
+)
 from kaizen_operator.runtime import Runtime, write_status
 
 API = "kaizen.studio/v1alpha1"
 
 
 async def resolve_promotion(
-    kube: Kube, promotion: dict[str, Any], now: datetime, overrides: Path | None = None
+    kube: Kube,
+    promotion: dict[str, Any],
+    now: datetime,
+    overrides: Path | None = None,
+    history: ScrapeHistory | None = None,
 ) -> PromotionInputs:
     """Read the Agent, the revision and both Gateways, and ask the gates that are due."""
     ns = promotion["metadata"]["namespace"]
@@ -40,7 +50,24 @@ async def resolve_promotion(
     status = promotion.get("status") or {}
     phase = status.get("phase")
     parsed = PromotionSpec.model_validate(spec)
-    webhook = smoke = None
+    source = await kube.get(API, "Gateway", ns, spec["from"])
+    webhook = smoke = metrics = None
+    if (
+        phase == "Progressing"
+        and parsed.gates
+        and parsed.gates.metrics
+        and source is not None
+        and metrics_passed(status) is None
+    ):
+        metrics = await metrics_check(
+            kube,
+            overrides,
+            history if history is not None else ScrapeHistory(),
+            promotion,
+            parsed,
+            source,
+            due=soak_done(status, parsed, now),
+        )
     if (
         phase == "Progressing"
         and parsed.gates
@@ -56,11 +83,12 @@ async def resolve_promotion(
         promotion=promotion,
         agent=agent,
         revision_exists=revision is not None,
-        source=await kube.get(API, "Gateway", ns, spec["from"]),
+        source=source,
         target=target,
         now=now,
         webhook=webhook,
         smoke=smoke,
+        metrics=metrics,
     )
 
 
@@ -101,7 +129,7 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
         if promotion is None or promotion["metadata"].get("deletionTimestamp"):
             return
         inputs = await resolve_promotion(
-            rt.kube, promotion, datetime.now(UTC), rt.config.gateway_endpoints
+            rt.kube, promotion, datetime.now(UTC), rt.config.gateway_endpoints, rt.scrapes
         )
         plan = render_promotion(inputs)
         if plan.switch and inputs.target is not None:

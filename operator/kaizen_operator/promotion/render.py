@@ -3,8 +3,7 @@
 Pending -> WaitingForApproval -> Progressing -> Verifying -> Succeeded, or one of Failed,
 Rejected, Aborted, Errored. A Promotion that ended is never re-run. Soak is decided
 here from the clock; webhook and smoke outcomes come in as inputs (their I/O is in
-``gates``). Metric gates are not implemented yet and end the Promotion as Errored with
-reason GateNotSupported rather than pretending to pass.
+``gates``), as do metric gate verdicts read from the source gateway's /metrics.
 """
 
 from __future__ import annotations
@@ -20,6 +19,9 @@ from kaizen_operator.conditions import get_condition, ready_conditions, timestam
 from kaizen_operator.promotion.approvals import ledger
 from kaizen_operator.promotion.gates import GateOutcome
 
+# How long metric gates may go unanswered (no pod serving /metrics) before failing.
+METRICS_GRACE_SECONDS = 120
+
 
 @dataclass(frozen=True)
 class PromotionInputs:
@@ -32,6 +34,7 @@ class PromotionInputs:
     target: dict[str, Any] | None
     now: datetime
     webhook: GateOutcome | None = None  # asked when the webhook gate is due
+    metrics: GateOutcome | None = None  # metric gate verdict, once the soak is over
     smoke: GateOutcome | None = None  # asked while Verifying
 
 
@@ -190,12 +193,6 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
 
     # Progressing: gates, then the switch.
     gates = spec.gates
-    if gates and gates.metrics:
-        return end(
-            "Errored",
-            "GateNotSupported",
-            "metric gates are not implemented yet; remove them or wait for support",
-        )
     results: list[dict[str, Any]] = []
     if gates and gates.soak:
         since = _parse_time(status.get("progressingSince")) or now
@@ -217,6 +214,36 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
         results.append(
             _gate("soak", "Passed", f"{spec.from_} healthy for {gates.soak.duration}", now)
         )
+    if gates and gates.metrics:
+        passed = metrics_passed(status)
+        outcome = inputs.metrics
+        if passed is not None:
+            results.append(passed)
+        elif outcome is not None and outcome.final and not outcome.passed:
+            status["gates"] = [*results, _gate("metrics", "Failed", outcome.message, now)]
+            return end("Failed", "MetricGateFailed", outcome.message)
+        elif outcome is not None and outcome.final:
+            results.append(_gate("metrics", "Passed", outcome.message, now))
+            plan.events.append(("MetricGatePassed", outcome.message, False))
+        else:
+            due = soak_end(status, spec, now)
+            if (now - due).total_seconds() > METRICS_GRACE_SECONDS:
+                message = outcome.message if outcome else "no metrics read"
+                status["gates"] = [*results, _gate("metrics", "Failed", message, now)]
+                return end(
+                    "Failed",
+                    "MetricsUnavailable",
+                    f"{message} for {METRICS_GRACE_SECONDS}s after the gates were due",
+                )
+            status["gates"] = [
+                *results,
+                _gate("metrics", "Pending", outcome.message if outcome else "reading", now),
+            ]
+            status["phase"] = "Progressing"
+            return wait(
+                "WaitingForMetrics",
+                outcome.message if outcome else f"reading the metrics of {spec.from_}",
+            )
     if gates and gates.webhook:
         if inputs.webhook is None:
             return wait("WaitingForWebhook", "asking the webhook gate")
@@ -252,13 +279,28 @@ def _gate(name: str, state: str, message: str, now: datetime) -> dict[str, Any]:
     return {"name": name, "status": state, "message": message[:4096], "time": timestamp(now)}
 
 
+def soak_end(status: dict[str, Any], spec: PromotionSpec, now: datetime) -> datetime:
+    """When the soak is (or was) over: progressingSince plus the soak duration."""
+    soak = spec.gates.soak if spec.gates else None
+    since = _parse_time(status.get("progressingSince")) or now
+    return since + timedelta(seconds=parse_duration(soak.duration) if soak else 0)
+
+
 def soak_done(status: dict[str, Any], spec: PromotionSpec, now: datetime) -> bool:
     """True when there is no soak gate or its time has passed."""
-    soak = spec.gates.soak if spec.gates else None
-    if soak is None:
-        return True
-    since = _parse_time(status.get("progressingSince")) or now
-    return (now - since).total_seconds() >= parse_duration(soak.duration)
+    return now >= soak_end(status, spec, now)
+
+
+def metrics_passed(status: dict[str, Any]) -> dict[str, Any] | None:
+    """The metrics gate's Passed result, once decided (it is not measured again)."""
+    return next(
+        (
+            g
+            for g in status.get("gates") or []
+            if g.get("name") == "metrics" and g.get("status") == "Passed"
+        ),
+        None,
+    )
 
 
 def _verify(
