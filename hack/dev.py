@@ -137,6 +137,8 @@ def up() -> int:
             # Test namespaces go through the test suite's own operators' webhooks.
             "--webhook-namespace-label",
             "!kaizen.studio/test-worker",
+            # requestsPerSecond/latencyP95/errorRate ScalingPolicies (the example uses one).
+            "--external-metrics",
         ],
     )
     applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)

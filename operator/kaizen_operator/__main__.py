@@ -22,6 +22,11 @@ from kaizen_operator.leader import LeaderElector, LeaseSettings
 from kaizen_operator.promotion.webhook import WebhookSettings, start_webhook, stop_webhook
 from kaizen_operator.resync import resync_forever
 from kaizen_operator.runtime import OperatorConfig, Runtime
+from kaizen_operator.scaling.metrics_api import (
+    ExternalMetrics,
+    local_metrics_service,
+    render_registration,
+)
 
 DEFAULT_IMAGE = f"ghcr.io/kaizen-studio/kaizen-studio:{version('kaizen-studio')}"
 
@@ -115,6 +120,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--no-webhook", action="store_true", help="Do not serve the Promotion webhook."
     )
     parser.add_argument(
+        "--external-metrics",
+        action="store_true",
+        default=os.environ.get("KAIZEN_OPERATOR_EXTERNAL_METRICS", "") in ("1", "true"),
+        help="Serve external.metrics.k8s.io (requestsPerSecond, latencyP95 and errorRate "
+        "ScalingPolicies) on the webhook's HTTPS port and register its APIService.",
+    )
+    parser.add_argument(
         "--gateway-endpoints",
         type=Path,
         default=os.environ.get("KAIZEN_GATEWAY_ENDPOINTS"),
@@ -123,7 +135,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.external_metrics and args.no_webhook:
+        parser.error("--external-metrics is served on the webhook's HTTPS port: drop --no-webhook")
+    return args
 
 
 @kopf.on.startup()
@@ -141,12 +156,33 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.runtime = Runtime(kube=await Kube.connect(config.kubeconfig), config=config)
     memo.resync = asyncio.create_task(resync_forever(memo.runtime))
     webhook: WebhookSettings | None = memo.webhook_settings
-    memo.webhook_runner = await start_webhook(memo.runtime.kube, webhook) if webhook else None
+    memo.webhook_runner, memo.registration = None, []
+    if webhook is None:
+        return
+    kube = memo.runtime.kube
+    metrics_api = (
+        ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes)
+        if memo.external_metrics
+        else None
+    )
+    memo.webhook_runner, ca_pem = await start_webhook(
+        kube, webhook, metrics_api.routes() if metrics_api else ()
+    )
+    if metrics_api is not None:
+        service = webhook.service or local_metrics_service(webhook.name, webhook.listen_port)
+        memo.registration = render_registration(ca_pem, service, local=webhook.service is None)
+        for obj in memo.registration:
+            await kube.apply(obj)
 
 
 @kopf.on.cleanup()
 async def close_client(memo: kopf.Memo, **_: Any) -> None:
     """Close the shared connection pool."""
+    for obj in reversed(getattr(memo, "registration", [])):
+        meta = obj["metadata"]
+        await memo.runtime.kube.delete(
+            obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta["name"]
+        )
     runner = getattr(memo, "webhook_runner", None)
     if runner is not None:
         await stop_webhook(memo.runtime.kube, memo.webhook_settings, runner)
@@ -178,6 +214,9 @@ def webhook_settings(args: argparse.Namespace) -> WebhookSettings:
         svc_ns, svc_name = ref.split("/", 1)
         service = (svc_ns, svc_name, int(svc_port))
         dns = (f"{svc_name}.{svc_ns}.svc", f"{svc_name}.{svc_ns}.svc.cluster.local")
+    elif args.external_metrics:  # the aggregator checks the name of the local Service
+        svc_ns, svc_name, _ = local_metrics_service(args.webhook_name, int(port))
+        dns += (f"{svc_name}.{svc_ns}.svc",)
     selector: dict[str, Any] | None = None
     label = args.webhook_namespace_label
     if label and label.startswith("!"):
@@ -221,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_endpoints=args.gateway_endpoints,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
+        external_metrics=args.external_metrics,
     )
     return asyncio.run(run(args, memo))
 

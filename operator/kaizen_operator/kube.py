@@ -52,6 +52,10 @@ CLUSTER_RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
         "/apis/admissionregistration.k8s.io/v1",
         "mutatingwebhookconfigurations",
     ),
+    ("apiregistration.k8s.io/v1", "APIService"): (
+        "/apis/apiregistration.k8s.io/v1",
+        "apiservices",
+    ),
 }
 
 ApiException = client.ApiException

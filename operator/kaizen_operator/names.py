@@ -10,6 +10,13 @@ REVISION_HASH_LABEL = "kaizen.studio/revision-hash"
 BUNDLE_HASH_ANNOTATION = "kaizen.studio/bundle-hash"
 MANAGED_BY = "kaizen-operator"
 
+# ScalingPolicy metric type -> the external metric (external.metrics.k8s.io) an HPA reads.
+EXTERNAL_METRICS: dict[str, str] = {
+    "requestsPerSecond": "kaizen_gateway_requests_per_second",
+    "latencyP95": "kaizen_gateway_latency_p95_milliseconds",
+    "errorRate": "kaizen_gateway_error_rate_percent",
+}
+
 
 def gateway_workload(gateway: str) -> str:
     """Deployment, Service, ServiceAccount, PDB, NetworkPolicy, Ingress and HPA of a Gateway."""

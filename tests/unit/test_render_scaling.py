@@ -99,21 +99,62 @@ def test_behavior_maps_cooldowns_and_change_limits() -> None:
     }
 
 
-def test_external_metrics_are_reported_not_dropped() -> None:
+def test_gateway_metrics_become_external_metrics_per_pod_or_gateway_wide() -> None:
     plan = render(
         policy(
             metrics=[
-                {"type": "cpu", "averageUtilization": 70},
                 {"type": "requestsPerSecond", "averageValue": 50},
+                {"type": "latencyP95", "averageValue": "800"},
+                {"type": "errorRate", "averageValue": "2500m"},
             ]
         )
     )
-    assert len(plan.hpa["spec"]["metrics"]) == 1
+    selector = {"matchLabels": {"kaizen.studio/gateway": "prod"}}
+    assert plan.hpa["spec"]["metrics"] == [
+        {
+            "type": "External",
+            "external": {
+                "metric": {"name": "kaizen_gateway_requests_per_second", "selector": selector},
+                "target": {"type": "AverageValue", "averageValue": "50"},
+            },
+        },
+        {
+            "type": "External",
+            "external": {
+                "metric": {"name": "kaizen_gateway_latency_p95_milliseconds", "selector": selector},
+                "target": {"type": "Value", "value": "800"},
+            },
+        },
+        {
+            "type": "External",
+            "external": {
+                "metric": {"name": "kaizen_gateway_error_rate_percent", "selector": selector},
+                "target": {"type": "Value", "value": "2500m"},
+            },
+        },
+    ]
+    assert cond(plan, "MetricsDegraded")["status"] == "False"
+
+
+def test_metrics_the_hpa_cannot_read_are_reported() -> None:
+    failing = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "ScalingActive",
+                    "status": "False",
+                    "reason": "FailedGetExternalMetric",
+                    "message": "the HPA was unable to compute the replica count: unable to get "
+                    "external metric t/kaizen_gateway_requests_per_second",
+                }
+            ]
+        }
+    }
+    plan = render(policy(metrics=[{"type": "requestsPerSecond", "averageValue": 50}]), hpa=failing)
     degraded = cond(plan, "MetricsDegraded")
-    assert degraded["status"] == "True" and "requestsPerSecond" in degraded["message"]
-    only_rps = render(policy(metrics=[{"type": "requestsPerSecond", "averageValue": 50}]))
-    assert only_rps.hpa is None
-    assert cond(only_rps, "Ready")["reason"] == "NoServableMetrics"
+    assert degraded["status"] == "True" and degraded["reason"] == "FailedGetExternalMetric"
+    assert "kaizen_gateway_requests_per_second" in degraded["message"]
+    assert cond(plan, "ScalingActive")["status"] == "False"
 
 
 def test_pin_holds_min_and_max_until_it_expires() -> None:

@@ -48,8 +48,9 @@ class MetricTarget(KaizenModel):
     """One metric and its target.
 
     cpu and memory take ``averageUtilization`` (percent of the container's request);
-    requestsPerSecond (per pod), latencyP95 (milliseconds) and errorRate (percent)
-    take ``averageValue``.
+    requestsPerSecond (per pod), latencyP95 (milliseconds, gateway-wide) and errorRate
+    (percent of 5xx responses, gateway-wide) take ``averageValue``; those three reach
+    the HPA as External metrics the operator serves (``--external-metrics``).
     """
 
     model_config = ConfigDict(
@@ -73,7 +74,8 @@ class MetricTarget(KaizenModel):
     )
     average_value: Quantity | None = Field(
         default=None,
-        description="Target per pod: requests/second, p95 latency in ms, or error percent.",
+        description="Target: requests/second per pod, or the gateway's p95 latency in ms, "
+        "or its percent of 5xx responses, over the last minute.",
     )
 
     @model_validator(mode="after")

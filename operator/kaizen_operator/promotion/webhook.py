@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,8 +152,11 @@ async def handle_review(request: web.Request) -> web.Response:
     )
 
 
-async def start_webhook(kube: Kube, settings: WebhookSettings) -> web.AppRunner:
-    """Serve the webhook and register it with the apiserver."""
+async def start_webhook(
+    kube: Kube, settings: WebhookSettings, routes: Sequence[web.RouteDef] = ()
+) -> tuple[web.AppRunner, bytes]:
+    """Serve the webhook (and ``routes``, e.g. the external metrics API) over HTTPS and
+    register the webhook with the apiserver; returns the runner and the CA (PEM)."""
     ips = tuple(h for h in (settings.listen_host, "127.0.0.1") if _is_ip(h))
     ca_pem, cert_pem, key_pem = _serving_certificate(settings.dns_names or ("localhost",), ips)
     folder = Path(tempfile.mkdtemp(prefix="kaizen-webhook-"))
@@ -163,6 +167,7 @@ async def start_webhook(kube: Kube, settings: WebhookSettings) -> web.AppRunner:
     context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
     app = web.Application()
     app.router.add_post(PATH, handle_review)
+    app.router.add_routes(routes)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(
@@ -178,7 +183,7 @@ async def start_webhook(kube: Kube, settings: WebhookSettings) -> web.AppRunner:
         settings.listen_host,
         settings.listen_port,
     )
-    return runner
+    return runner, ca_pem
 
 
 async def stop_webhook(kube: Kube, settings: WebhookSettings, runner: web.AppRunner) -> None:

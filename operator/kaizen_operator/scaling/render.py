@@ -10,6 +10,8 @@ from typing import Any
 from kaizen_api.v1alpha1.common import parse_duration
 from kaizen_api.v1alpha1.scaling import (
     RESOURCE_METRICS,
+    MetricTarget,
+    MetricType,
     OverrideMode,
     ScalingOverride,
     ScalingPolicySpec,
@@ -79,36 +81,40 @@ def _rules(rules: ScalingRules | None, disabled: bool) -> dict[str, Any] | None:
     return out or None
 
 
-def render_hpa(
-    policy: dict[str, Any], spec: ScalingPolicySpec, now: datetime
-) -> tuple[dict[str, Any] | None, list[str]]:
-    """The HPA for a policy, and the metric types it cannot serve yet.
+def render_hpa_metric(metric: MetricTarget, gateway: str) -> dict[str, Any]:
+    """One HPA metric: cpu/memory as Resource utilization; the gateway's own metrics as
+    External metrics served by the operator (requestsPerSecond averaged per pod,
+    latencyP95 and errorRate compared gateway-wide)."""
+    if metric.type in RESOURCE_METRICS:
+        return {
+            "type": "Resource",
+            "resource": {
+                "name": metric.type,
+                "target": {"type": "Utilization", "averageUtilization": metric.average_utilization},
+            },
+        }
+    per_pod = metric.type == MetricType.REQUESTS_PER_SECOND
+    target = (
+        {"type": "AverageValue", "averageValue": str(metric.average_value)}
+        if per_pod
+        else {"type": "Value", "value": str(metric.average_value)}
+    )
+    return {
+        "type": "External",
+        "external": {
+            "metric": {
+                "name": names.EXTERNAL_METRICS[metric.type],
+                "selector": {"matchLabels": {names.GATEWAY_LABEL: gateway}},
+            },
+            "target": target,
+        },
+    }
 
-    cpu and memory become Resource metrics. requestsPerSecond, latencyP95 and
-    errorRate need the operator's external-metrics server, which does not exist yet:
-    they are reported, not silently dropped. With no servable metric there is no HPA
-    (an HPA without metrics would fall back to 80% CPU, which nobody asked for).
-    """
+
+def render_hpa(policy: dict[str, Any], spec: ScalingPolicySpec, now: datetime) -> dict[str, Any]:
+    """The HPA for a policy (its metrics, bounds, behaviour and any active override)."""
     meta = policy["metadata"]
-    metrics, unsupported = [], []
-    for metric in spec.metrics:
-        if metric.type in RESOURCE_METRICS:
-            metrics.append(
-                {
-                    "type": "Resource",
-                    "resource": {
-                        "name": metric.type,
-                        "target": {
-                            "type": "Utilization",
-                            "averageUtilization": metric.average_utilization,
-                        },
-                    },
-                }
-            )
-        else:
-            unsupported.append(str(metric.type))
-    if not metrics:
-        return None, unsupported
+    metrics = [render_hpa_metric(m, spec.target_ref.name) for m in spec.metrics]
     override = active_override(spec, now)
     low, high = spec.min_replicas, spec.max_replicas
     if override is not None and override.mode == OverrideMode.PIN and override.replicas is not None:
@@ -148,7 +154,7 @@ def render_hpa(
         },
         "spec": hpa_spec,
     }
-    return hpa, unsupported
+    return hpa
 
 
 def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
@@ -193,15 +199,25 @@ def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
         message = f"Gateway {spec.target_ref.name!r} (spec.targetRef) does not exist"
         return refused(conds, "TargetNotFound", message)
 
-    hpa, unsupported = render_hpa(policy, spec, inputs.now)
-    if unsupported:
+    hpa = render_hpa(policy, spec, inputs.now)
+    live = (inputs.hpa or {}).get("status") or {}
+    failing = next(
+        (
+            c
+            for c in live.get("conditions") or []
+            if c.get("type") == "ScalingActive"
+            and c.get("status") == "False"
+            and str(c.get("reason", "")).startswith("FailedGet")
+        ),
+        None,
+    )
+    if failing is not None:
         conds = set_condition(
             conds,
             METRICS_DEGRADED,
             True,
-            "ExternalMetricsNotServed",
-            f"metrics {', '.join(unsupported)} are not served yet (the operator's external "
-            "metrics API is not available); scaling uses the remaining metrics",
+            str(failing["reason"]),
+            str(failing.get("message", ""))[:1024],
             generation,
             inputs.now,
         )
@@ -216,7 +232,6 @@ def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
         status["activeOverride"] = active
     else:
         status["activeOverride"] = None
-    live = (inputs.hpa or {}).get("status") or {}
     for cond in live.get("conditions") or []:
         if cond.get("type") in HPA_CONDITIONS:
             conds = set_condition(
@@ -231,25 +246,19 @@ def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
     status["currentReplicas"] = live.get("currentReplicas")
     status["desiredReplicas"] = live.get("desiredReplicas")
     status["lastScaleTime"] = live.get("lastScaleTime")
-    status["hpaName"] = hpa["metadata"]["name"] if hpa else None
-    if hpa is None:
-        ready, reason = False, "NoServableMetrics"
-        message = "no metric can be served yet: add a cpu or memory metric"
-    else:
-        ready, reason = True, "HorizontalPodAutoscalerReady"
-        bounds = f"{hpa['spec']['minReplicas']} and {hpa['spec']['maxReplicas']}"
-        message = f"HorizontalPodAutoscaler {hpa['metadata']['name']} scales between {bounds}"
-        if override is not None:
-            message += f"; override {override.mode} active"
-            if override.expires_at:
-                message += f" until {timestamp(override.expires_at)}"
+    status["hpaName"] = hpa["metadata"]["name"]
+    bounds = f"{hpa['spec']['minReplicas']} and {hpa['spec']['maxReplicas']}"
+    message = f"HorizontalPodAutoscaler {hpa['metadata']['name']} scales between {bounds}"
+    if override is not None:
+        message += f"; override {override.mode} active"
+        if override.expires_at:
+            message += f" until {timestamp(override.expires_at)}"
     status["conditions"] = ready_conditions(
         conds,
-        ready=ready,
-        reason=reason,
+        ready=True,
+        reason="HorizontalPodAutoscalerReady",
         message=message,
         generation=generation,
         now=inputs.now,
-        stalled=hpa is None,
     )
     return ScalingPlan(hpa=hpa, status=status, active_override=active, conflict=False)
