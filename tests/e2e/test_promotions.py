@@ -381,17 +381,56 @@ def test_webhook_gate_passes_on_2xx_and_fails_otherwise(
         ),
     )
     try:
-        _Hook.answers[:] = [200, 403]
+        # gate of hook-ok, gate of hook-no, then hook-no's failure notification twice
+        _Hook.answers[:] = [200, 403, 500, 200]
         gate = {"webhook": {"url": url, "secretRef": {"name": "hook-token", "key": "token"}}}
         apply_yaml(crds, stage, [promotion("hook-ok", gates=gate)])
         wait_phase(api_client, stage, "hook-ok", "Succeeded")
         assert (
             _Hook.seen[0]["body"]["agent"] == "hello" and _Hook.seen[0]["auth"] == "Bearer s3cret"
         )
-        apply_yaml(crds, stage, [promotion("hook-no", revision=2, gates={"webhook": {"url": url}})])
+        notify = {"webhook": {"url": url + "/notify", "secretRef": gate["webhook"]["secretRef"]}}
+        apply_yaml(
+            crds,
+            stage,
+            [
+                promotion(
+                    "hook-no", revision=2, gates={"webhook": {"url": url}}, notifications=notify
+                )
+            ],
+        )
         failed = wait_phase(api_client, stage, "hook-no", "Failed")
         assert "webhook answered 403" in failed["status"]["message"]
         assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]
+        # The failure is reported to the notification webhook; a 500 is retried.
+        sent = eventually(
+            lambda: (
+                (
+                    get(api_client, stage, "promotions", "hook-no")["status"].get("notification")
+                    or {}
+                ).get("deliveredAt")
+                and get(api_client, stage, "promotions", "hook-no")
+            ),
+            what="the failure notification",
+        )["status"]["notification"]
+        assert sent["attempts"] == 2 and sent["message"] == "webhook answered 200"
+        body = _Hook.seen[-1]["body"]
+        assert (body["phase"], body["reason"], body["to"]) == (
+            "Failed",
+            "WebhookGateFailed",
+            "staging",
+        )
+        assert body["id"].endswith("/Failed") and _Hook.seen[-1]["auth"] == "Bearer s3cret"
+        assert _Hook.seen[-2]["body"]["id"] == body["id"]  # the retry is the same notification
+        eventually(
+            lambda: (
+                {"NotificationFailed", "NotificationSent"}
+                <= event_reasons(api_client, stage, "hook-no")
+            ),
+            what="notification Events",
+        )
+        time.sleep(3)
+        assert len(_Hook.seen) == 4  # delivered: never sent again
     finally:
         server.shutdown()
 

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 
 from kaizen_operator.promotion.approvals import CREATED_BY, LEDGER, review_promotion
 from kaizen_operator.promotion.gates import GateOutcome
-from kaizen_operator.promotion.render import PromotionInputs, render_promotion
+from kaizen_operator.promotion.render import (
+    PromotionInputs,
+    notification_due,
+    notification_pending,
+    notification_status,
+    render_promotion,
+)
 from tests.support.objects import gateway, obj
 
 NOW = datetime(2026, 5, 1, 12, tzinfo=UTC)
@@ -204,3 +210,31 @@ def test_metric_gate_failure_and_unreadable_metrics_end_the_promotion() -> None:
     )
     assert late.status["phase"] == "Failed"
     assert late.status["conditions"][0]["reason"] == "MetricsUnavailable"
+
+
+def test_failure_notifications_retry_with_backoff_until_delivered() -> None:
+    hook = {"webhook": {"url": "https://hooks.example/x"}}
+    body = promo(notifications=hook)
+    body["status"] = {"phase": "Failed"}
+    assert notification_due(body, NOW)
+    first = notification_status(body, GateOutcome(False, "webhook answered 500: no"), NOW)
+    assert first == {
+        "attempts": 1,
+        "lastAttempt": "2026-05-01T12:00:00Z",
+        "deliveredAt": None,
+        "message": "webhook answered 500: no",
+    }
+    body["status"]["notification"] = first
+    assert notification_pending(body)
+    assert not notification_due(body, NOW + timedelta(seconds=1))  # backoff 2 s
+    assert notification_due(body, NOW + timedelta(seconds=2))
+    body["status"]["notification"] = notification_status(body, GateOutcome(True, "ok"), NOW)
+    assert not notification_pending(body) and not notification_due(body, NOW + timedelta(hours=1))
+    body["status"]["notification"] = {"attempts": 8, "lastAttempt": "2026-05-01T12:00:00Z"}
+    assert not notification_pending(body)  # gave up after 8 attempts
+    succeeded = promo(notifications=hook)
+    succeeded["status"] = {"phase": "Succeeded"}
+    assert not notification_pending(succeeded)
+    failed_without_hook = promo()
+    failed_without_hook["status"] = {"phase": "Failed"}
+    assert not notification_pending(failed_without_hook)

@@ -72,13 +72,27 @@ class SmokeGate(KaizenModel):
     timeout: Duration = Field(default="30s", description="How long to wait for the answer.")
 
 
-class WebhookGate(KaizenModel):
-    """Ask an external system; a 2xx answer passes."""
+class WebhookTarget(KaizenModel):
+    """An HTTP endpoint the operator POSTs JSON to."""
 
     url: str = Field(max_length=2048, pattern=HTTP_URL_PATTERN, description="URL to POST to.")
     timeout: Duration = Field(default="10s", description="How long to wait.")
     secret_ref: SecretKeySelector | None = Field(
         default=None, description="Secret key sent as a bearer token."
+    )
+
+
+class WebhookGate(WebhookTarget):
+    """Ask an external system; a 2xx answer passes."""
+
+
+class Notifications(KaizenModel):
+    """Who to tell when the Promotion does not succeed."""
+
+    webhook: WebhookTarget | None = Field(
+        default=None,
+        description="POSTed once the Promotion ends Failed, Rejected, Aborted or Errored "
+        "(JSON with phase, reason and message; retried with backoff, at least once).",
     )
 
 
@@ -170,6 +184,9 @@ class PromotionSpec(KaizenModel):
     to: ResourceName = Field(description="Target Gateway (e.g. staging).")
     gates: Gates | None = Field(default=None, description="Checks before and after the switch.")
     approval: Approval | None = Field(default=None, description="Human approval.")
+    notifications: Notifications | None = Field(
+        default=None, description="Where to report a Promotion that did not succeed."
+    )
 
     @model_validator(mode="after")
     def _different_gateways(self) -> PromotionSpec:
@@ -230,6 +247,15 @@ class GateResult(KaizenModel):
     time: datetime | None = Field(default=None, description="When it was decided.")
 
 
+class NotificationStatus(KaizenModel):
+    """Delivery of the failure notification."""
+
+    delivered_at: datetime | None = Field(default=None, description="When a 2xx came back.")
+    attempts: int = Field(default=0, ge=0, description="POSTs tried so far.")
+    last_attempt: datetime | None = Field(default=None, description="When the last POST ran.")
+    message: str = Field(default="", max_length=1024, description="Outcome of the last POST.")
+
+
 class PromotionStatus(ResourceStatus):
     """Observed state of a Promotion."""
 
@@ -262,6 +288,9 @@ class PromotionStatus(ResourceStatus):
         default=None, description="When the gates started (soak time counts from here)."
     )
     completed_at: datetime | None = Field(default=None, description="When it ended.")
+    notification: NotificationStatus | None = Field(
+        default=None, description="Delivery of spec.notifications.webhook, when it ended badly."
+    )
 
 
 class Promotion(KaizenModel):

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from kaizen_api.v1alpha1.common import parse_duration, quantity_value
-from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec
+from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec, WebhookTarget
 from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.gatewaymetrics import Counts, ScrapeHistory, Window, parse_counts, scrape
 from kaizen_operator.kube import Kube
@@ -61,36 +61,70 @@ async def smoke_check(
     return GateOutcome(True, f"revision {spec.revision} answered: {output[:200]!r}")
 
 
-async def webhook_check(
-    promotion: dict[str, Any], spec: PromotionSpec, secret: str | None
+async def post_json(
+    target: WebhookTarget, payload: dict[str, Any], secret: str | None
 ) -> GateOutcome:
-    """POST the Promotion to the external webhook; a 2xx answer passes."""
-    hook = spec.gates.webhook if spec.gates else None
-    if hook is None:
-        return GateOutcome(True, "no webhook gate")
+    """POST ``payload`` to ``target`` (bearer token ``secret``); a 2xx answer passes."""
+    headers = {"authorization": f"Bearer {secret}"} if secret else {}
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=parse_duration(target.timeout))
+            ) as session,
+            session.post(target.url, json=payload, headers=headers) as resp,
+        ):
+            text = (await resp.text())[:300]
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return GateOutcome(False, f"webhook {target.url} unreachable: {exc.__class__.__name__}")
+    if 200 <= resp.status < 300:
+        return GateOutcome(True, f"webhook answered {resp.status}")
+    return GateOutcome(False, f"webhook answered {resp.status}: {text}")
+
+
+def promotion_payload(promotion: dict[str, Any], spec: PromotionSpec) -> dict[str, Any]:
+    """What webhooks are told about a Promotion."""
     meta = promotion["metadata"]
-    payload = {
+    return {
         "namespace": meta["namespace"],
         "name": meta["name"],
+        "uid": meta.get("uid"),
         "agent": spec.agent_ref.name,
         "revision": spec.revision,
         "from": spec.from_,
         "to": spec.to,
     }
-    headers = {"authorization": f"Bearer {secret}"} if secret else {}
-    try:
-        async with (
-            aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=parse_duration(hook.timeout))
-            ) as session,
-            session.post(hook.url, json=payload, headers=headers) as resp,
-        ):
-            text = (await resp.text())[:300]
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        return GateOutcome(False, f"webhook {hook.url} unreachable: {exc.__class__.__name__}")
-    if 200 <= resp.status < 300:
-        return GateOutcome(True, f"webhook answered {resp.status}")
-    return GateOutcome(False, f"webhook answered {resp.status}: {text}")
+
+
+async def webhook_check(
+    promotion: dict[str, Any], spec: PromotionSpec, secret: str | None
+) -> GateOutcome:
+    """POST the Promotion to the external webhook gate; a 2xx answer passes."""
+    hook = spec.gates.webhook if spec.gates else None
+    if hook is None:
+        return GateOutcome(True, "no webhook gate")
+    return await post_json(hook, promotion_payload(promotion, spec), secret)
+
+
+async def notify_failure(
+    promotion: dict[str, Any], spec: PromotionSpec, secret: str | None
+) -> GateOutcome:
+    """Tell spec.notifications.webhook how the Promotion ended. Receivers may see a
+    notification twice (at-least-once); ``id`` is the same each time."""
+    hook = spec.notifications.webhook if spec.notifications else None
+    if hook is None:
+        return GateOutcome(True, "no notification webhook")
+    status = promotion.get("status") or {}
+    conditions = status.get("conditions") or []
+    ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    payload = {
+        **promotion_payload(promotion, spec),
+        "id": f"{promotion['metadata'].get('uid')}/{status.get('phase')}",
+        "phase": status.get("phase"),
+        "reason": ready.get("reason"),
+        "message": status.get("message"),
+        "completedAt": status.get("completedAt"),
+    }
+    return await post_json(hook, payload, secret)
 
 
 def evaluate_metric_gates(

@@ -8,6 +8,7 @@ import kopf
 
 from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 from kaizen_operator.promotion.reconcile import reconcile_promotion
+from kaizen_operator.promotion.render import notification_pending
 from kaizen_operator.runtime import runtime_of
 
 PROMOTIONS = ("kaizen.studio", "v1alpha1", "promotions")
@@ -25,7 +26,9 @@ async def promotion_changed(namespace: str | None, name: str, memo: Any, **_: An
 async def promotion_seen(
     type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """Unfinished Promotions are revisited by the resync loop (soak time, deadlines)."""
+    """Unfinished Promotions are revisited by the resync loop (soak time, deadlines), and
+    so are ended ones whose failure notification is not delivered yet."""
     phase = (body.get("status") or {}).get("phase")
-    event = "DELETED" if type == "DELETED" or phase in TERMINAL_PHASES else type
+    done = phase in TERMINAL_PHASES and not notification_pending(dict(body))
+    event = "DELETED" if type == "DELETED" or done else type
     runtime_of(memo).track("Promotion", event, str(namespace), body["metadata"]["name"])

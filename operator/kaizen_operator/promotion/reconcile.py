@@ -15,10 +15,18 @@ from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import reconcile_gateway
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import ApiException, Kube
-from kaizen_operator.promotion.gates import metrics_check, smoke_check, webhook_check
+from kaizen_operator.promotion.gates import (
+    metrics_check,
+    notify_failure,
+    smoke_check,
+    webhook_check,
+)
 from kaizen_operator.promotion.render import (
     PromotionInputs,
     metrics_passed,
+    notification_due,
+    notification_pending,
+    notification_status,
     render_promotion,
     soak_done,
 )
@@ -145,5 +153,29 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
         await write_status(rt.kube, promotion, plan.status)
         for reason, message, warning in plan.events:
             await record(rt.kube, promotion, reason, message, warning=warning)
-        if plan.terminal:
+        ended = {**promotion, "status": plan.status}
+        if notification_due(ended, datetime.now(UTC)):
+            await deliver_notification(rt.kube, ended)
+        elif plan.terminal and not notification_pending(ended):
             rt.known.get("Promotion", set()).discard((namespace, name))
+
+
+async def deliver_notification(kube: Kube, promotion: dict[str, Any]) -> None:
+    """POST the failure notification once and record the attempt in status and Events."""
+    meta = promotion["metadata"]
+    spec = PromotionSpec.model_validate(promotion["spec"])
+    hook = spec.notifications.webhook if spec.notifications else None
+    ref = hook.secret_ref if hook else None
+    secret = await read_secret_value(kube, meta["namespace"], ref.name, ref.key) if ref else None
+    outcome = await notify_failure(promotion, spec, secret)
+    await kube.patch_status(
+        API,
+        "Promotion",
+        meta["namespace"],
+        meta["name"],
+        {"notification": notification_status(promotion, outcome, datetime.now(UTC))},
+    )
+    if outcome.passed:
+        await record(kube, promotion, "NotificationSent", outcome.message)
+    else:
+        await record(kube, promotion, "NotificationFailed", outcome.message, warning=True)

@@ -346,3 +346,43 @@ def _verify(
         f"smoke gate failed ({message}); {spec.to} reverted to {back}",
     )
     return failed
+
+
+FAILED_PHASES = frozenset({"Failed", "Rejected", "Aborted", "Errored"})
+NOTIFY_MAX_ATTEMPTS = 8  # with backoff 2, 4, ... 128 s: about four minutes
+
+
+def notification_pending(promotion: dict[str, Any]) -> bool:
+    """A Promotion that ended badly and whose notification webhook has not answered 2xx
+    yet (and has attempts left)."""
+    spec = promotion.get("spec") or {}
+    status = promotion.get("status") or {}
+    if not (spec.get("notifications") or {}).get("webhook"):
+        return False
+    if status.get("phase") not in FAILED_PHASES:
+        return False
+    sent = status.get("notification") or {}
+    return not sent.get("deliveredAt") and int(sent.get("attempts") or 0) < NOTIFY_MAX_ATTEMPTS
+
+
+def notification_due(promotion: dict[str, Any], now: datetime) -> bool:
+    """Pending, and the backoff since the last attempt has passed."""
+    if not notification_pending(promotion):
+        return False
+    sent = (promotion.get("status") or {}).get("notification") or {}
+    last = _parse_time(sent.get("lastAttempt"))
+    attempts = int(sent.get("attempts") or 0)
+    return last is None or (now - last).total_seconds() >= 2**attempts
+
+
+def notification_status(
+    promotion: dict[str, Any], outcome: GateOutcome, now: datetime
+) -> dict[str, Any]:
+    """status.notification after one delivery attempt."""
+    sent = (promotion.get("status") or {}).get("notification") or {}
+    return {
+        "attempts": int(sent.get("attempts") or 0) + 1,
+        "lastAttempt": timestamp(now),
+        "deliveredAt": timestamp(now) if outcome.passed else None,
+        "message": outcome.message[:1024],
+    }
