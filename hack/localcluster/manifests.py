@@ -31,9 +31,11 @@ def kwok_node(name: str) -> dict[str, Any]:
             },
         },
         "spec": {},
+        # Fake nodes cost nothing per pod: room for the load tests' thousand gateways
+        # (a real node's default of 110 pods would leave them Pending).
         "status": {
-            "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-            "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            "allocatable": {"cpu": "256", "memory": "2Ti", "pods": "2500"},
+            "capacity": {"cpu": "256", "memory": "2Ti", "pods": "2500"},
         },
     }
 
