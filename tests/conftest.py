@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -142,3 +143,47 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = postgres.create_database(admin, name)
     yield url
     postgres.drop_database(admin, name)
+
+
+# ------------------------------------------------------------------ REST facade
+
+
+@pytest.fixture(scope="session")
+def facade_cluster(crds: Path) -> Path:
+    """The cluster with the aggregated kaizen-viewer/developer/admin ClusterRoles."""
+    import json
+
+    from kaizen_api.server.tenancy import render_cluster_roles
+    from tests.support.kube import kubectl
+
+    for role in render_cluster_roles():
+        kubectl(
+            crds,
+            "apply",
+            "--server-side",
+            "--field-manager=kaizen-tests",
+            "-f",
+            "-",
+            stdin=json.dumps(role),
+        )
+    return crds
+
+
+@pytest.fixture
+def facade(facade_cluster: Path, database_url: str, api_client: client.ApiClient) -> Iterator[Any]:
+    """The REST facade (in process) on a fresh database, against the real apiserver;
+    the namespaces of the organizations a test made are deleted afterwards."""
+    from fastapi.testclient import TestClient
+
+    from kaizen_api.server.app import create_app
+    from kaizen_api.server.settings import Settings
+    from tests.support.facade import Facade
+
+    settings = Settings(database_url=database_url, kubeconfig=str(facade_cluster))
+    with TestClient(create_app(settings)) as test_client:
+        handle = Facade(test_client)
+        yield handle
+    core = client.CoreV1Api(api_client)
+    for org in handle.created_orgs:
+        for ns in core.list_namespace(label_selector=f"kaizen.studio/org={org}").items:
+            core.delete_namespace(ns.metadata.name, propagation_policy="Background")

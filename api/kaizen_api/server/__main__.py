@@ -1,17 +1,56 @@
 """Entry point of ``kaizen-api``: the multi-tenant REST facade."""
 
+from __future__ import annotations
+
 import argparse
+import logging
 import sys
 from importlib.metadata import version
 
+import uvicorn
+
+from kaizen_api.server.settings import Settings
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags; the component itself arrives with issue #7."""
-    parser = argparse.ArgumentParser(prog="kaizen-api", description="the multi-tenant REST facade")
+    """``kaizen-api [serve]`` (default), ``migrate`` or ``purge-audit``."""
+    parser = argparse.ArgumentParser(
+        prog="kaizen-api",
+        description="The multi-tenant REST facade. Settings come from the environment: "
+        "KAIZEN_DATABASE_URL (default sqlite:///kaizen-api.db), KUBECONFIG, "
+        "KAIZEN_JWT_KEY_DIR, KAIZEN_ACCESS_TTL, KAIZEN_REFRESH_TTL, "
+        "KAIZEN_API_KEY_RATE_LIMIT, KAIZEN_AUDIT_RETENTION_DAYS.",
+    )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
-    parser.parse_args(argv)
-    print("kaizen-api: not implemented yet (tracked in issue #7)", file=sys.stderr)
-    return 2
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=["serve", "migrate", "purge-audit"]
+    )
+    parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server's job
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--no-migrate", action="store_true", help="Do not migrate at start-up.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings.from_env()
+    if args.command == "migrate":
+        from kaizen_api.server.db import engine_for, migrate
+
+        migrate(engine_for(settings.database_url))
+        return 0
+    if args.command == "purge-audit":
+        from kaizen_api.server.audit import AuditWriter
+        from kaizen_api.server.db import engine_for
+
+        removed = AuditWriter(engine_for(settings.database_url)).purge(
+            settings.audit_retention_days
+        )
+        print(f"removed {removed} audit record(s) older than {settings.audit_retention_days} days")
+        return 0
+    from kaizen_api.server.app import create_app
+
+    app = create_app(settings, run_migrations=not args.no_migrate)
+    # Access logs carry no Authorization header; query strings never hold secrets here.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,244 @@
+"""Who is calling and what they may do: bearer JWTs and API keys become a Principal;
+an organization or workspace path becomes an Access with the caller's effective role,
+the facade's permission check, and the Kubernetes identity to impersonate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlmodel import Session, col, select
+
+from kaizen_api.server.db import session
+from kaizen_api.server.kube import Caller
+from kaizen_api.server.models import (
+    ApiKey,
+    Membership,
+    Organization,
+    Team,
+    TeamMember,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
+from kaizen_api.server.permissions import (
+    ORG_ROLES,
+    ORG_WIDE,
+    WORKSPACE_ROLES,
+    grants,
+    strongest,
+)
+from kaizen_api.server.problems import Problem
+from kaizen_api.server.security import InvalidToken, api_key_matches, split_api_key
+from kaizen_api.server.state import AppState, app_state
+from kaizen_api.server.tenancy import org_group, team_group, user_name
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a user, possibly through one of their API keys."""
+
+    user: User
+    key: ApiKey | None = None
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "unauthorized",
+        "Authentication required",
+        detail,
+        headers={"www-authenticate": 'Bearer realm="kaizen-api"'},
+    )
+
+
+def authenticate(request: Request, state: AppState) -> Principal:
+    """The caller of ``request`` (bearer access token or API key), or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("send Authorization: Bearer <access token or API key>")
+    now = datetime.now(UTC)
+    parts = split_api_key(token)
+    with session(state.engine) as db:
+        if parts is not None:
+            key = db.exec(select(ApiKey).where(ApiKey.prefix == parts[0])).first()
+            if key is None or not api_key_matches(parts[1], key.secret_hash):
+                raise _unauthorized("unknown API key")
+            if key.revoked_at is not None:
+                raise _unauthorized("this API key was revoked")
+            if key.expires_at is not None and _aware(key.expires_at) <= now:
+                raise _unauthorized("this API key expired")
+            wait = state.key_limiter.hit(key.id)
+            if wait:
+                raise Problem(
+                    429,
+                    "rate-limited",
+                    "Too many requests for this API key",
+                    f"limit {state.key_limiter.limit} per minute; retry in {wait}s",
+                    headers={"retry-after": str(wait)},
+                )
+            key.last_used_at = now
+            db.add(key)
+            user = db.get(User, key.user_id)
+            request.state.key_id = key.id
+        else:
+            try:
+                claims = state.keys.verify(
+                    token,
+                    audience=state.settings.audience,
+                    issuer=state.settings.issuer,
+                    kind="access",
+                )
+            except InvalidToken as exc:
+                raise _unauthorized(f"invalid access token: {exc}") from exc
+            user = db.get(User, claims["sub"])
+            key = None
+        if user is None or user.disabled:
+            raise _unauthorized("the user does not exist or is disabled")
+        request.state.actor = user.email
+        return Principal(user, key)
+
+
+def current_principal(
+    request: Request, state: Annotated[AppState, Depends(app_state)]
+) -> Principal:
+    return authenticate(request, state)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class OrgAccess:
+    """The caller's standing in one organization."""
+
+    principal: Principal
+    org: Organization
+    role: str  # organization role
+
+    def require(self, permission: str) -> None:
+        """403 unless both the role and (for a key) the key's scope grant ``permission``."""
+        if not grants(ORG_ROLES[self.role], permission):
+            raise Problem(
+                403,
+                "forbidden",
+                "Not allowed",
+                f"your role {self.role} in {self.org.slug} does not grant {permission}",
+            )
+        key = self.principal.key
+        if key is not None and not grants(key.permissions, permission):
+            raise Problem(
+                403, "forbidden", "Not allowed", f"this API key's scope does not grant {permission}"
+            )
+
+
+def org_access(db: Session, principal: Principal, slug: str) -> OrgAccess:
+    """The caller's membership of ``slug``; 404 for organizations they are not in (so
+    other tenants' names do not leak), and for keys of another organization."""
+    org = db.exec(select(Organization).where(Organization.slug == slug)).first()
+    membership = (
+        db.exec(
+            select(Membership).where(
+                Membership.org_id == org.id, Membership.user_id == principal.user.id
+            )
+        ).first()
+        if org
+        else None
+    )
+    if (
+        org is None
+        or membership is None
+        or (principal.key is not None and principal.key.org_id != org.id)
+    ):
+        raise Problem(404, "not-found", "No such organization", f"organization {slug!r}")
+    return OrgAccess(principal, org, membership.role)
+
+
+@dataclass(frozen=True)
+class WorkspaceAccess:
+    """The caller's standing in one workspace, and whom to impersonate there."""
+
+    org: OrgAccess
+    workspace: Workspace
+    role: str | None  # workspace role; None: no access
+    caller: Caller
+
+    @property
+    def namespace(self) -> str:
+        return self.workspace.namespace
+
+    def require(self, permission: str) -> None:
+        """403 unless the workspace role and (for a key) its scope grant ``permission``."""
+        if self.role is None:
+            raise Problem(
+                403,
+                "forbidden",
+                "Not a member of this workspace",
+                f"you have no role in workspace {self.workspace.name!r}",
+            )
+        if not grants(WORKSPACE_ROLES[self.role], permission):
+            raise Problem(
+                403,
+                "forbidden",
+                "Not allowed",
+                f"your role {self.role} in workspace {self.workspace.name!r} "
+                f"does not grant {permission}",
+            )
+        key = self.org.principal.key
+        if key is not None:
+            if key.workspace_id not in (None, self.workspace.id):
+                raise Problem(
+                    403, "forbidden", "Not allowed", "this API key is scoped to another workspace"
+                )
+            if not grants(key.permissions, permission):
+                raise Problem(
+                    403,
+                    "forbidden",
+                    "Not allowed",
+                    f"this API key's scope does not grant {permission}",
+                )
+
+
+def team_names(db: Session, org: Organization, user: User) -> list[str]:
+    rows = db.exec(
+        select(Team.name)
+        .join(TeamMember, col(TeamMember.team_id) == col(Team.id))
+        .where(Team.org_id == org.id, TeamMember.user_id == user.id)
+    ).all()
+    return sorted(rows)
+
+
+def caller_for(db: Session, access: OrgAccess) -> Caller:
+    """The Kubernetes user and groups of the caller in this organization only."""
+    slug = access.org.slug
+    groups = [org_group(slug), org_group(slug, access.role)]
+    groups += [team_group(slug, t) for t in team_names(db, access.org, access.principal.user)]
+    return Caller(user_name(access.principal.user.email), tuple(groups))
+
+
+def workspace_access(db: Session, access: OrgAccess, name: str) -> WorkspaceAccess:
+    ws = db.exec(
+        select(Workspace).where(Workspace.org_id == access.org.id, Workspace.name == name)
+    ).first()
+    if ws is None:
+        raise Problem(404, "not-found", "No such workspace", f"workspace {name!r}")
+    roles = [ORG_WIDE[access.role]] if access.role in ORG_WIDE else []
+    user = access.principal.user
+    team_ids = db.exec(
+        select(Team.id)
+        .join(TeamMember, col(TeamMember.team_id) == col(Team.id))
+        .where(Team.org_id == access.org.id, TeamMember.user_id == user.id)
+    ).all()
+    for member in db.exec(select(WorkspaceMember).where(WorkspaceMember.workspace_id == ws.id)):
+        if (member.subject_kind == "user" and member.subject_id == user.id) or (
+            member.subject_kind == "team" and member.subject_id in team_ids
+        ):
+            roles.append(member.role)
+    return WorkspaceAccess(access, ws, strongest(roles), caller_for(db, access))

@@ -1,0 +1,67 @@
+"""The FastAPI application: routes under /api/v1, problem+json errors, the audit
+middleware, and the shared state (database, keys, Kubernetes client)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from kaizen_api import __version__
+from kaizen_api.server import audit, problems
+from kaizen_api.server.audit import AuditWriter
+from kaizen_api.server.db import engine_for, migrate
+from kaizen_api.server.kube import Kube
+from kaizen_api.server.ratelimit import SlidingWindow
+from kaizen_api.server.routes import audit as audit_routes
+from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
+from kaizen_api.server.security import SigningKeys
+from kaizen_api.server.settings import Settings
+from kaizen_api.server.state import AppState
+
+
+def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
+    """The facade for ``settings`` (migrations run at start-up unless told not to)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = engine_for(settings.database_url)
+        if run_migrations:
+            migrate(engine)
+        kube = Kube(settings.kubeconfig)
+        app.state.kaizen = AppState(
+            settings=settings,
+            engine=engine,
+            keys=SigningKeys.load(settings.jwt_key_dir),
+            kube=kube,
+            key_limiter=SlidingWindow(settings.api_key_requests_per_minute),
+            audit=AuditWriter(engine),
+        )
+        try:
+            yield
+        finally:
+            kube.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Kaizen Studio API",
+        version=__version__,
+        description="Organizations, workspaces and the Kaizen Studio resources in them. "
+        "Every resource call runs on Kubernetes as the caller (impersonation). "
+        "Errors are RFC 9457 problem+json.",
+        lifespan=lifespan,
+    )
+    api = APIRouter(prefix="/api/v1")
+    for module in (auth, orgs, keys, workspaces, resources, audit_routes):
+        api.include_router(module.router)  # workspaces before the resources' /{kind}
+    app.include_router(api)
+    app.include_router(auth.jwks_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    problems.install(app)
+    audit.install(app)
+    return app

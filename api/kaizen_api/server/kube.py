@@ -1,0 +1,143 @@
+"""The facade's Kubernetes client: plain HTTP (httpx) to the kube-apiserver, as the
+facade itself (tenancy objects) or impersonating a caller (everything a caller asks).
+
+Impersonation sends ``Impersonate-User`` and one ``Impersonate-Group`` header per
+group (a comma-joined header would be one group with a comma in its name), so the
+apiserver's RBAC decides every call a caller makes.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+FIELD_MANAGER = "kaizen-api"
+TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who a request is made as."""
+
+    user: str
+    groups: tuple[str, ...] = ()
+
+
+class KubeError(Exception):
+    """The apiserver refused (status, reason and its own message)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class Kube:
+    """One pooled connection to the apiserver, thread-safe (routes run in a pool)."""
+
+    def __init__(self, kubeconfig: str | None = None) -> None:
+        cfg = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            self._token_file: Path | None = TOKEN_FILE
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
+            self._token_file = None
+        headers = {}
+        if cfg.api_key.get("authorization"):
+            headers["authorization"] = cfg.api_key["authorization"]
+        tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
+        if cfg.cert_file:
+            tls.load_cert_chain(cfg.cert_file, cfg.key_file)
+        self._http = httpx.Client(
+            base_url=cfg.host,
+            verify=tls,
+            headers=headers,
+            timeout=30.0,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        caller: Caller | None = None,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """One call; raises KubeError with the apiserver's status and message."""
+        headers: list[tuple[str, str]] = [("accept", "application/json")]
+        if body is not None:
+            headers.append(("content-type", content_type))
+        if caller is not None:
+            headers.append(("impersonate-user", caller.user))
+            headers += [("impersonate-group", g) for g in caller.groups]
+        if self._token_file is not None:  # projected tokens rotate: read each time
+            headers.append(("authorization", f"Bearer {self._token_file.read_text().strip()}"))
+        response = self._http.request(
+            method, path, headers=headers, json=body, params=params or None
+        )
+        data: dict[str, Any] = response.json() if response.content else {}
+        if response.status_code >= 400:
+            raise KubeError(
+                response.status_code,
+                str(data.get("reason") or response.reason_phrase),
+                str(data.get("message") or response.text[:500]),
+            )
+        return data
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the facade itself (tenancy objects only)."""
+        return self.request(
+            "PATCH",
+            object_path(obj),
+            body=obj,
+            params={"fieldManager": FIELD_MANAGER, "force": "true"},
+            content_type="application/apply-patch+yaml",
+        )
+
+    def delete(self, path: str) -> None:
+        try:
+            self.request("DELETE", path, body={"propagationPolicy": "Background"})
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
+
+PATHS = {
+    ("v1", "Namespace"): "/api/v1/namespaces",
+    ("v1", "ResourceQuota"): "/api/v1/namespaces/{ns}/resourcequotas",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"
+    ),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole"): (
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles"
+    ),
+}
+
+
+def object_path(obj: dict[str, Any]) -> str:
+    meta = obj["metadata"]
+    base = PATHS[(obj["apiVersion"], obj["kind"])].format(ns=meta.get("namespace", ""))
+    return f"{base}/{meta['name']}"
+
+
+def kaizen_path(namespace: str, plural: str, name: str | None = None, sub: str = "") -> str:
+    path = f"/apis/kaizen.studio/v1alpha1/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+    if sub:
+        path += f"/{sub}"
+    return path

@@ -1,0 +1,164 @@
+"""The facade's own tables (SQLModel): organizations, users, memberships, teams,
+workspaces, API keys, refresh tokens and the append-only audit log.
+
+Kubernetes holds the resources themselves; these tables hold who may do what.
+Alembic migrations (``migrations/``) create them; the models are their shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Organization(SQLModel, table=True):
+    __tablename__ = "organizations"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    slug: str = Field(index=True, unique=True, max_length=20)
+    name: str = Field(max_length=200)
+    plan: str = Field(default="free", max_length=20)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    email: str = Field(index=True, unique=True, max_length=320)
+    name: str = Field(default="", max_length=200)
+    password_hash: str = Field(max_length=300)
+    created_at: datetime = Field(default_factory=utcnow)
+    disabled: bool = False
+
+
+class Membership(SQLModel, table=True):
+    """A user's role in an organization."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("org_id", "user_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    user_id: str = Field(foreign_key="users.id", index=True)
+    role: str = Field(max_length=30)
+
+
+class Team(SQLModel, table=True):
+    """A group of an organization's users; becomes a Kubernetes group."""
+
+    __tablename__ = "teams"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=40)
+
+
+class TeamMember(SQLModel, table=True):
+    __tablename__ = "team_members"
+    __table_args__ = (UniqueConstraint("team_id", "user_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    team_id: str = Field(foreign_key="teams.id", index=True)
+    user_id: str = Field(foreign_key="users.id", index=True)
+
+
+class Workspace(SQLModel, table=True):
+    """A namespace of an organization."""
+
+    __tablename__ = "workspaces"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=30)
+    namespace: str = Field(unique=True, max_length=63)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkspaceMember(SQLModel, table=True):
+    """A user or a team with a role (admin, developer, viewer) in one workspace."""
+
+    __tablename__ = "workspace_members"
+    __table_args__ = (UniqueConstraint("workspace_id", "subject_kind", "subject_id"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    workspace_id: str = Field(foreign_key="workspaces.id", index=True)
+    subject_kind: str = Field(max_length=10)  # user | team
+    subject_id: str = Field(max_length=32)
+    role: str = Field(max_length=20)
+
+
+class Invitation(SQLModel, table=True):
+    __tablename__ = "invitations"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    email: str = Field(max_length=320)
+    role: str = Field(max_length=30)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    invited_by: str = Field(foreign_key="users.id")
+    expires_at: datetime
+    accepted_at: datetime | None = None
+
+
+class ApiKey(SQLModel, table=True):
+    """``ksk_<prefix>_<secret>``: only a hash of the secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    prefix: str = Field(index=True, unique=True, max_length=16)
+    secret_hash: str = Field(max_length=64)
+    name: str = Field(max_length=100)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    workspace_id: str | None = Field(default=None, foreign_key="workspaces.id")
+    user_id: str = Field(foreign_key="users.id")
+    permissions: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+
+class RefreshToken(SQLModel, table=True):
+    """One issued refresh token (by its JWT id); a family is one login's chain."""
+
+    __tablename__ = "refresh_tokens"
+
+    jti: str = Field(primary_key=True, max_length=32)
+    family: str = Field(index=True, max_length=32)
+    user_id: str = Field(foreign_key="users.id", index=True)
+    expires_at: datetime
+    used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+class AuditRecord(SQLModel, table=True):
+    """One mutating request. Append-only: PostgreSQL refuses UPDATE and DELETE."""
+
+    __tablename__ = "audit_records"
+
+    id: int | None = Field(default=None, primary_key=True)
+    time: datetime = Field(default_factory=utcnow, index=True)
+    org: str | None = Field(default=None, index=True, max_length=32)  # organization slug
+    actor: str = Field(max_length=320)
+    key_id: str | None = Field(default=None, max_length=32)
+    action: str = Field(max_length=100)
+    resource: str = Field(max_length=500)
+    outcome: int
+    request_id: str = Field(max_length=64)
+    ip: str = Field(default="", max_length=64)
+    user_agent: str = Field(default="", max_length=300)

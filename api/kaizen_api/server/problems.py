@@ -1,0 +1,101 @@
+"""RFC 9457 problem+json errors with stable codes (``type`` ends in the code)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from kaizen_api.server.kube import KubeError
+
+log = logging.getLogger("kaizen_api")
+TYPE_BASE = "https://kaizen.studio/problems/"
+
+
+class Problem(Exception):
+    """An error the caller can act on."""
+
+    def __init__(self, status: int, code: str, title: str, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or title)
+        self.status, self.code, self.title, self.detail = status, code, title, detail
+        self.extra = extra
+        self.headers: dict[str, str] = extra.pop("headers", {}) or {}
+
+
+def problem_response(
+    request: Request, status: int, code: str, title: str, detail: str = "", **extra: Any
+) -> JSONResponse:
+    headers = extra.pop("headers", None)
+    body = {
+        "type": TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
+    request_id = getattr(request.state, "request_id", None)
+    if request_id:
+        body["requestId"] = request_id
+    return JSONResponse(
+        body, status_code=status, media_type="application/problem+json", headers=headers
+    )
+
+
+_KUBE_CODES = {
+    400: ("invalid-resource", "The resource is not valid"),
+    403: ("forbidden", "Kubernetes RBAC refused the request"),
+    404: ("not-found", "No such resource"),
+    409: ("conflict", "The resource changed or already exists"),
+    410: ("expired", "The list continuation expired; list again"),
+    422: ("invalid-resource", "The resource is not valid"),
+}
+
+
+def install(app: FastAPI) -> None:
+    """Map every error to problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(
+            request, exc.status, exc.code, exc.title, exc.detail, headers=exc.headers, **exc.extra
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ())), "message": e.get("msg", "")}
+            for e in exc.errors()
+        ]
+        return problem_response(
+            request, 422, "invalid-request", "The request is not valid", errors=errors
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem_response(request, exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(KubeError)
+    async def _kube(request: Request, exc: KubeError) -> JSONResponse:
+        if exc.status == 403 and "exceeded quota" in exc.message:
+            return problem_response(
+                request,
+                403,
+                "quota-exceeded",
+                "The workspace's plan quota is used up",
+                exc.message,
+            )
+        code, title = _KUBE_CODES.get(exc.status, ("upstream-error", "Kubernetes failed"))
+        status = exc.status if exc.status in _KUBE_CODES else 502
+        return problem_response(request, status, code, title, exc.message)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(request, 500, "internal", "Internal error")

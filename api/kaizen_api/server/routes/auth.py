@@ -1,0 +1,209 @@
+"""Users: register, log in, refresh (rotating), log out; the JWKS of the signing keys."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from sqlmodel import Session, col, select
+
+from kaizen_api.server.access import CurrentPrincipal
+from kaizen_api.server.db import session
+from kaizen_api.server.models import Membership, Organization, RefreshToken, User, new_id
+from kaizen_api.server.problems import Problem
+from kaizen_api.server.security import (
+    InvalidToken,
+    hash_password,
+    token_claims,
+    verify_password,
+)
+from kaizen_api.server.state import AppState, app_state
+
+router = APIRouter(tags=["users"])
+State = Annotated[AppState, Depends(app_state)]
+
+
+class Register(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: str = Field(min_length=12, max_length=256, description="At least 12 characters.")
+    name: str = Field(default="", max_length=200)
+
+
+class Login(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    password: str = Field(max_length=256)
+
+
+class RefreshRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    refresh_token: str = Field(max_length=4096)
+
+
+class Tokens(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the scheme's name, not a secret
+    expires_in: int
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str
+
+
+class OrgRole(BaseModel):
+    slug: str
+    name: str
+    role: str
+
+
+class Me(UserOut):
+    organizations: list[OrgRole]
+
+
+def _issue(state: AppState, user: User, family: str) -> Tokens:
+    s = state.settings
+    access = token_claims(
+        user.id,
+        "access",
+        s.access_ttl_seconds,
+        issuer=s.issuer,
+        audience=s.audience,
+        email=user.email,
+    )
+    refresh = token_claims(
+        user.id,
+        "refresh",
+        s.refresh_ttl_seconds,
+        issuer=s.issuer,
+        audience=s.audience,
+        fam=family,
+    )
+    with session(state.engine) as db:
+        db.add(
+            RefreshToken(
+                jti=refresh["jti"], family=family, user_id=user.id, expires_at=refresh["exp"]
+            )
+        )
+    return Tokens(
+        access_token=state.keys.sign(access),
+        refresh_token=state.keys.sign(refresh),
+        expires_in=s.access_ttl_seconds,
+    )
+
+
+@router.post("/auth/register", status_code=201, response_model=UserOut)
+def register(body: Register, request: Request, state: State) -> UserOut:
+    email = body.email.lower()
+    request.state.actor = email
+    with session(state.engine) as db:
+        if db.exec(select(User).where(User.email == email)).first():
+            raise Problem(409, "email-taken", "This email is registered", "log in instead")
+        user = User(email=email, name=body.name, password_hash=hash_password(body.password))
+        db.add(user)
+    return UserOut(id=user.id, email=user.email, name=user.name)
+
+
+@router.post("/auth/login", response_model=Tokens)
+def login(body: Login, request: Request, state: State) -> Tokens:
+    email = body.email.lower()
+    request.state.actor = email
+    with session(state.engine) as db:
+        user = db.exec(select(User).where(User.email == email)).first()
+    if user is None or user.disabled or not verify_password(user.password_hash, body.password):
+        raise Problem(401, "invalid-credentials", "Wrong email or password")
+    return _issue(state, user, new_id())
+
+
+@router.post("/auth/refresh", response_model=Tokens)
+def refresh(body: RefreshRequest, request: Request, state: State) -> Tokens:
+    """A new access and refresh token; the refresh token given is spent. Presenting a
+    spent one again revokes its whole family (it was stolen or replayed)."""
+    s = state.settings
+    try:
+        claims = state.keys.verify(
+            body.refresh_token, audience=s.audience, issuer=s.issuer, kind="refresh"
+        )
+    except InvalidToken as exc:
+        raise Problem(401, "invalid-token", "Invalid refresh token", str(exc)) from exc
+    now = datetime.now(UTC)
+    with session(state.engine) as db:
+        record = db.get(RefreshToken, claims["jti"])
+        user = db.get(User, claims["sub"])
+        if record is None or user is None or user.disabled:
+            raise Problem(401, "invalid-token", "Invalid refresh token", "unknown token")
+        request.state.actor = user.email
+        reused = record.revoked_at is not None or record.used_at is not None
+        if reused:  # revoke the whole login; committed before answering
+            revoke_family(db, record.family, now)
+        else:
+            record.used_at = now
+            db.add(record)
+    if reused:
+        raise Problem(
+            401,
+            "token-reused",
+            "Refresh token already used",
+            "this login was revoked because a spent refresh token was presented again",
+        )
+    return _issue(state, user, record.family)
+
+
+def revoke_family(db: Session, family: str, now: datetime) -> None:
+    """Revoke every refresh token of one login."""
+    for token in db.exec(select(RefreshToken).where(RefreshToken.family == family)):
+        token.revoked_at = token.revoked_at or now
+        db.add(token)
+
+
+@router.post("/auth/logout", status_code=204)
+def logout(body: RefreshRequest, request: Request, state: State) -> Response:
+    """Revoke the login (every refresh token of its family)."""
+    s = state.settings
+    try:
+        claims = state.keys.verify(
+            body.refresh_token, audience=s.audience, issuer=s.issuer, kind="refresh"
+        )
+    except InvalidToken as exc:
+        raise Problem(401, "invalid-token", "Invalid refresh token", str(exc)) from exc
+    now = datetime.now(UTC)
+    with session(state.engine) as db:
+        record = db.get(RefreshToken, claims["jti"])
+        if record is not None:
+            revoke_family(db, record.family, now)
+    request.state.actor = claims.get("sub")
+    return Response(status_code=204)
+
+
+@router.get("/auth/me", response_model=Me)
+def me(principal: CurrentPrincipal, state: State) -> Me:
+    with session(state.engine) as db:
+        rows = db.exec(
+            select(Organization, Membership.role)
+            .join(Membership, col(Membership.org_id) == col(Organization.id))
+            .where(Membership.user_id == principal.user.id)
+        ).all()
+    user = principal.user
+    return Me(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        organizations=[OrgRole(slug=o.slug, name=o.name, role=r) for o, r in rows],
+    )
+
+
+jwks_router = APIRouter(tags=["users"])
+
+
+@jwks_router.get("/.well-known/jwks.json")
+def jwks(state: State) -> dict[str, Any]:
+    """Public keys that verify the facade's tokens (all keys still in rotation)."""
+    return state.keys.jwks()

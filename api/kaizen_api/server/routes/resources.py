@@ -1,0 +1,394 @@
+"""Agents, Gateways, ScalingPolicies and Promotions of a workspace, read and written
+on the kube-apiserver as the caller (impersonation): Kubernetes RBAC has the final
+word, the facade's permission check is the first line.
+
+Bodies are validated with the same pydantic models the CRDs are generated from.
+Optimistic concurrency: GET returns an ETag (the resourceVersion); PUT needs If-Match
+(or metadata.resourceVersion) and answers 409 when the object changed meanwhile.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlmodel import Session
+
+from kaizen_api.server.access import (
+    CurrentPrincipal,
+    WorkspaceAccess,
+    org_access,
+    workspace_access,
+)
+from kaizen_api.server.db import session
+from kaizen_api.server.kube import kaizen_path
+from kaizen_api.server.problems import Problem
+from kaizen_api.server.state import AppState, app_state
+from kaizen_api.v1alpha1.agent import Agent
+from kaizen_api.v1alpha1.common import KaizenModel
+from kaizen_api.v1alpha1.gateway import Gateway
+from kaizen_api.v1alpha1.promotion import Promotion
+from kaizen_api.v1alpha1.scaling import ScalingOverride, ScalingPolicy
+
+router = APIRouter(tags=["resources"])
+State = Annotated[AppState, Depends(app_state)]
+Json = dict[str, Any]
+AGENT_LABEL = "kaizen.studio/agent"  # label of an Agent's ControllerRevisions (operator)
+
+
+class Kind(StrEnum):
+    agents = "agents"
+    gateways = "gateways"
+    scalingpolicies = "scalingpolicies"
+    promotions = "promotions"
+
+
+MODELS: dict[Kind, type[KaizenModel]] = {
+    Kind.agents: Agent,
+    Kind.gateways: Gateway,
+    Kind.scalingpolicies: ScalingPolicy,
+    Kind.promotions: Promotion,
+}
+KIND_NAMES = {
+    Kind.agents: "Agent",
+    Kind.gateways: "Gateway",
+    Kind.scalingpolicies: "ScalingPolicy",
+    Kind.promotions: "Promotion",
+}
+
+
+class ResourceList(BaseModel):
+    items: list[Json]
+    continue_: str | None = Field(default=None, alias="continue")
+    remaining: int | None = None
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=1024)
+
+
+class Rollback(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    revision: int = Field(ge=1)
+
+
+def _access(
+    db: Session, state: AppState, principal: Any, org: str, ws: str, permission: str
+) -> WorkspaceAccess:
+    access = workspace_access(db, org_access(db, principal, org), ws)
+    access.require(permission)  # the workspace role and, for a key, its scope
+    return access
+
+
+def _check(principal: Any, state: AppState, org: str, ws: str, permission: str) -> WorkspaceAccess:
+    with session(state.engine) as db:
+        return _access(db, state, principal, org, ws, permission)
+
+
+def _validated(kind: Kind, body: Json, namespace: str, name: str | None = None) -> Json:
+    """The body as the apiserver should get it: validated by the kind's model, in the
+    workspace's namespace (another namespace is refused, not silently moved)."""
+    meta = dict(body.get("metadata") or {})
+    if meta.get("namespace") not in (None, namespace):
+        raise Problem(
+            422,
+            "invalid-resource",
+            "Wrong namespace",
+            f"metadata.namespace must be {namespace} (this workspace) or absent",
+        )
+    if name is not None and meta.get("name") not in (None, name):
+        raise Problem(422, "invalid-resource", "Name mismatch", f"metadata.name must be {name}")
+    meta["namespace"] = namespace
+    if name is not None:
+        meta["name"] = name
+    obj = {
+        **body,
+        "apiVersion": "kaizen.studio/v1alpha1",
+        "kind": KIND_NAMES[kind],
+        "metadata": meta,
+    }
+    try:
+        MODELS[kind].model_validate({k: v for k, v in obj.items() if k != "status"})
+    except ValidationError as exc:
+        errors = [
+            {"field": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()
+        ]
+        raise Problem(
+            422, "invalid-resource", f"The {KIND_NAMES[kind]} is not valid", errors=errors
+        ) from exc
+    obj.pop("status", None)
+    return obj
+
+
+def _etag(obj: Json, response: Response) -> Json:
+    response.headers["etag"] = f'"{obj.get("metadata", {}).get("resourceVersion", "")}"'
+    return obj
+
+
+@router.get("/orgs/{org}/workspaces/{ws}/{kind}", response_model=ResourceList)
+def list_resources(
+    org: str,
+    ws: str,
+    kind: Kind,
+    principal: CurrentPrincipal,
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    continue_: Annotated[str | None, Query(alias="continue", max_length=2048)] = None,
+    label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=1024)] = None,
+) -> ResourceList:
+    """One page of resources; pass ``continue`` from the previous page for the next."""
+    access = _check(principal, state, org, ws, f"{kind}:read")
+    params = {"limit": str(limit)}
+    if continue_:
+        params["continue"] = continue_
+    if label_selector:
+        params["labelSelector"] = label_selector
+    data = state.kube.request(
+        "GET", kaizen_path(access.namespace, kind), caller=access.caller, params=params
+    )
+    meta = data.get("metadata") or {}
+    return ResourceList.model_validate(
+        {
+            "items": data.get("items", []),
+            "continue": meta.get("continue") or None,
+            "remaining": meta.get("remainingItemCount"),
+        }
+    )
+
+
+@router.post("/orgs/{org}/workspaces/{ws}/{kind}", status_code=201)
+def create_resource(
+    org: str,
+    ws: str,
+    kind: Kind,
+    body: Annotated[Json, Body()],
+    principal: CurrentPrincipal,
+    state: State,
+    response: Response,
+) -> Json:
+    access = _check(principal, state, org, ws, f"{kind}:create")
+    obj = _validated(kind, body, access.namespace)
+    created = state.kube.request(
+        "POST",
+        kaizen_path(access.namespace, kind),
+        caller=access.caller,
+        body=obj,
+        params={"fieldManager": "kaizen-api"},
+    )
+    return _etag(created, response)
+
+
+@router.get("/orgs/{org}/workspaces/{ws}/{kind}/{name}")
+def get_resource(
+    org: str,
+    ws: str,
+    kind: Kind,
+    name: str,
+    principal: CurrentPrincipal,
+    state: State,
+    response: Response,
+) -> Json:
+    access = _check(principal, state, org, ws, f"{kind}:read")
+    obj = state.kube.request("GET", kaizen_path(access.namespace, kind, name), caller=access.caller)
+    return _etag(obj, response)
+
+
+@router.put("/orgs/{org}/workspaces/{ws}/{kind}/{name}")
+def replace_resource(
+    org: str,
+    ws: str,
+    kind: Kind,
+    name: str,
+    body: Annotated[Json, Body()],
+    principal: CurrentPrincipal,
+    state: State,
+    response: Response,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Json:
+    """Replace the spec (and labels/annotations); needs If-Match or resourceVersion."""
+    access = _check(principal, state, org, ws, f"{kind}:update")
+    obj = _validated(kind, body, access.namespace, name)
+    version = (if_match or "").strip('"') or obj["metadata"].get("resourceVersion")
+    if not version:
+        raise Problem(
+            428,
+            "precondition-required",
+            "If-Match required",
+            "send the ETag of your GET as If-Match (or metadata.resourceVersion)",
+        )
+    obj["metadata"]["resourceVersion"] = version
+    replaced = state.kube.request(
+        "PUT",
+        kaizen_path(access.namespace, kind, name),
+        caller=access.caller,
+        body=obj,
+        params={"fieldManager": "kaizen-api"},
+    )
+    return _etag(replaced, response)
+
+
+@router.delete("/orgs/{org}/workspaces/{ws}/{kind}/{name}", status_code=204)
+def delete_resource(
+    org: str,
+    ws: str,
+    kind: Kind,
+    name: str,
+    principal: CurrentPrincipal,
+    state: State,
+    if_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    access = _check(principal, state, org, ws, f"{kind}:delete")
+    body: Json = {"propagationPolicy": "Background"}
+    if if_match:
+        body["preconditions"] = {"resourceVersion": if_match.strip('"')}
+    state.kube.request(
+        "DELETE", kaizen_path(access.namespace, kind, name), caller=access.caller, body=body
+    )
+    return Response(status_code=204)
+
+
+def _merge_patch(
+    state: AppState, access: WorkspaceAccess, kind: Kind, name: str, patch: Json
+) -> Json:
+    return state.kube.request(
+        "PATCH",
+        kaizen_path(access.namespace, kind, name),
+        caller=access.caller,
+        body=patch,
+        params={"fieldManager": "kaizen-api"},
+        content_type="application/merge-patch+json",
+    )
+
+
+@router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/approve")
+def approve_promotion(
+    org: str, ws: str, name: str, body: Decision, principal: CurrentPrincipal, state: State
+) -> Json:
+    """Approve as yourself: the operator's admission webhook records the authenticated
+    user (and refuses people outside the approvers list)."""
+    access = _check(principal, state, org, ws, "promotions:approve")
+    patch = {"metadata": {"annotations": {"kaizen.studio/approve": body.reason}}}
+    return _merge_patch(state, access, Kind.promotions, name, patch)
+
+
+@router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/reject")
+def reject_promotion(
+    org: str, ws: str, name: str, body: Decision, principal: CurrentPrincipal, state: State
+) -> Json:
+    access = _check(principal, state, org, ws, "promotions:approve")
+    patch = {"metadata": {"annotations": {"kaizen.studio/reject": body.reason}}}
+    return _merge_patch(state, access, Kind.promotions, name, patch)
+
+
+@router.get("/orgs/{org}/workspaces/{ws}/agents/{name}/revisions")
+def list_revisions(
+    org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
+) -> list[Json]:
+    """The Agent's revisions, newest first (number, hash, content, creation time)."""
+    access = _check(principal, state, org, ws, "agents:read")
+    data = state.kube.request(
+        "GET",
+        f"/apis/apps/v1/namespaces/{access.namespace}/controllerrevisions",
+        caller=access.caller,
+        params={"labelSelector": f"{AGENT_LABEL}={name}"},
+    )
+    revisions = [
+        {
+            "revision": int(r.get("revision", 0)),
+            "name": r["metadata"]["name"],
+            "hash": r["metadata"].get("labels", {}).get("kaizen.studio/revision-hash", ""),
+            "createdAt": r["metadata"].get("creationTimestamp"),
+            "spec": (r.get("data") or {}).get("spec", {}),
+        }
+        for r in data.get("items", [])
+    ]
+    return sorted(revisions, key=lambda r: -r["revision"])
+
+
+@router.post("/orgs/{org}/workspaces/{ws}/agents/{name}/rollback")
+def rollback_agent(
+    org: str, ws: str, name: str, body: Rollback, principal: CurrentPrincipal, state: State
+) -> Json:
+    """Restore an earlier revision's content (this makes a new revision: history is
+    append-only). Promoted gateways change only through a Promotion."""
+    access = _check(principal, state, org, ws, "agents:update")
+    revision = state.kube.request(
+        "GET",
+        f"/apis/apps/v1/namespaces/{access.namespace}/controllerrevisions/{name}-r{body.revision}",
+        caller=access.caller,
+    )
+    agent = state.kube.request(
+        "GET", kaizen_path(access.namespace, Kind.agents, name), caller=access.caller
+    )
+    content = (revision.get("data") or {}).get("spec") or {}
+    agent["spec"] = {**agent["spec"], **content}
+    agent.pop("status", None)
+    return state.kube.request(
+        "PUT",
+        kaizen_path(access.namespace, Kind.agents, name),
+        caller=access.caller,
+        body=agent,
+        params={"fieldManager": "kaizen-api"},
+    )
+
+
+@router.get("/orgs/{org}/workspaces/{ws}/gateways/{name}/status")
+def gateway_status(org: str, ws: str, name: str, principal: CurrentPrincipal, state: State) -> Json:
+    """The Gateway's status and its autoscaler's numbers, in one answer."""
+    access = _check(principal, state, org, ws, "gateways:read")
+    gateway = state.kube.request(
+        "GET", kaizen_path(access.namespace, Kind.gateways, name), caller=access.caller
+    )
+    status = gateway.get("status") or {}
+    autoscaler = None
+    try:
+        hpa = state.kube.request(
+            "GET",
+            f"/apis/autoscaling/v2/namespaces/{access.namespace}"
+            f"/horizontalpodautoscalers/{name}-gateway",
+            caller=access.caller,
+        )
+        autoscaler = {
+            "minReplicas": hpa["spec"].get("minReplicas"),
+            "maxReplicas": hpa["spec"].get("maxReplicas"),
+            "currentReplicas": (hpa.get("status") or {}).get("currentReplicas"),
+            "desiredReplicas": (hpa.get("status") or {}).get("desiredReplicas"),
+            "currentMetrics": (hpa.get("status") or {}).get("currentMetrics"),
+        }
+    except Exception as exc:  # no HPA (no ScalingPolicy), or not readable
+        if getattr(exc, "status", None) not in (403, 404):
+            raise
+    conditions = status.get("conditions") or []
+    ready: Json = next((c for c in conditions if c.get("type") == "Ready"), {})
+    return {
+        "name": name,
+        "ready": ready.get("status") == "True",
+        "reason": ready.get("reason"),
+        "message": ready.get("message"),
+        "replicas": status.get("replicas"),
+        "readyReplicas": status.get("readyReplicas"),
+        "servedRevisions": status.get("servedRevisions") or [],
+        "endpoint": status.get("endpoint"),
+        "autoscaler": autoscaler,
+    }
+
+
+@router.put("/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override")
+def set_override(
+    org: str, ws: str, name: str, body: ScalingOverride, principal: CurrentPrincipal, state: State
+) -> Json:
+    """Pin or freeze the autoscaler (until expiresAt, if given)."""
+    access = _check(principal, state, org, ws, "scalingpolicies:update")
+    patch = {"spec": {"override": body.to_wire()}}
+    return _merge_patch(state, access, Kind.scalingpolicies, name, patch)
+
+
+@router.delete("/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override")
+def clear_override(org: str, ws: str, name: str, principal: CurrentPrincipal, state: State) -> Json:
+    access = _check(principal, state, org, ws, "scalingpolicies:update")
+    return _merge_patch(state, access, Kind.scalingpolicies, name, {"spec": {"override": None}})

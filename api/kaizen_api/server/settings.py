@@ -1,0 +1,42 @@
+"""The facade's settings, read once from the environment (each has a flag too)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the facade keeps its state and how it signs and limits."""
+
+    database_url: str = "sqlite:///kaizen-api.db"
+    kubeconfig: str | None = None
+    jwt_key_dir: Path | None = None  # *.pem RSA private keys; the newest (by name) signs
+    issuer: str = "kaizen-studio"
+    audience: str = "kaizen-api"
+    access_ttl_seconds: int = 900
+    refresh_ttl_seconds: int = 14 * 24 * 3600
+    api_key_requests_per_minute: int = 600
+    audit_retention_days: int = 90
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """KAIZEN_DATABASE_URL, KUBECONFIG, KAIZEN_JWT_KEY_DIR, KAIZEN_ACCESS_TTL, ..."""
+        keys = os.environ.get("KAIZEN_JWT_KEY_DIR")
+        return cls(
+            database_url=os.environ.get("KAIZEN_DATABASE_URL", cls.database_url),
+            kubeconfig=os.environ.get("KUBECONFIG"),
+            jwt_key_dir=Path(keys) if keys else None,
+            access_ttl_seconds=_int("KAIZEN_ACCESS_TTL", cls.access_ttl_seconds),
+            refresh_ttl_seconds=_int("KAIZEN_REFRESH_TTL", cls.refresh_ttl_seconds),
+            api_key_requests_per_minute=_int(
+                "KAIZEN_API_KEY_RATE_LIMIT", cls.api_key_requests_per_minute
+            ),
+            audit_retention_days=_int("KAIZEN_AUDIT_RETENTION_DAYS", cls.audit_retention_days),
+        )

@@ -1,0 +1,33 @@
+"""What every request shares: settings, database engine, signing keys, Kubernetes
+client and the API-key rate limiter (kept on ``app.state``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Request
+from sqlalchemy import Engine
+
+from kaizen_api.server.kube import Kube
+from kaizen_api.server.ratelimit import SlidingWindow
+from kaizen_api.server.security import SigningKeys
+from kaizen_api.server.settings import Settings
+
+if TYPE_CHECKING:
+    from kaizen_api.server.audit import AuditWriter
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine
+    keys: SigningKeys
+    kube: Kube
+    key_limiter: SlidingWindow
+    audit: AuditWriter
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState = request.app.state.kaizen
+    return state

@@ -1,0 +1,161 @@
+"""Workspaces as namespaces (pure render functions): the Namespace with its org and
+workspace labels, one RoleBinding per workspace role, the plan's ResourceQuota, and
+the aggregated ClusterRoles those bindings refer to. Also the Kubernetes identities
+(user and groups) the facade impersonates for a caller."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kaizen_api.server.permissions import CLUSTER_ROLES, ORG_WIDE
+
+ORG_LABEL = "kaizen.studio/org"
+WORKSPACE_LABEL = "kaizen.studio/workspace"
+MANAGED = {
+    "app.kubernetes.io/managed-by": "kaizen-api",
+    "app.kubernetes.io/part-of": "kaizen-studio",
+}
+KINDS = ("agents", "gateways", "scalingpolicies", "promotions")
+
+# Plan -> object counts (None: unlimited).
+PLANS: dict[str, dict[str, int | None]] = {
+    "free": {"agents": 10, "users": 3},
+    "pro": {"agents": 100, "users": None},
+    "enterprise": {"agents": None, "users": None},
+}
+
+
+def user_name(email: str) -> str:
+    """The Kubernetes user a facade user is impersonated as."""
+    return f"kaizen:{email}"
+
+
+def org_group(org: str, role: str | None = None) -> str:
+    return f"kaizen:org:{org}" + (f":{role}" if role else "")
+
+
+def team_group(org: str, team: str) -> str:
+    return f"kaizen:team:{org}:{team}"
+
+
+def namespace_name(org: str, workspace: str) -> str:
+    return f"kz-{org}-{workspace}"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A RoleBinding subject: a user (by email) or a group."""
+
+    kind: str  # User | Group
+    name: str
+
+
+def render_namespace(org: str, workspace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": namespace_name(org, workspace),
+            "labels": {**MANAGED, ORG_LABEL: org, WORKSPACE_LABEL: workspace},
+        },
+    }
+
+
+def render_role_bindings(
+    org: str, workspace: str, members: Iterable[tuple[Subject, str]]
+) -> list[dict[str, Any]]:
+    """One RoleBinding per workspace role; org-wide roles bind through their group."""
+    ns = namespace_name(org, workspace)
+    subjects: dict[str, list[Subject]] = {role: [] for role in CLUSTER_ROLES}
+    for org_role, ws_role in ORG_WIDE.items():
+        subjects[ws_role].append(Subject("Group", org_group(org, org_role)))
+    for subject, role in members:
+        if subject not in subjects[role]:
+            subjects[role].append(subject)
+    bindings = []
+    for role, cluster_role in CLUSTER_ROLES.items():
+        bindings.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": cluster_role, "namespace": ns, "labels": dict(MANAGED)},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": cluster_role,
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": s.kind, "name": s.name}
+                    for s in subjects[role]
+                ],
+            }
+        )
+    return bindings
+
+
+def render_quota(org: str, workspace: str, plan: str) -> dict[str, Any] | None:
+    """The plan's object counts as a ResourceQuota (None when unlimited)."""
+    agents = PLANS[plan]["agents"]
+    if agents is None:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {
+            "name": "kaizen-plan",
+            "namespace": namespace_name(org, workspace),
+            "labels": {**MANAGED, "kaizen.studio/plan": plan},
+        },
+        "spec": {"hard": {"count/agents.kaizen.studio": str(agents)}},
+    }
+
+
+def render_cluster_roles() -> list[dict[str, Any]]:
+    """kaizen-viewer/developer/admin, aggregated into the standard view/edit/admin roles
+    (so namespace admins and editors get Kaizen Studio's kinds too)."""
+    read = ["get", "list", "watch"]
+    write = ["create", "update", "patch", "delete"]
+    kaizen = {"apiGroups": ["kaizen.studio"], "resources": list(KINDS)}
+    status = {"apiGroups": ["kaizen.studio"], "resources": [f"{k}/status" for k in KINDS]}
+    revisions = {"apiGroups": ["apps"], "resources": ["controllerrevisions"]}
+    events = {"apiGroups": ["", "events.k8s.io"], "resources": ["events"]}
+    viewer = [
+        {**kaizen, "verbs": read},
+        {**status, "verbs": read},
+        {**revisions, "verbs": read},
+        {**events, "verbs": read},
+        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": read},
+    ]
+    developer = [{**kaizen, "verbs": read + write}, *viewer[1:]]
+    admin = [
+        *developer,
+        {
+            "apiGroups": ["rbac.authorization.k8s.io"],
+            "resources": ["rolebindings"],
+            "verbs": read,
+        },
+        {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": read},
+    ]
+    out = []
+    for name, rules, aggregate in (
+        ("kaizen-viewer", viewer, "view"),
+        ("kaizen-developer", developer, "edit"),
+        ("kaizen-admin", admin, "admin"),
+    ):
+        out.append(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRole",
+                "metadata": {
+                    "name": name,
+                    "labels": {
+                        **MANAGED,
+                        f"rbac.authorization.k8s.io/aggregate-to-{aggregate}": "true",
+                    },
+                },
+                "rules": rules,
+            }
+        )
+    return out
