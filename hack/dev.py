@@ -166,6 +166,7 @@ def up() -> int:
             str(DEV_DIR / "gateways"),
         ],
     )
+    facade_url = start_facade(kubeconfig)
     url = wait_for_dev_gateway()
     answer = sample_call(url)
     nodes = cluster.kubectl(kubeconfig, "get", "nodes", "--no-headers").splitlines()
@@ -178,6 +179,9 @@ Kaizen Studio dev environment is up.
   examples:    {len(applied)} objects applied in namespace {DEMO_NAMESPACE}, all Ready
   operator:    pid {pid}, log {log}
                metrics http://127.0.0.1:19090/metrics, health http://127.0.0.1:18081/healthz
+
+  facade:      {facade_url}/docs (kaizen-api, SQLite {DEV_DIR / "kaizen-api.db"})
+               register, log in, create an org and workspace: see docs/facade.md
 
   gateways:    one local kaizen-gateway process per Gateway (kwok pods run no containers);
                URLs in {DEV_DIR / "gateways" / "ports.json"}; dev = {url}
@@ -202,6 +206,50 @@ Stop it with: make dev-down
     return 0
 
 
+def start_facade(kubeconfig: Path) -> str:
+    """The REST facade on 127.0.0.1:18000, with the ClusterRoles its workspaces bind."""
+    from kaizen_api.server.tenancy import render_cluster_roles
+
+    for role in render_cluster_roles():
+        cluster.kubectl(
+            kubeconfig,
+            "apply",
+            "--server-side",
+            "--field-manager=kaizen-dev",
+            "-f",
+            "-",
+            stdin=json.dumps(role),
+        )
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    os.environ.setdefault("KAIZEN_DATABASE_URL", f"sqlite:///{DEV_DIR / 'kaizen-api.db'}")
+    keys = DEV_DIR / "jwt-keys"
+    if not keys.exists():  # a stable signing key, so tokens survive a restart of the facade
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        keys.mkdir(parents=True)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        (keys / "0001.pem").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        (keys / "0001.pem").chmod(0o600)
+    os.environ["KAIZEN_JWT_KEY_DIR"] = str(keys)
+    start_background("facade", ["kaizen-api", "--host", "127.0.0.1", "--port", "18000"])
+    url = "http://127.0.0.1:18000"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2):  # noqa: S310 - loopback
+                return url
+        except OSError:
+            time.sleep(0.3)
+    raise cluster.ClusterError(f"kaizen-api did not answer; see {DEV_DIR / 'facade.log'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -212,6 +260,7 @@ def main() -> int:
         if args.command == "up":
             return up()
         stop_background("gateways")
+        stop_background("facade")
         stop_background("operator")
         cluster.down()
         print("operator and local control plane stopped")

@@ -7,18 +7,17 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from sqlalchemy import Engine, delete
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaizen_api.server.db import session
 from kaizen_api.server.models import AuditRecord
 from kaizen_api.server.problems import problem_response
-from kaizen_api.server.state import AppState
 
 log = logging.getLogger("kaizen_api.audit")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -53,41 +52,71 @@ class AuditWriter:
             return int(result.rowcount or 0)
 
 
-def install(app: FastAPI) -> None:
-    """Request ids, the impersonation guard, and the audit record of each mutation."""
+class AuditMiddleware:
+    """Request ids, the impersonation guard, and the audit record of each mutation
+    (plain ASGI: no per-request task or body buffering)."""
 
-    @app.middleware("http")
-    async def audit_requests(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("x-request-id", "")
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        if any(name.lower().startswith("impersonate-") for name in request.headers):
-            response: Response = problem_response(
-                request,
-                400,
-                "impersonation-refused",
-                "Impersonation headers are not accepted",
-                "the facade impersonates you itself; remove Impersonate-* headers",
-            )
-        else:
-            response = await call_next(request)
-        response.headers["x-request-id"] = request_id
-        if request.method in MUTATING:
-            state: AppState = request.app.state.kaizen
-            route = request.scope.get("route")
-            params = request.scope.get("path_params") or {}
-            record = AuditRecord(
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        try:
+            if any(name.lower().startswith(b"impersonate-") for name in headers):
+                refused = problem_response(
+                    Request(scope),
+                    400,
+                    "impersonation-refused",
+                    "Impersonation headers are not accepted",
+                    "the facade impersonates you itself; remove Impersonate-* headers",
+                )
+                await refused(scope, receive, send_with_id)
+            else:
+                await self.app(scope, receive, send_with_id)
+        finally:
+            if scope["method"] in MUTATING:
+                await run_in_threadpool(self._record, scope, headers, status, request_id)
+
+    def _record(
+        self, scope: Scope, headers: dict[bytes, bytes], status: int, request_id: str
+    ) -> None:
+        state = scope.get("state", {})
+        route = scope.get("route")
+        params = scope.get("path_params") or {}
+        client = scope.get("client")
+        writer: AuditWriter = scope["app"].state.kaizen.audit
+        writer.write(
+            AuditRecord(
                 org=params.get("org"),
-                actor=getattr(request.state, "actor", None) or "anonymous",
-                key_id=getattr(request.state, "key_id", None),
-                action=f"{request.method} {getattr(route, 'path', request.url.path)}",
-                resource=request.url.path[:500],
-                outcome=response.status_code,
+                actor=state.get("actor") or "anonymous",
+                key_id=state.get("key_id"),
+                action=f"{scope['method']} {getattr(route, 'path', scope['path'])}"[:100],
+                resource=scope["path"][:500],
+                outcome=status,
                 request_id=request_id,
-                ip=(request.client.host if request.client else "")[:64],
-                user_agent=request.headers.get("user-agent", "")[:300],
+                ip=(client[0] if client else "")[:64],
+                user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:300],
             )
-            await run_in_threadpool(state.audit.write, record)
-        return response
+        )
+
+
+def install(app: FastAPI) -> None:
+    """Wrap the app in the audit middleware."""
+    app.add_middleware(AuditMiddleware)

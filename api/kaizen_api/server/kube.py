@@ -1,21 +1,25 @@
-"""The facade's Kubernetes client: plain HTTP (httpx) to the kube-apiserver, as the
+"""The facade's Kubernetes client: plain HTTP (urllib3) to the kube-apiserver, as the
 facade itself (tenancy objects) or impersonating a caller (everything a caller asks).
 
 Impersonation sends ``Impersonate-User`` and one ``Impersonate-Group`` header per
 group (a comma-joined header would be one group with a comma in its name), so the
-apiserver's RBAC decides every call a caller makes.
+apiserver's RBAC decides every call a caller makes. urllib3 (the official client's
+transport) rather than httpx: a third less time per call, measured by bench/facade.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
-import httpx
+import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from urllib3 import HTTPHeaderDict
 
 FIELD_MANAGER = "kaizen-api"
 TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -50,22 +54,17 @@ class Kube:
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
             self._token_file = None
-        headers = {}
-        if cfg.api_key.get("authorization"):
-            headers["authorization"] = cfg.api_key["authorization"]
+        self._auth = cfg.api_key.get("authorization")
         tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
         if cfg.cert_file:
             tls.load_cert_chain(cfg.cert_file, cfg.key_file)
-        self._http = httpx.Client(
-            base_url=cfg.host,
-            verify=tls,
-            headers=headers,
-            timeout=30.0,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        self._base = cfg.host.rstrip("/")
+        self._http = urllib3.PoolManager(
+            maxsize=32, block=False, ssl_context=tls, timeout=urllib3.Timeout(total=30.0)
         )
 
     def close(self) -> None:
-        self._http.close()
+        self._http.clear()
 
     def request(
         self,
@@ -78,23 +77,33 @@ class Kube:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         """One call; raises KubeError with the apiserver's status and message."""
-        headers: list[tuple[str, str]] = [("accept", "application/json")]
+        headers = HTTPHeaderDict({"accept": "application/json"})
         if body is not None:
-            headers.append(("content-type", content_type))
+            headers["content-type"] = content_type
         if caller is not None:
-            headers.append(("impersonate-user", caller.user))
-            headers += [("impersonate-group", g) for g in caller.groups]
+            headers["impersonate-user"] = caller.user
+            for group in caller.groups:
+                headers.add("impersonate-group", group)
         if self._token_file is not None:  # projected tokens rotate: read each time
-            headers.append(("authorization", f"Bearer {self._token_file.read_text().strip()}"))
+            headers["authorization"] = f"Bearer {self._token_file.read_text().strip()}"
+        elif self._auth:
+            headers["authorization"] = self._auth
+        url = self._base + path
+        if params:
+            url += "?" + urlencode(params)
         response = self._http.request(
-            method, path, headers=headers, json=body, params=params or None
+            method,
+            url,
+            headers=headers,
+            body=json.dumps(body).encode() if body is not None else None,
+            retries=False,
         )
-        data: dict[str, Any] = response.json() if response.content else {}
-        if response.status_code >= 400:
+        data: dict[str, Any] = json.loads(response.data) if response.data else {}
+        if response.status >= 400:
             raise KubeError(
-                response.status_code,
-                str(data.get("reason") or response.reason_phrase),
-                str(data.get("message") or response.text[:500]),
+                response.status,
+                str(data.get("reason") or response.reason),
+                str(data.get("message") or response.data[:500].decode(errors="replace")),
             )
         return data
 

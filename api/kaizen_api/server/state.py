@@ -28,6 +28,7 @@ class AppState:
     audit: AuditWriter
 
 
-def app_state(request: Request) -> AppState:
+async def app_state(request: Request) -> AppState:
+    """The shared state (async: no I/O, so no thread-pool hop per request)."""
     state: AppState = request.app.state.kaizen
     return state
