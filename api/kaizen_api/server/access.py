@@ -4,12 +4,15 @@ the facade's permission check, and the Kubernetes identity to impersonate."""
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 
 from kaizen_api.server.db import session
 from kaizen_api.server.kube import Caller
@@ -42,6 +45,7 @@ class Principal:
 
     user: User
     key: ApiKey | None = None
+    valid_until: datetime | None = None  # the token's or key's expiry
 
 
 def _unauthorized(detail: str) -> Problem:
@@ -54,12 +58,16 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
-def authenticate(request: Request, state: AppState) -> Principal:
-    """The caller of ``request`` (bearer access token or API key), or 401."""
+def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise _unauthorized("send Authorization: Bearer <access token or API key>")
+    return token
+
+
+def authenticate(token: str, state: AppState) -> Principal:
+    """Who a bearer access token or API key belongs to, or 401 (reads the database)."""
     now = datetime.now(UTC)
     parts = split_api_key(token)
     with session(state.engine) as db:
@@ -71,19 +79,10 @@ def authenticate(request: Request, state: AppState) -> Principal:
                 raise _unauthorized("this API key was revoked")
             if key.expires_at is not None and _aware(key.expires_at) <= now:
                 raise _unauthorized("this API key expired")
-            wait = state.key_limiter.hit(key.id)
-            if wait:
-                raise Problem(
-                    429,
-                    "rate-limited",
-                    "Too many requests for this API key",
-                    f"limit {state.key_limiter.limit} per minute; retry in {wait}s",
-                    headers={"retry-after": str(wait)},
-                )
             key.last_used_at = now
             db.add(key)
             user = db.get(User, key.user_id)
-            request.state.key_id = key.id
+            valid_until = _aware(key.expires_at) if key.expires_at else None
         else:
             try:
                 claims = state.keys.verify(
@@ -96,16 +95,66 @@ def authenticate(request: Request, state: AppState) -> Principal:
                 raise _unauthorized(f"invalid access token: {exc}") from exc
             user = db.get(User, claims["sub"])
             key = None
+            valid_until = datetime.fromtimestamp(claims["exp"], UTC)
         if user is None or user.disabled:
             raise _unauthorized("the user does not exist or is disabled")
-        request.state.actor = user.email
-        return Principal(user, key)
+        return Principal(user, key, valid_until)
 
 
-def current_principal(
+class PrincipalCache:
+    """Principals by token for a few seconds, so most requests skip the database and a
+    thread hop. A revoked key is dropped at once here; other replicas see a revocation
+    within ``ttl`` seconds. ``last_used_at`` is updated at most once per ``ttl``."""
+
+    def __init__(self, ttl: float = 5.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._items: dict[str, tuple[float, Principal]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        with self._lock:
+            item = self._items.get(token)
+        if item is None or item[0] < time.monotonic():
+            return None
+        principal = item[1]
+        if principal.valid_until is not None and principal.valid_until <= datetime.now(UTC):
+            return None
+        return principal
+
+    def put(self, token: str, principal: Principal) -> None:
+        with self._lock:
+            if len(self._items) >= self.size:
+                self._items.clear()
+            self._items[token] = (time.monotonic() + self.ttl, principal)
+
+    def forget_key(self, key_id: str) -> None:
+        with self._lock:
+            for token in [t for t, (_, p) in self._items.items() if p.key and p.key.id == key_id]:
+                del self._items[token]
+
+
+async def current_principal(
     request: Request, state: Annotated[AppState, Depends(app_state)]
 ) -> Principal:
-    return authenticate(request, state)
+    """The caller; 401 without valid credentials, 429 when an API key is over its limit."""
+    token = bearer_token(request)
+    principal = state.principals.get(token)
+    if principal is None:
+        principal = await run_in_threadpool(authenticate, token, state)
+        state.principals.put(token, principal)
+    if principal.key is not None:
+        wait = state.key_limiter.hit(principal.key.id)
+        if wait:
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests for this API key",
+                f"limit {state.key_limiter.limit} per minute; retry in {wait}s",
+                headers={"retry-after": str(wait)},
+            )
+        request.state.key_id = principal.key.id
+    request.state.actor = principal.user.email
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

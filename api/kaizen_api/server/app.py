@@ -10,6 +10,7 @@ from fastapi import APIRouter, FastAPI
 
 from kaizen_api import __version__
 from kaizen_api.server import audit, problems
+from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.db import engine_for, migrate
 from kaizen_api.server.kube import Kube
@@ -37,6 +38,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             kube=kube,
             key_limiter=SlidingWindow(settings.api_key_requests_per_minute),
             audit=AuditWriter(engine),
+            principals=PrincipalCache(),
         )
         try:
             yield

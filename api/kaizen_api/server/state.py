@@ -15,6 +15,7 @@ from kaizen_api.server.security import SigningKeys
 from kaizen_api.server.settings import Settings
 
 if TYPE_CHECKING:
+    from kaizen_api.server.access import PrincipalCache
     from kaizen_api.server.audit import AuditWriter
 
 
@@ -26,6 +27,7 @@ class AppState:
     kube: Kube
     key_limiter: SlidingWindow
     audit: AuditWriter
+    principals: PrincipalCache
 
 
 async def app_state(request: Request) -> AppState:
