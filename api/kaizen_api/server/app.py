@@ -54,7 +54,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         "Errors are RFC 9457 problem+json.",
         lifespan=lifespan,
     )
-    api = APIRouter(prefix="/api/v1")
+    api = APIRouter(prefix="/api/v1", responses=problems.PROBLEM_RESPONSES)
     for module in (auth, orgs, keys, workspaces, resources, audit_routes):
         api.include_router(module.router)  # workspaces before the resources' /{kind}
     app.include_router(api)

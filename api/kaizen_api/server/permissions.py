@@ -68,8 +68,4 @@ def strongest(roles: Iterable[str]) -> str | None:
     return ranked[-1] if ranked else None
 
 
-def valid_permission(value: str) -> bool:
-    resource, sep, verb = value.partition(":")
-    return bool(sep and resource and verb) and all(
-        c.isalnum() or c in "*_-" for c in resource + verb
-    )
+PERMISSION_PATTERN = r"^[A-Za-z0-9*_-]+:[A-Za-z0-9*_-]+$"

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
 
 from kaizen_api.server.kube import KubeError
@@ -45,6 +46,42 @@ def problem_response(
     return JSONResponse(
         body, status_code=status, media_type="application/problem+json", headers=headers
     )
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details (plus ``code`` and, where relevant, ``errors``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str = ""
+    instance: str = ""
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "model": ProblemDetails,
+        "description": description,
+        "content": {"application/problem+json": {}},
+    }
+
+
+# Documented on every /api/v1 route, so clients (and schemathesis) know the error shape.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: _problem("Bad request (e.g. Impersonate-* headers sent)"),
+    401: _problem("Not authenticated"),
+    403: _problem("Not allowed (facade role, key scope, Kubernetes RBAC or quota)"),
+    404: _problem("Not found (or an organization you are not in)"),
+    409: _problem("Conflict: exists already, or changed since read"),
+    410: _problem("List continuation expired"),
+    422: _problem("Invalid request or resource"),
+    428: _problem("If-Match required"),
+    429: _problem("Rate limited (see Retry-After)"),
+    502: _problem("Kubernetes failed"),
+}
 
 
 _KUBE_CODES = {

@@ -11,15 +11,23 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import Field
 
 _HASHER = PasswordHasher()
+
+# One rule for the schema and the check (a looser one than RFC 5322 on purpose: the
+# address is an identifier here; mail is never sent to it by the facade).
+Email = Annotated[
+    str,
+    Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$", max_length=320, examples=["jane@example.com"]),
+]
 API_KEY_PREFIX = "ksk"
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
 from kaizen_api.server.access import CurrentPrincipal
@@ -14,6 +14,7 @@ from kaizen_api.server.db import session
 from kaizen_api.server.models import Membership, Organization, RefreshToken, User, new_id
 from kaizen_api.server.problems import Problem
 from kaizen_api.server.security import (
+    Email,
     InvalidToken,
     hash_password,
     token_claims,
@@ -28,7 +29,7 @@ State = Annotated[AppState, Depends(app_state)]
 class Register(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: Email
     password: str = Field(min_length=12, max_length=256, description="At least 12 characters.")
     name: str = Field(default="", max_length=200)
 
@@ -36,7 +37,7 @@ class Register(BaseModel):
 class Login(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: Email
     password: str = Field(max_length=256)
 
 

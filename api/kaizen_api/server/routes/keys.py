@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
 
 from kaizen_api.server.access import CurrentPrincipal, workspace_access
 from kaizen_api.server.db import session
 from kaizen_api.server.models import ApiKey, Workspace
-from kaizen_api.server.permissions import valid_permission
+from kaizen_api.server.permissions import PERMISSION_PATTERN
 from kaizen_api.server.problems import Problem
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.security import new_api_key
@@ -27,16 +27,10 @@ class KeyIn(BaseModel):
 
     name: str = Field(min_length=1, max_length=100)
     workspace: str | None = Field(default=None, description="Limit the key to one workspace.")
-    permissions: list[str] = Field(min_length=1, max_length=50, description="e.g. agents:*, *:read")
+    permissions: list[Annotated[str, Field(pattern=PERMISSION_PATTERN, max_length=64)]] = Field(
+        min_length=1, max_length=50, description="<resource>:<verb>, e.g. agents:*, *:read"
+    )
     expires_in_days: int | None = Field(default=90, ge=1, le=3650)
-
-    @field_validator("permissions")
-    @classmethod
-    def _permissions(cls, value: list[str]) -> list[str]:
-        bad = [p for p in value if not valid_permission(p)]
-        if bad:
-            raise ValueError(f"not <resource>:<verb> permissions: {', '.join(bad)}")
-        return value
 
 
 class KeyOut(BaseModel):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, func, select
 
 from kaizen_api.server.access import CurrentPrincipal, OrgAccess, Principal, org_access
@@ -21,7 +21,7 @@ from kaizen_api.server.models import (
     User,
 )
 from kaizen_api.server.problems import Problem
-from kaizen_api.server.security import sha256_hex
+from kaizen_api.server.security import Email, sha256_hex
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import PLANS
 
@@ -49,7 +49,7 @@ class OrgOut(BaseModel):
 class MemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: Email
     role: OrgRoleName
 
 
@@ -91,7 +91,7 @@ class TeamOut(BaseModel):
 class TeamMemberIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: EmailStr
+    email: Email
 
 
 def access_to(db: Session, principal: Principal, slug: str, permission: str) -> OrgAccess:
