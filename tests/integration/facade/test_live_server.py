@@ -1,6 +1,6 @@
-"""schemathesis against the served OpenAPI document of a real `kaizen-api` process:
-generated requests (as an authenticated org owner) never get a 5xx, and every response
-matches the documented status codes and schemas."""
+"""A real `kaizen-api` process: schemathesis against its served OpenAPI document
+(generated requests as an authenticated org owner never get a 5xx, and every response
+matches the documented status codes and schemas), and the README's Python example."""
 
 from __future__ import annotations
 
@@ -106,3 +106,19 @@ def test_generated_requests_get_documented_answers(server: Server) -> None:
             failures.append(f"{operation.label}: {str(exc)[:600]}")
     assert operations >= 30
     assert not failures, "\n\n".join(failures)
+
+
+def test_the_readme_python_example_runs(server: Server, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    section = readme.split("## Using the REST facade from Python", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    slug = f"r{uuid.uuid4().hex[:8]}"
+    code = (
+        code.replace("http://127.0.0.1:18000", server.url)
+        .replace("jane@example.com", f"{slug}@example.com")
+        .replace('"acme"', f'"{slug}"')
+        .replace("/orgs/acme/", f"/orgs/{slug}/")
+    )
+    exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+    printed = capsys.readouterr().out.split()
+    assert printed[0] == "201" and printed[1].startswith("ksk_")
