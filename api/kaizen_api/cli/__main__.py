@@ -7,12 +7,15 @@ from pathlib import Path
 import typer
 
 from kaizen_api import __version__
+from kaizen_api.cli.gitops import argocd_cm_patch
 from kaizen_api.v1alpha1.crd import render_crd_files
 from kaizen_api.v1alpha1.reference import render_api_reference
 
 app = typer.Typer(help="Kaizen Studio command line.", no_args_is_help=True)
 crds_app = typer.Typer(help="CustomResourceDefinitions generated from the API models.")
 app.add_typer(crds_app, name="crds")
+gitops_app = typer.Typer(help="Argo CD and Flux integration.")
+app.add_typer(gitops_app, name="gitops")
 
 DEFAULT_CRD_DIRS = [Path("crds"), Path("charts/kaizen-studio/crds")]
 DEFAULT_REFERENCE = Path("docs/api.md")
@@ -66,6 +69,14 @@ def crds_check(
         typer.echo("out of date (run `kaizen crds generate`): " + ", ".join(stale), err=True)
         raise typer.Exit(1)
     typer.echo("CRDs are up to date")
+
+
+@gitops_app.command("argocd-cm")
+def gitops_argocd_cm(
+    namespace: str = typer.Option("argocd", help="Namespace of Argo CD's argocd-cm."),
+) -> None:
+    """Print an argocd-cm patch with health checks and actions for the four kinds."""
+    typer.echo(argocd_cm_patch(namespace), nl=False)
 
 
 @app.callback()

@@ -1,0 +1,2 @@
+obj.spec.override = nil
+return obj

@@ -1,0 +1,2 @@
+obj.spec.override = {["mode"] = "FreezeScaleDown", ["reason"] = "frozen in Argo CD"}
+return obj
