@@ -25,6 +25,7 @@ lint:
 	$(PYTHON) -m mypy
 	lint-imports
 	kaizen crds check
+	hadolint Dockerfile
 
 ## Only the pure unit tests (no cluster, seconds).
 unit:
