@@ -79,6 +79,8 @@ def _ldflags(component: Component) -> str:
             f"-X {pkg}.gitTreeState=clean",
             f"-X {pkg}.buildDate=1970-01-01T00:00:00Z",
         ]
+    if component.gomod == "helm":
+        flags += [f"-X helm.sh/helm/v3/internal/version.version={component.version}"]
     return " ".join(flags)
 
 

@@ -10,6 +10,7 @@ KUBERNETES_VERSION = "v1.37.2"
 ETCD_VERSION = "v3.7.3"
 KWOK_VERSION = "v0.8.0"
 METRICS_SERVER_VERSION = "v0.9.0"
+HELM_VERSION = "v3.22.0"  # not part of the cluster: the chart's tests install with it
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 GOMOD_DIR = HACK_DIR / "cluster" / "gomod"
@@ -46,6 +47,7 @@ COMPONENTS: tuple[Component, ...] = (
         "sigs.k8s.io/metrics-server/cmd/metrics-server",
         METRICS_SERVER_VERSION,
     ),
+    Component("helm", "helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION),
 )
 
 

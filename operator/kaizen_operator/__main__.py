@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable, Coroutine
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 from kaizen_operator.leader import LeaderElector, LeaseSettings
 from kaizen_operator.promotion.webhook import WebhookSettings, start_webhook, stop_webhook
@@ -117,6 +119,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "!key: only namespaces without the label.",
     )
     parser.add_argument(
+        "--webhook-cert-dir",
+        type=Path,
+        default=os.environ.get("KAIZEN_OPERATOR_WEBHOOK_CERT_DIR"),
+        help="Folder with tls.crt and tls.key (a mounted Secret): every replica serves the "
+        "webhook and metrics API with it; the Helm chart installs their configuration.",
+    )
+    parser.add_argument(
         "--no-webhook", action="store_true", help="Do not serve the Promotion webhook."
     )
     parser.add_argument(
@@ -157,8 +166,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.resync = asyncio.create_task(resync_forever(memo.runtime))
     webhook: WebhookSettings | None = memo.webhook_settings
     memo.webhook_runner, memo.registration = None, []
-    if webhook is None:
-        return
+    if webhook is None or webhook.cert_dir is not None:
+        return  # none, or served by every replica (see serve_on_every_replica)
     kube = memo.runtime.kube
     metrics_api = (
         ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes)
@@ -232,6 +241,7 @@ def webhook_settings(args: argparse.Namespace) -> WebhookSettings:
         service=service,
         namespace_selector=selector,
         dns_names=dns,
+        cert_dir=args.webhook_cert_dir,
     )
 
 
@@ -277,10 +287,42 @@ async def run(args: argparse.Namespace, memo: kopf.Memo) -> int:
         memo=memo,
         stop_flag=stop,
     )
-    if not args.leader_elect:
-        await operator()
-        return 0
     kube = await Kube.connect(args.kubeconfig)
+    shared = await serve_on_every_replica(kube, memo)
+    try:
+        if not args.leader_elect:
+            await operator()
+            return 0
+        return await lead_then_operate(args, kube, operator, stop)
+    finally:
+        if shared is not None:
+            await shared.cleanup()
+        await kube.close()
+
+
+async def serve_on_every_replica(kube: Kube, memo: kopf.Memo) -> web.AppRunner | None:
+    """With --webhook-cert-dir the webhook and metrics API are stateless HTTPS endpoints
+    behind the operator's Service: every replica serves them, leader or not."""
+    webhook: WebhookSettings | None = memo.webhook_settings
+    if webhook is None or webhook.cert_dir is None:
+        return None
+    config: OperatorConfig = memo.operator_config
+    routes = (
+        ExternalMetrics(kube, config.gateway_endpoints, ScrapeHistory()).routes()
+        if memo.external_metrics
+        else []
+    )
+    runner, _ = await start_webhook(kube, webhook, routes)
+    return runner
+
+
+async def lead_then_operate(
+    args: argparse.Namespace,
+    kube: Kube,
+    operator: Callable[[], Coroutine[Any, Any, None]],
+    stop: asyncio.Event,
+) -> int:
+    """Stand by until this replica holds the Lease, then run kopf while it does."""
     identity = os.environ.get("KAIZEN_OPERATOR_IDENTITY") or f"{socket.gethostname()}_{os.getpid()}"
     lease_s = args.leader_election_lease_duration
     elector = LeaderElector(
@@ -294,29 +336,26 @@ async def run(args: argparse.Namespace, memo: kopf.Memo) -> int:
             retry_period=max(0.5, lease_s / 7.5),
         ),
     )
+    standby = await serve_standby_health(args.health_address)
     try:
-        standby = await serve_standby_health(args.health_address)
-        try:
-            await elector.acquire()
-        finally:
-            await standby.cleanup()
-        reconciling = asyncio.create_task(operator())
-        holding = asyncio.create_task(elector.hold())
-        done, _ = await asyncio.wait({reconciling, holding}, return_when=asyncio.FIRST_COMPLETED)
-        if holding in done:
-            logging.getLogger("kaizen_operator").error(
-                "leadership lost (%s); stopping so that only the new leader acts",
-                holding.exception(),
-            )
-            stop.set()
-            await reconciling
-            return 1
-        holding.cancel()
-        await elector.release()
-        reconciling.result()
-        return 0
+        await elector.acquire()
     finally:
-        await kube.close()
+        await standby.cleanup()
+    reconciling = asyncio.create_task(operator())
+    holding = asyncio.create_task(elector.hold())
+    done, _ = await asyncio.wait({reconciling, holding}, return_when=asyncio.FIRST_COMPLETED)
+    if holding in done:
+        logging.getLogger("kaizen_operator").error(
+            "leadership lost (%s); stopping so that only the new leader acts",
+            holding.exception(),
+        )
+        stop.set()
+        await reconciling
+        return 1
+    holding.cancel()
+    await elector.release()
+    reconciling.result()
+    return 0
 
 
 async def serve_standby_health(address: str) -> web.AppRunner:

@@ -9,6 +9,7 @@ import typer
 from kaizen_api import __version__
 from kaizen_api.cli.gitops import argocd_cm_patch
 from kaizen_api.v1alpha1.crd import render_crd_files
+from kaizen_api.v1alpha1.rbac import CHART_TEMPLATE, render_chart_template
 from kaizen_api.v1alpha1.reference import render_api_reference
 
 app = typer.Typer(help="Kaizen Studio command line.", no_args_is_help=True)
@@ -46,6 +47,10 @@ def crds_generate(
     reference.parent.mkdir(parents=True, exist_ok=True)
     reference.write_text(render_api_reference())
     typer.echo(f"wrote {reference}")
+    chart_rbac = Path(CHART_TEMPLATE)
+    if chart_rbac.parent.exists():
+        chart_rbac.write_text(render_chart_template())
+        typer.echo(f"wrote {chart_rbac}")
 
 
 @crds_app.command("check")
@@ -65,6 +70,11 @@ def crds_check(
     ]
     if not reference.exists() or reference.read_text() != render_api_reference():
         stale.append(str(reference))
+    chart_rbac = Path(CHART_TEMPLATE)
+    if chart_rbac.parent.exists() and (
+        not chart_rbac.exists() or chart_rbac.read_text() != render_chart_template()
+    ):
+        stale.append(str(chart_rbac))
     if stale:
         typer.echo("out of date (run `kaizen crds generate`): " + ", ".join(stale), err=True)
         raise typer.Exit(1)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kaizen_api.server.permissions import CLUSTER_ROLES, ORG_WIDE
+from kaizen_api.v1alpha1.rbac import render_cluster_roles as _render_cluster_roles
 
 ORG_LABEL = "kaizen.studio/org"
 WORKSPACE_LABEL = "kaizen.studio/workspace"
@@ -113,49 +114,5 @@ def render_quota(org: str, workspace: str, plan: str) -> dict[str, Any] | None:
 
 
 def render_cluster_roles() -> list[dict[str, Any]]:
-    """kaizen-viewer/developer/admin, aggregated into the standard view/edit/admin roles
-    (so namespace admins and editors get Kaizen Studio's kinds too)."""
-    read = ["get", "list", "watch"]
-    write = ["create", "update", "patch", "delete"]
-    kaizen = {"apiGroups": ["kaizen.studio"], "resources": list(KINDS)}
-    status = {"apiGroups": ["kaizen.studio"], "resources": [f"{k}/status" for k in KINDS]}
-    revisions = {"apiGroups": ["apps"], "resources": ["controllerrevisions"]}
-    events = {"apiGroups": ["", "events.k8s.io"], "resources": ["events"]}
-    viewer = [
-        {**kaizen, "verbs": read},
-        {**status, "verbs": read},
-        {**revisions, "verbs": read},
-        {**events, "verbs": read},
-        {"apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": read},
-    ]
-    developer = [{**kaizen, "verbs": read + write}, *viewer[1:]]
-    admin = [
-        *developer,
-        {
-            "apiGroups": ["rbac.authorization.k8s.io"],
-            "resources": ["rolebindings"],
-            "verbs": read,
-        },
-        {"apiGroups": [""], "resources": ["resourcequotas"], "verbs": read},
-    ]
-    out = []
-    for name, rules, aggregate in (
-        ("kaizen-viewer", viewer, "view"),
-        ("kaizen-developer", developer, "edit"),
-        ("kaizen-admin", admin, "admin"),
-    ):
-        out.append(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {
-                    "name": name,
-                    "labels": {
-                        **MANAGED,
-                        f"rbac.authorization.k8s.io/aggregate-to-{aggregate}": "true",
-                    },
-                },
-                "rules": rules,
-            }
-        )
-    return out
+    """kaizen-viewer/developer/admin as the facade, dev and tests apply them."""
+    return _render_cluster_roles(MANAGED)

@@ -44,6 +44,9 @@ class WebhookSettings:
     service: tuple[str, str, int] | None  # (namespace, name, port) inside a cluster
     namespace_selector: dict[str, Any] | None
     dns_names: tuple[str, ...] = ()
+    # tls.crt/tls.key from a mounted Secret: every replica serves with it, and the
+    # configuration (with the CA) is installed by the Helm chart, not by the operator.
+    cert_dir: Path | None = None
 
 
 def render_webhook_configuration(settings: WebhookSettings, ca_pem: bytes) -> dict[str, Any]:
@@ -157,12 +160,17 @@ async def start_webhook(
 ) -> tuple[web.AppRunner, bytes]:
     """Serve the webhook (and ``routes``, e.g. the external metrics API) over HTTPS and
     register the webhook with the apiserver; returns the runner and the CA (PEM)."""
-    ips = tuple(h for h in (settings.listen_host, "127.0.0.1") if _is_ip(h))
-    ca_pem, cert_pem, key_pem = _serving_certificate(settings.dns_names or ("localhost",), ips)
-    folder = Path(tempfile.mkdtemp(prefix="kaizen-webhook-"))
-    (folder / "tls.crt").write_bytes(cert_pem)
-    (folder / "tls.key").write_bytes(key_pem)
-    (folder / "tls.key").chmod(0o600)
+    if settings.cert_dir is not None:
+        folder = settings.cert_dir
+        ca_file = folder / "ca.crt"
+        ca_pem = ca_file.read_bytes() if ca_file.exists() else b""
+    else:
+        ips = tuple(h for h in (settings.listen_host, "127.0.0.1") if _is_ip(h))
+        ca_pem, cert_pem, key_pem = _serving_certificate(settings.dns_names or ("localhost",), ips)
+        folder = Path(tempfile.mkdtemp(prefix="kaizen-webhook-"))
+        (folder / "tls.crt").write_bytes(cert_pem)
+        (folder / "tls.key").write_bytes(key_pem)
+        (folder / "tls.key").chmod(0o600)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
     app = web.Application()
@@ -173,10 +181,11 @@ async def start_webhook(
     await web.TCPSite(
         runner, settings.listen_host, settings.listen_port, ssl_context=context
     ).start()
-    kube.forget(
-        "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", settings.name
-    )
-    await kube.apply(render_webhook_configuration(settings, ca_pem))
+    if settings.cert_dir is None:
+        kube.forget(
+            "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", settings.name
+        )
+        await kube.apply(render_webhook_configuration(settings, ca_pem))
     log.info(
         "admission webhook %s serving on %s:%s",
         settings.name,
@@ -187,10 +196,12 @@ async def start_webhook(
 
 
 async def stop_webhook(kube: Kube, settings: WebhookSettings, runner: web.AppRunner) -> None:
-    """Unregister (so a stopped operator blocks nothing) and stop serving."""
-    await kube.delete(
-        "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", settings.name
-    )
+    """Unregister what this process registered (so a stopped operator blocks nothing)
+    and stop serving."""
+    if settings.cert_dir is None:
+        await kube.delete(
+            "admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration", "", settings.name
+        )
     await runner.cleanup()
 
 
