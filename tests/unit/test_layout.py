@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import entry_points
@@ -27,7 +28,13 @@ def test_console_scripts_are_installed() -> None:
     assert {"kaizen-operator", "kaizen-api", "kaizen-gateway", "kaizen"} <= scripts
 
 
-def test_unbuilt_components_say_so_instead_of_pretending() -> None:
-    proc = subprocess.run(["kaizen-api"], capture_output=True, text=True, check=False)
+def test_the_facade_without_cluster_credentials_says_so(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(tmp_path / "missing"),
+        "KAIZEN_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+    }
+    proc = subprocess.run(["kaizen-api"], capture_output=True, text=True, check=False, env=env)
     assert proc.returncode == 2
-    assert "not implemented yet" in proc.stderr
+    assert "no usable Kubernetes credentials" in proc.stderr and "KUBECONFIG" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -45,8 +45,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"removed {removed} audit record(s) older than {settings.audit_retention_days} days")
         return 0
-    from kaizen_api.server.app import create_app
+    from kubernetes.config import ConfigException
 
+    from kaizen_api.server.app import create_app
+    from kaizen_api.server.kube import Kube
+
+    try:  # fail fast with a clear message instead of a traceback at start-up
+        Kube(settings.kubeconfig).close()
+    except (ConfigException, OSError) as exc:
+        print(
+            f"kaizen-api: no usable Kubernetes credentials ({exc}); set KUBECONFIG or run "
+            "in a Pod with a ServiceAccount",
+            file=sys.stderr,
+        )
+        return 2
     app = create_app(settings, run_migrations=not args.no_migrate)
     # Access logs carry no Authorization header; query strings never hold secrets here.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
