@@ -90,12 +90,29 @@ def gitops_argocd_cm(
 
 
 @app.callback()
-def _root() -> None:
-    """Kaizen Studio command line."""
+def _root(
+    ctx: typer.Context,
+    kube: bool = typer.Option(False, "--kube", help="Talk to Kubernetes directly (kubeconfig)."),
+    namespace: str | None = typer.Option(None, "-n", "--namespace", help="With --kube."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG"),
+    org: str | None = typer.Option(None, "--org", help="Facade organization (default: login's)."),
+    workspace: str | None = typer.Option(None, "--workspace", help="Facade workspace."),
+) -> None:
+    """Kaizen Studio command line. Resource commands go to the REST facade (after
+    `kaizen login`), or with --kube straight to Kubernetes as the kubeconfig's user."""
+    ctx.obj = {
+        "kube": kube,
+        "namespace": namespace,
+        "kubeconfig": kubeconfig,
+        "org": org,
+        "workspace": workspace,
+    }
 
 
 def main() -> None:
     """Console-script entry point."""
+    from kaizen_api.cli import commands  # noqa: F401 - registers the resource commands
+
     app()
 
 

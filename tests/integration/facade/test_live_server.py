@@ -122,3 +122,55 @@ def test_the_readme_python_example_runs(server: Server, capsys: pytest.CaptureFi
     exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
     printed = capsys.readouterr().out.split()
     assert printed[0] == "201" and printed[1].startswith("ksk_")
+
+
+def test_the_cli_through_the_facade(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from kaizen_api.cli import commands  # noqa: F401 - registers the commands
+    from kaizen_api.cli.__main__ import app
+
+    monkeypatch.setenv("KAIZEN_CREDENTIALS", str(tmp_path / "credentials.json"))
+    runner = CliRunner()
+    email = f"cli-{uuid.uuid4().hex[:6]}@example.com"
+    with httpx.Client(base_url=server.url + "/api/v1") as http:
+        http.post("/auth/register", json={"email": email, "password": PASSWORD}).raise_for_status()
+        token = http.post("/auth/login", json={"email": email, "password": PASSWORD}).json()
+        headers = {"authorization": f"Bearer {token['access_token']}"}
+        slug = f"c{uuid.uuid4().hex[:8]}"
+        http.post("/orgs", json={"slug": slug, "name": slug}, headers=headers).raise_for_status()
+        http.post(
+            f"/orgs/{slug}/workspaces", json={"name": "ml"}, headers=headers
+        ).raise_for_status()
+
+    wrong = runner.invoke(
+        app, ["login", "--url", server.url, "--email", email, "--password", "nope nope nope"]
+    )
+    assert wrong.exit_code == 1 and "login refused (401)" in wrong.output
+    logged = runner.invoke(
+        app,
+        ["login", "--url", server.url, "--email", email, "--org", slug, "--workspace", "ml"],
+        input=f"{PASSWORD}\n",
+    )
+    assert logged.exit_code == 0, logged.output
+    saved = tmp_path / "credentials.json"
+    assert oct(saved.stat().st_mode & 0o777) == "0o600"
+
+    manifest = tmp_path / "agent.yaml"
+    manifest.write_text(
+        "kind: Agent\nmetadata: {name: hello}\n"
+        "spec: {model: {provider: mock, name: echo}, systemPrompt: Hi.}\n"
+    )
+    applied = runner.invoke(app, ["agents", "apply", "-f", str(manifest)])
+    assert applied.exit_code == 0 and "agent/hello applied" in applied.output, applied.output
+    manifest.write_text(manifest.read_text().replace("Hi.", "Hello."))
+    updated = runner.invoke(app, ["agents", "apply", "-f", str(manifest)])  # PUT with the version
+    assert updated.exit_code == 0, updated.output
+    got = runner.invoke(app, ["agents", "get", "hello", "-o", "json"])
+    assert '"systemPrompt": "Hello."' in got.output
+    listed = runner.invoke(app, ["agents", "list"])
+    assert "hello" in listed.output and "mock" in listed.output
+    denied = runner.invoke(app, ["--workspace", "elsewhere", "agents", "list"])
+    assert denied.exit_code == 1 and "404" in denied.output
