@@ -61,8 +61,9 @@ def go_version() -> str:
 
 def _stamp(component: Component, go: str) -> str:
     digest = hashlib.sha256()
-    for name in ("go.mod", "go.sum"):
-        digest.update((GOMOD_DIR / component.gomod / name).read_bytes())
+    folder = GOMOD_DIR / component.gomod
+    for path in sorted([folder / "go.mod", folder / "go.sum", *folder.glob("*.go")]):
+        digest.update(path.read_bytes())  # our own Go sources (kstatus) count too
     digest.update(f"{component.package}@{component.version}:{go}".encode())
     return digest.hexdigest()[:16]
 

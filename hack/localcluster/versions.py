@@ -11,6 +11,7 @@ ETCD_VERSION = "v3.7.3"
 KWOK_VERSION = "v0.8.0"
 METRICS_SERVER_VERSION = "v0.9.0"
 HELM_VERSION = "v3.22.0"  # not part of the cluster: the chart's tests install with it
+CLI_UTILS_VERSION = "v0.37.2"  # kstatus, Flux's status library, for the GitOps tests
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 GOMOD_DIR = HACK_DIR / "cluster" / "gomod"
@@ -48,6 +49,7 @@ COMPONENTS: tuple[Component, ...] = (
         METRICS_SERVER_VERSION,
     ),
     Component("helm", "helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION),
+    Component("kstatus", "kstatus", "kaizen.studio/hack/kstatus", CLI_UTILS_VERSION),
 )
 
 

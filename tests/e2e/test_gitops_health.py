@@ -1,7 +1,8 @@
-"""Argo CD health checks and the approve action on real objects the operator wrote:
-Ready kinds are Healthy, a stalled policy is Degraded, a Promotion waiting for approval
-is Suspended, and the approve action applied as Argo CD's ServiceAccount goes through
-the admission webhook, which records that account as the approver."""
+"""Argo CD health checks, Flux's kstatus and the approve action on real objects the
+operator wrote: Ready kinds are Healthy/Current, a stalled policy is Degraded/Failed,
+a Promotion waiting for approval is Suspended/InProgress, and the approve action applied
+as Argo CD's ServiceAccount goes through the admission webhook, which records that
+account as the approver."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 from kubernetes import client
 
 from tests.e2e.test_operator_reconciles import apply_yaml, gateway, get, mock_agent, scaling_policy
-from tests.support.argocd import actions, health, run_action
+from tests.support.argocd import actions, health, kstatus, run_action
 from tests.support.kube import eventually, kubectl
 
 ARGOCD = "system:serviceaccount:argocd:argocd-server"
@@ -80,6 +81,12 @@ def test_health_and_approve_action_on_real_objects(
         what="the policy without its Gateway Degraded",
     )
     assert "TargetNotFound" in health(lost)["message"]
+    ready = [
+        get(api_client, namespace, p, n) for p, n in (("agents", "hello"), ("gateways", "dev"))
+    ]
+    assert kstatus(*ready, lost) == {"hello": "Current", "dev": "Current", "lost": "Failed"}
+    stale = {**ready[0], "metadata": {**ready[0]["metadata"], "generation": 99}}
+    assert kstatus(stale) == {"hello": "InProgress"}  # the operator has not seen it yet
 
     apply_yaml(
         crds,
@@ -108,6 +115,7 @@ def test_health_and_approve_action_on_real_objects(
         what="the Promotion Suspended while it waits",
     )
     assert actions(waiting) == {"approve": True, "reject": True}
+    assert kstatus(waiting) == {"to-staging": "InProgress"}
     approved = run_action(waiting, "approve")
     value = approved["metadata"]["annotations"]["kaizen.studio/approve"]
     kubectl(
@@ -130,3 +138,4 @@ def test_health_and_approve_action_on_real_objects(
     )
     assert done["status"]["approvals"][0]["user"] == ARGOCD
     assert done["status"]["phase"] == "Succeeded"
+    assert kstatus(done) == {"to-staging": "Current"}

@@ -49,3 +49,21 @@ def run_action(obj: dict[str, Any], name: str) -> dict[str, Any]:
     """The object after the action (what Argo CD would patch)."""
     result: dict[str, Any] = _run(action_script(obj["kind"], name), obj)
     return result
+
+
+def kstatus(*objs: dict[str, Any]) -> dict[str, str]:
+    """name -> the status Flux computes (sigs.k8s.io/cli-utils kstatus: Current,
+    InProgress, Failed, ...), from the small Go tool hack/ builds with the cluster."""
+    import json
+    import subprocess
+
+    from localcluster.versions import bin_dir
+
+    out = subprocess.run(
+        [str(bin_dir() / "kstatus")],
+        input=json.dumps(list(objs)),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {r["name"]: r["status"] for r in map(json.loads, out.splitlines())}
