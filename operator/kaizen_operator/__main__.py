@@ -200,6 +200,7 @@ async def close_client(memo: kopf.Memo, **_: Any) -> None:
         resync.cancel()
     runtime = getattr(memo, "runtime", None)
     if runtime is not None:
+        await runtime.cancel_requests()
         await runtime.kube.close()
 
 

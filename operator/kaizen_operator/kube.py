@@ -87,7 +87,7 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
     return (obj["apiVersion"], obj["kind"], meta.get("namespace", ""), meta.get("name", ""))
 
 
-Key = tuple[str, str, str, str, str]  # apiVersion, kind, namespace, name, field manager
+Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 
 class Kube:
@@ -96,8 +96,9 @@ class Kube:
     def __init__(self, api: client.ApiClient, max_concurrency: int = 32) -> None:
         self._api = api
         self._slots = asyncio.Semaphore(max_concurrency)
-        # key -> (digest of what we applied, resourceVersion the apiserver returned)
-        self._applied: dict[Key, tuple[str, str]] = {}
+        # object -> field manager -> (digest of what we applied, resourceVersion returned);
+        # keyed by object so that each child event looks up one entry, not all of them.
+        self._applied: dict[Ref, dict[str, tuple[str, str]]] = {}
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -167,13 +168,12 @@ class Kube:
 
         Returns the applied object, or None when the write was skipped.
         """
-        api_version, kind, namespace, name = _key(obj)
-        key = (api_version, kind, namespace, name, manager)
+        ref = _key(obj)
         digest = _digest(obj)
-        cached = self._applied.get(key)
+        cached = self._applied.get(ref, {}).get(manager)
         if cached and cached[0] == digest:
             return None
-        path = resource_path(api_version, kind, namespace, name)
+        path = resource_path(*ref)
         query = [("fieldManager", manager), ("force", "true")]
         try:
             applied: dict[str, Any] = await self._call(
@@ -189,7 +189,10 @@ class Kube:
             applied = await self._call(
                 path, "PATCH", body=obj, query=query, content_type="application/apply-patch+yaml"
             )
-        self._applied[key] = (digest, applied["metadata"]["resourceVersion"])
+        self._applied.setdefault(ref, {})[manager] = (
+            digest,
+            applied["metadata"]["resourceVersion"],
+        )
         return applied
 
     def observe(self, obj: dict[str, Any]) -> bool:
@@ -198,24 +201,29 @@ class Kube:
         A change we did not make re-enables the next write of that object.
         """
         meta = obj.get("metadata", {})
-        base = (
+        ref = (
             obj.get("apiVersion", ""),
             obj.get("kind", ""),
             meta.get("namespace", ""),
             meta.get("name", ""),
         )
-        keys = [k for k in self._applied if k[:4] == base]
-        echo = bool(keys)
-        for key in keys:
-            if self._applied[key][1] != meta.get("resourceVersion"):
-                del self._applied[key]
-                echo = False
-        return not echo
+        managers = self._applied.get(ref)
+        if not managers:
+            return True
+        version = meta.get("resourceVersion")
+        if all(rv == version for _, rv in managers.values()):
+            return False
+        # Forget the writes this version does not match: the next apply of those goes out.
+        kept = {m: entry for m, entry in managers.items() if entry[1] == version}
+        if kept:
+            self._applied[ref] = kept
+        else:
+            del self._applied[ref]
+        return True
 
     def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Drop the skip-write memory of one object (it was deleted or replaced)."""
-        for key in [k for k in self._applied if k[:4] == (api_version, kind, namespace, name)]:
-            del self._applied[key]
+        self._applied.pop((api_version, kind, namespace, name), None)
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj``; raises ApiException(409) when it exists."""

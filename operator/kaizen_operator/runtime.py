@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,12 @@ QUEUE_DEPTH = Gauge(
     ["kind"],
 )
 
+log = logging.getLogger("kaizen_operator.runtime")
+
+Reconcile = Callable[["Runtime", str, str], Awaitable[object]]
+# Requested (background) reconciles running at once; the rest wait as bare keys.
+REQUEST_WORKERS = 32
+
 
 @dataclass
 class OperatorConfig:
@@ -58,6 +65,11 @@ class Runtime:
     known: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     # Recent scrapes of gateways' /metrics (metric gates, external metrics API).
     scrapes: ScrapeHistory = field(default_factory=ScrapeHistory)
+    # (kind, namespace, name) -> the task of a requested reconcile that has not started yet;
+    # ``tasks`` holds every requested reconcile until it ends.
+    requested: dict[tuple[str, str, str], asyncio.Task[None]] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    workers: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(REQUEST_WORKERS))
 
     def track(self, kind: str, event_type: str | None, namespace: str, name: str) -> None:
         """Remember (or forget, on deletion) an object seen by a watch."""
@@ -67,6 +79,44 @@ class Runtime:
         else:
             objects.add((namespace, name))
 
+    def request(self, kind: str, namespace: str, name: str, reconcile: Reconcile) -> None:
+        """Reconcile an object soon, in the background, without waiting for it.
+
+        ``kind`` is the one ``reconcile`` passes to :meth:`reconciling`.
+
+        For watch events on children: the event (a whole object) is released at once
+        instead of being held while the reconcile queues behind the object's lock, and
+        requests made before a reconcile of that object starts are all answered by it.
+        Failures are logged; the resync loop retries.
+        """
+        key = (kind, namespace, name)
+        if key in self.requested:
+            return
+        task = asyncio.create_task(self._run_requested(key, reconcile))
+        self.requested[key] = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_requested(self, key: tuple[str, str, str], reconcile: Reconcile) -> None:
+        kind, namespace, name = key
+        try:
+            async with self.workers:
+                await reconcile(self, namespace, name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("requested reconcile of %s %s/%s failed: %s", kind, namespace, name, exc)
+        finally:
+            # Normally dropped already, when the reconcile started; not if it never did.
+            if self.requested.get(key) is asyncio.current_task():
+                del self.requested[key]
+
+    async def cancel_requests(self) -> None:
+        """Stop requested reconciles (at shutdown, before the client closes)."""
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
     @contextlib.asynccontextmanager
     async def reconciling(self, kind: str, namespace: str, name: str) -> AsyncIterator[None]:
         """Serialize reconciles of one object and measure them."""
@@ -75,6 +125,8 @@ class Runtime:
         started = time.perf_counter()
         try:
             async with lock:
+                # This pass reads the object afresh: it answers every request made so far.
+                self.requested.pop((kind, namespace, name), None)
                 try:
                     yield
                 except kopf.TemporaryError:

@@ -52,7 +52,12 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
         memo: Any,
         **_: Any,
     ) -> None:
-        """A child changed or vanished: repair drift and refresh the parent's status."""
+        """A child changed or vanished: repair drift and refresh the parent's status.
+
+        The reconcile is requested, not awaited: a Gateway's children change in bursts
+        (a Deployment's status alone several times while it rolls out), and awaiting
+        would hold every event's whole object in kopf's per-object queue meanwhile.
+        """
         if type is None:  # the initial listing: resume handlers already cover it
             return
         rt = runtime_of(memo)
@@ -64,7 +69,7 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
             return  # the echo of our own apply: nothing new to see
         gateway = labels.get(names.GATEWAY_LABEL)
         if gateway:
-            await reconcile_gateway(rt, str(namespace), str(gateway))
+            rt.request("Gateway", str(namespace), str(gateway), reconcile_gateway)
 
 
 for _group, _version, _plural in CHILDREN:

@@ -120,9 +120,15 @@ async def reconcile_gateways_in(
     rt: Runtime, namespace: str, agent: dict[str, Any] | None = None
 ) -> None:
     """Reconcile the Gateways of a namespace that serve ``agent`` (all when None)."""
-    for gateway in await rt.kube.list(API, "Gateway", namespace):
-        if agent is None or gateway_selects(gateway, agent) or _serves(gateway, agent):
-            await reconcile_gateway(rt, namespace, gateway["metadata"]["name"])
+    # Only the names outlive the listing: every Agent event lists all Gateways, and the
+    # reconciles below can wait long for their locks.
+    wanted = [
+        gateway["metadata"]["name"]
+        for gateway in await rt.kube.list(API, "Gateway", namespace)
+        if agent is None or gateway_selects(gateway, agent) or _serves(gateway, agent)
+    ]
+    for name in wanted:
+        await reconcile_gateway(rt, namespace, name)
 
 
 def _serves(gateway: dict[str, Any], agent: dict[str, Any]) -> bool:
