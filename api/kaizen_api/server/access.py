@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
@@ -291,3 +292,12 @@ def workspace_access(db: Session, access: OrgAccess, name: str) -> WorkspaceAcce
         ):
             roles.append(member.role)
     return WorkspaceAccess(access, ws, strongest(roles), caller_for(db, access))
+
+
+async def forget_accesses(
+    request: Request, state: Annotated[AppState, Depends(app_state)]
+) -> AsyncIterator[None]:
+    """After a change to memberships, teams or workspaces, drop remembered access."""
+    yield
+    if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        state.accesses.clear()

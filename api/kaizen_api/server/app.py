@@ -12,6 +12,7 @@ from kaizen_api import __version__
 from kaizen_api.server import audit, problems
 from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
+from kaizen_api.server.cache import TTLCache
 from kaizen_api.server.db import engine_for, migrate
 from kaizen_api.server.kube import Kube
 from kaizen_api.server.ratelimit import SlidingWindow
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             key_limiter=SlidingWindow(settings.api_key_requests_per_minute),
             audit=AuditWriter(engine),
             principals=PrincipalCache(),
+            accesses=TTLCache(),
         )
         try:
             yield

@@ -15,8 +15,9 @@ from kaizen_api.server.security import SigningKeys
 from kaizen_api.server.settings import Settings
 
 if TYPE_CHECKING:
-    from kaizen_api.server.access import PrincipalCache
+    from kaizen_api.server.access import PrincipalCache, WorkspaceAccess
     from kaizen_api.server.audit import AuditWriter
+    from kaizen_api.server.cache import TTLCache
 
 
 @dataclass
@@ -28,6 +29,7 @@ class AppState:
     key_limiter: SlidingWindow
     audit: AuditWriter
     principals: PrincipalCache
+    accesses: TTLCache[WorkspaceAccess]
 
 
 async def app_state(request: Request) -> AppState:

@@ -10,7 +10,13 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, func, select
 
-from kaizen_api.server.access import CurrentPrincipal, OrgAccess, Principal, org_access
+from kaizen_api.server.access import (
+    CurrentPrincipal,
+    OrgAccess,
+    Principal,
+    forget_accesses,
+    org_access,
+)
 from kaizen_api.server.db import session
 from kaizen_api.server.models import (
     Invitation,
@@ -25,7 +31,7 @@ from kaizen_api.server.security import Email, sha256_hex
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import PLANS
 
-router = APIRouter(tags=["organizations"])
+router = APIRouter(tags=["organizations"], dependencies=[Depends(forget_accesses)])
 State = Annotated[AppState, Depends(app_state)]
 SLUG = r"^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$"
 OrgRoleName = Literal["org_owner", "org_admin", "developer", "viewer", "billing_admin"]

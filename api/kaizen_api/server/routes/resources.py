@@ -86,8 +86,17 @@ def _access(
 
 
 def _check(principal: Any, state: AppState, org: str, ws: str, permission: str) -> WorkspaceAccess:
-    with session(state.engine) as db:
-        return _access(db, state, principal, org, ws, permission)
+    """The caller's access to the workspace, checked for ``permission``. Resolutions are
+    remembered 5 s (membership changes clear them at once on this replica); Kubernetes
+    RBAC still decides every call."""
+    key = (principal.user.id, principal.key.id if principal.key else None, org, ws)
+    access = state.accesses.get(key)
+    if access is None:
+        with session(state.engine) as db:
+            access = workspace_access(db, org_access(db, principal, org), ws)
+        state.accesses.put(key, access)
+    access.require(permission)  # the workspace role and, for a key, its scope
+    return access
 
 
 def _validated(kind: Kind, body: Json, namespace: str, name: str | None = None) -> Json:

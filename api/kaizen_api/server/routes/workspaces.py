@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
-from kaizen_api.server.access import CurrentPrincipal, workspace_access
+from kaizen_api.server.access import CurrentPrincipal, forget_accesses, workspace_access
 from kaizen_api.server.db import session
 from kaizen_api.server.models import Membership, Team, User, Workspace, WorkspaceMember
 from kaizen_api.server.problems import Problem
@@ -17,7 +17,7 @@ from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import namespace_name
 from kaizen_api.server.workspaces import sync_workspace
 
-router = APIRouter(tags=["workspaces"])
+router = APIRouter(tags=["workspaces"], dependencies=[Depends(forget_accesses)])
 State = Annotated[AppState, Depends(app_state)]
 NAME = r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$"
 
