@@ -304,3 +304,32 @@ def _run_chart_operator(
         assert lease.spec.holder_identity == "chart-test"
     finally:
         process.stop()
+
+
+def test_optional_monitoring_renders_a_service_monitor_and_a_dashboard() -> None:
+    docs = [
+        d
+        for d in yaml.safe_load_all(
+            render(
+                "--set",
+                "metrics.serviceMonitor.enabled=true",
+                "--set",
+                "metrics.dashboard.enabled=true",
+                "--set",
+                "api.ingress.enabled=true",
+                "--set",
+                "api.ingress.host=kaizen.example.com",
+            )
+        )
+        if d
+    ]
+    monitor = next(d for d in docs if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"] == [{"port": "metrics", "interval": "30s"}]
+    dashboard = next(
+        d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")
+    )
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    panels = json.loads(dashboard["data"]["kaizen-studio.json"])["panels"]
+    assert any("kaizen_gateway_requests_total" in p["targets"][0]["expr"] for p in panels)
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    assert ingress["spec"]["rules"][0]["host"] == "kaizen.example.com"
