@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT / "hack"))
 from localcluster import cluster  # noqa: E402
 from localcluster.versions import cache_root  # noqa: E402
 
-DEV_DIR = cache_root() / "dev"
+# KAIZEN_DEV_DIR (with KAIZEN_CLUSTER_DIR) runs a second, private dev environment (tests).
+DEV_DIR = Path(os.environ.get("KAIZEN_DEV_DIR") or cache_root() / "dev")
 DEMO_NAMESPACE = "kaizen-demo"
 
 
