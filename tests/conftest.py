@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from localcluster import cluster
 from localdb import postgres
+from tests.reliability.figures import figures_file, table
 from tests.support.kube import install_crds
 from tests.support.processes import LocalProcess, start_operator
 
@@ -28,8 +29,21 @@ class OperatorHandle:
     endpoints: Path  # devrunner endpoint files the operator reads (--gateway-endpoints)
 
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "reliability")
 WORKER_LABEL = "kaizen.studio/test-worker"  # routes Promotion webhooks to this worker's operator
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller, not an xdist worker
+        figures_file().unlink(missing_ok=True)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    text = table()  # what the reliability suite measured in this run
+    if text:
+        terminalreporter.section("reliability figures")
+        terminalreporter.write_line(text)
+        terminalreporter.write_line(f"(also in {figures_file()})")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
