@@ -5,6 +5,7 @@ python hack/cluster.py up       # build (first time) and start; prints the kubec
 eval "$(python hack/cluster.py env)"   # point kubectl at it
 python hack/cluster.py status   # pids, health and memory of each process
 python hack/cluster.py down     # stop every process (by pid) and remove state
+python hack/cluster.py restart etcd kube-apiserver [--kill]   # fault drills
 """
 
 from __future__ import annotations
@@ -24,8 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status", "env", "build", "logs"])
+    parser.add_argument(
+        "command", choices=["up", "down", "status", "env", "build", "logs", "restart"]
+    )
+    parser.add_argument("components", nargs="*", help="for restart: which processes")
+    parser.add_argument("--kill", action="store_true", help="for restart: SIGKILL, not SIGTERM")
     args = parser.parse_args(argv)
+    if args.components and args.command != "restart":
+        parser.error("only restart takes component names")
     try:
         if args.command == "up":
             print(cluster.up())
@@ -48,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export KUBECONFIG={info['kubeconfig']}")
         elif args.command == "build":
             print(ensure_binaries())
+        elif args.command == "restart":
+            if not args.components:
+                parser.error("restart needs component names, e.g. etcd kube-apiserver")
+            print(json.dumps(cluster.restart(args.components, kill=args.kill)))
         elif args.command == "logs":
             print(cluster.tail_logs(lines=50))
     except cluster.ClusterError as exc:

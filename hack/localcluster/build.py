@@ -7,6 +7,7 @@ a warm start does no work and a changed pin rebuilds exactly what changed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -156,7 +157,17 @@ def kwok_config_dir() -> Path:
 
 
 def ensure_binaries() -> Path:
-    """Build whatever is missing or stale and return the folder of binaries."""
+    """Build whatever is missing or stale and return the folder of binaries.
+
+    A file lock makes concurrent callers (`cluster.py build` beside a `cluster.py up`,
+    or two test workers) wait for one build instead of compiling everything twice."""
+    bin_dir().parent.mkdir(parents=True, exist_ok=True)
+    with (bin_dir().parent / "build.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_binaries_locked()
+
+
+def _ensure_binaries_locked() -> Path:
     go = go_version()
     stale = stale_components(go)
     groups: dict[str, list[Component]] = {}

@@ -394,6 +394,40 @@ def up(*, quiet: bool = False) -> Path:
         return lay.kubeconfig
 
 
+def restart(names: list[str], *, kill: bool = False) -> dict[str, float]:
+    """Stop the named components (SIGKILL with ``kill``, else SIGTERM) and start them
+    again on the same ports and data, in start-up order; return each one's seconds to
+    healthy. The other components keep running and must reconnect on their own."""
+    unknown = set(names) - set(components.PROCESSES)
+    if unknown:
+        raise ClusterError(
+            f"unknown component(s) {sorted(unknown)}; known: {list(components.PROCESSES)}"
+        )
+    with _locked():
+        state = _load_state()
+        if not state or not _running(state):
+            raise ClusterError("the local cluster is not running: python hack/cluster.py up")
+        lay = _layout(state["ports"])
+        ordered = [n for n in components.PROCESSES if n in names]
+        for name in reversed(ordered):
+            pid = state["pids"][name]
+            if kill and _pid_alive(pid, str(lay.bin / name)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                _reap(pid)
+            _stop_pid(pid, str(lay.bin / name))
+        checks = _health_checks(lay)
+        took = {}
+        for name in ordered:
+            t0 = time.monotonic()
+            proc = _start(lay, name)
+            state["pids"][name] = proc.pid
+            _save_state(state)
+            _wait(name, proc, checks[name])
+            took[name] = round(time.monotonic() - t0, 2)
+        return took
+
+
 def _down_locked(*, keep_logs: bool = False) -> None:
     state = _load_state()
     if state:
