@@ -1,0 +1,215 @@
+"""Where our outbound HTTP calls may go: the guard against server-side request forgery.
+
+Promotion webhooks and model providers' base URLs are written by users; without a
+guard, a URL such as ``http://169.254.169.254/latest/meta-data`` makes the operator or
+a gateway pod fetch the cloud's instance metadata (credentials) on their behalf.
+
+Refused: schemes other than http(s), link-local addresses (169.254.0.0/16, fe80::/10,
+where clouds serve instance metadata), the known metadata addresses fd00:ec2::254 and
+100.100.100.200 (also inside IPv4-mapped, IPv4-compatible, NAT64 and 6to4 IPv6
+addresses), and the metadata host names. Loopback and private ranges stay allowed:
+in-cluster services and tests use them. ``allow_link_local=True`` lifts the address
+and name rules (an operator's explicit choice); the scheme rule always applies.
+
+Hosts are checked as literals (including the legacy decimal, hex and octal IPv4 forms
+the C resolver accepts) and, with ``resolve=True``, by every address they resolve to.
+A check made before connecting can be raced by DNS rebinding, so HTTP clients also
+check what their own resolver returns (``check_resolved``; see netguard_aiohttp).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+SCHEMES = frozenset({"http", "https"})
+# network -> why it is refused (said in the error)
+BLOCKED_NETWORKS = {
+    ipaddress.ip_network("169.254.0.0/16"): "a link-local address (169.254.0.0/16; clouds "
+    "serve instance metadata at 169.254.169.254)",
+    ipaddress.ip_network("fe80::/10"): "a link-local address (fe80::/10)",
+    ipaddress.ip_network("fd00:ec2::254/128"): "the AWS instance metadata address (IPv6)",
+    ipaddress.ip_network("100.100.100.200/32"): "the Alibaba Cloud instance metadata address",
+}
+BLOCKED_NAMES = frozenset({"metadata.google.internal", "metadata"})
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+DEFAULT_HOW_TO_ALLOW = "pass allow_link_local=True"
+
+
+class DestinationNotAllowed(ValueError):
+    """An outbound URL the guard refuses; the message names the host, the address it
+    resolved to (when it did) and how to allow it."""
+
+    def __init__(self, host: str, reason: str, address: str | None = None) -> None:
+        self.host, self.reason, self.address = host, reason, address
+        super().__init__(reason)
+
+
+class UnresolvableDestination(DestinationNotAllowed):
+    """A host that does not resolve: it cannot be checked (a caller may report it as
+    unreachable, as its HTTP client would)."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """The parts of a URL the guard looks at."""
+
+    scheme: str
+    host: str  # lower case, without brackets or an IPv6 zone
+    port: int
+
+
+def parse(url: str) -> Destination:
+    """Scheme, host and port of ``url``; refuses other schemes and URLs without a host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise DestinationNotAllowed("", f"{url[:200]!r} is not a valid URL: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise DestinationNotAllowed(
+            parts.hostname or "",
+            f"scheme {scheme or '(none)'!r} of {url[:200]!r} is not allowed (only http and "
+            "https are)",
+        )
+    host = (parts.hostname or "").split("%", 1)[0].rstrip(".")
+    if not host:
+        raise DestinationNotAllowed("", f"{url[:200]!r} has no host")
+    return Destination(scheme, host, port or (443 if scheme == "https" else 80))
+
+
+def literal(host: str) -> IPAddress | None:
+    """The address ``host`` spells, in any form getaddrinfo would read without DNS
+    (dotted, IPv6, or the legacy forms 2852039166, 0xa9fea9fe, 0251.0376.0251.0376)."""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        pass
+    if ":" in host or not host or not all(c in "0123456789abcdefx." for c in host.lower()):
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    packed = int(address)
+    if address in NAT64 or (packed >> 32 == 0 and packed > 0xFFFF):  # NAT64, ::a.b.c.d
+        return ipaddress.IPv4Address(packed & 0xFFFFFFFF)
+    return None
+
+
+def refusal(address: IPAddress) -> str | None:
+    """Why ``address`` is refused (None: allowed)."""
+    candidates: list[IPAddress] = [address]
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            candidates.append(embedded)
+    for candidate in candidates:
+        for network, why in BLOCKED_NETWORKS.items():
+            if candidate.version == network.version and candidate in network:
+                return why if candidate is address else f"{why}, carried as {candidate} in IPv6"
+    return None
+
+
+def _refuse(host: str, address: IPAddress, why: str, how_to_allow: str) -> DestinationNotAllowed:
+    shown = "is" if literal(host) == address else "resolves to"
+    return DestinationNotAllowed(
+        host,
+        f"host {host!r} {shown} {address}, {why}; to allow link-local and metadata "
+        f"destinations, {how_to_allow}",
+        str(address),
+    )
+
+
+def check_resolved(
+    host: str, addresses: Iterable[str | IPAddress], how_to_allow: str = DEFAULT_HOW_TO_ALLOW
+) -> None:
+    """Raise DestinationNotAllowed when any address ``host`` resolved to is refused."""
+    for raw in addresses:
+        address = ipaddress.ip_address(str(raw).split("%", 1)[0])
+        why = refusal(address)
+        if why is not None:
+            raise _refuse(host, address, why, how_to_allow)
+
+
+def _check_static(url: str, allow_link_local: bool, how_to_allow: str) -> Destination | None:
+    """The checks that need no DNS; the destination still to resolve, or None."""
+    destination = parse(url)
+    if allow_link_local:
+        return None
+    host = destination.host
+    if host in BLOCKED_NAMES:
+        raise DestinationNotAllowed(
+            host,
+            f"host {host!r} is a cloud instance metadata service; to allow link-local and "
+            f"metadata destinations, {how_to_allow}",
+        )
+    address = literal(host)
+    if address is not None:
+        check_resolved(host, [address], how_to_allow)
+        return None
+    return destination
+
+
+def _addresses(infos: Sequence[tuple[Any, ...]]) -> set[str]:
+    return {str(info[4][0]) for info in infos}
+
+
+def _unresolvable(host: str, exc: OSError) -> UnresolvableDestination:
+    return UnresolvableDestination(
+        host, f"host {host!r} does not resolve ({exc}); it cannot be checked, so it is refused"
+    )
+
+
+def check_url(
+    url: str,
+    *,
+    allow_link_local: bool = False,
+    how_to_allow: str = DEFAULT_HOW_TO_ALLOW,
+    resolve: bool = True,
+) -> None:
+    """Raise DestinationNotAllowed unless ``url`` may be called (blocking DNS lookup;
+    ``resolve=False`` checks only the scheme, the name and a literal address)."""
+    destination = _check_static(url, allow_link_local, how_to_allow)
+    if destination is None or not resolve:
+        return
+    try:
+        infos = socket.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _unresolvable(destination.host, exc) from exc
+    check_resolved(destination.host, _addresses(infos), how_to_allow)
+
+
+async def check_url_async(
+    url: str,
+    *,
+    allow_link_local: bool = False,
+    how_to_allow: str = DEFAULT_HOW_TO_ALLOW,
+    resolve: bool = True,
+) -> None:
+    """``check_url`` for event loops (the lookup runs in the loop's resolver)."""
+    destination = _check_static(url, allow_link_local, how_to_allow)
+    if destination is None or not resolve:
+        return
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise _unresolvable(destination.host, exc) from exc
+    check_resolved(destination.host, _addresses(infos), how_to_allow)

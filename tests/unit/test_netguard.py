@@ -1,0 +1,223 @@
+"""The SSRF guard (kaizen_api.netguard): which outbound destinations are refused, in
+every spelling, what the error says, and the explicit allow switch."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+
+from kaizen_api.netguard import (
+    DestinationNotAllowed,
+    UnresolvableDestination,
+    check_resolved,
+    check_url,
+    check_url_async,
+    literal,
+)
+from kaizen_api.netguard_aiohttp import GuardedResolver, guarded_connector
+
+REFUSED = {
+    # IPv4 link-local, the metadata address itself and the ends of the range
+    "http://169.254.169.254/latest/meta-data": "169.254.169.254",
+    "http://169.254.0.1/": "169.254.0.1",
+    "https://169.254.255.255:8443/x": "169.254.255.255",
+    # the legacy numeric spellings the C resolver reads as 169.254.169.254
+    "http://2852039166/": "169.254.169.254",
+    "http://0xa9fea9fe/": "169.254.169.254",
+    "http://0xa9.0xfe.0xa9.0xfe/": "169.254.169.254",
+    "http://0251.0376.0251.0376/": "169.254.169.254",
+    "http://169.254.43518/": "169.254.169.254",
+    # IPv6 link-local (with a zone), the AWS IPv6 metadata address
+    "http://[fe80::1]/": "fe80::1",
+    "http://[fe80::a9fe:a9fe%25eth0]:8080/": "fe80::a9fe:a9fe",
+    "http://[febf:ffff::1]/": "febf:ffff::1",
+    "http://[fd00:ec2::254]/latest": "fd00:ec2::254",
+    # IPv4 inside IPv6: mapped, compatible, NAT64, 6to4
+    "http://[::ffff:169.254.169.254]/": "::ffff:a9fe:a9fe",
+    "http://[::ffff:a9fe:a9fe]/": "::ffff:a9fe:a9fe",
+    "http://[::169.254.169.254]/": "::a9fe:a9fe",
+    "http://[64:ff9b::169.254.169.254]/": "64:ff9b::a9fe:a9fe",
+    "http://[2002:a9fe:a9fe::1]/": "2002:a9fe:a9fe::1",
+    # Alibaba Cloud's metadata address
+    "http://100.100.100.200/latest/meta-data": "100.100.100.200",
+}
+
+ALLOWED = [
+    "http://127.0.0.1:8080/v1",
+    "http://localhost:9/",
+    "http://[::1]/",
+    "http://10.0.0.7/",
+    "http://192.168.1.1/",
+    "http://172.16.0.1/",
+    "http://100.100.100.201/",  # next to Alibaba's metadata address: an ordinary CGNAT one
+    "http://169.253.255.255/",
+    "http://169.255.0.0/",
+    "http://[fec0::1]/",  # just past fe80::/10
+    "http://[fd00:ec2::253]/",
+    "http://[::ffff:10.0.0.1]/",
+    "https://8.8.8.8/",
+]
+
+
+@pytest.mark.parametrize(("url", "address"), sorted(REFUSED.items()))
+def test_link_local_and_metadata_addresses_are_refused(url: str, address: str) -> None:
+    with pytest.raises(DestinationNotAllowed) as refused:
+        check_url(url)
+    message = str(refused.value)
+    assert refused.value.address == address
+    assert address in message and refused.value.host in message
+    assert "pass allow_link_local=True" in message  # how to allow it
+
+
+@pytest.mark.parametrize("url", ALLOWED)
+def test_loopback_private_and_public_addresses_are_allowed(url: str) -> None:
+    check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://metadata.google.internal/computeMetadata/v1/",
+        "http://METADATA.Google.Internal./computeMetadata/v1/",
+        "http://metadata/computeMetadata/v1/",
+    ],
+)
+def test_metadata_host_names_are_refused_without_a_lookup(url: str) -> None:
+    with pytest.raises(DestinationNotAllowed, match="cloud instance metadata service") as refused:
+        check_url(url, how_to_allow="say please")
+    assert refused.value.host in ("metadata.google.internal", "metadata")
+    assert str(refused.value).endswith("say please")
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["file:///etc/passwd", "gopher://127.0.0.1:6379/_INFO", "ftp://example.com/", "//x/y", "x"],
+)
+def test_only_http_and_https_are_allowed(url: str) -> None:
+    with pytest.raises(DestinationNotAllowed, match=r"is not allowed|has no host"):
+        check_url(url, allow_link_local=True)  # the switch does not lift the scheme rule
+
+
+def test_malformed_urls_are_refused_with_the_reason() -> None:
+    with pytest.raises(DestinationNotAllowed, match="not a valid URL"):
+        check_url("http://example.com:port/")
+    with pytest.raises(DestinationNotAllowed, match="has no host"):
+        check_url("http:///path")
+
+
+def test_the_allow_switch_lets_every_refused_destination_through() -> None:
+    for url in [*REFUSED, "http://metadata.google.internal/"]:
+        check_url(url, allow_link_local=True)
+
+
+def test_names_are_checked_by_what_they_resolve_to(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {
+        "rebind.example": ["93.184.216.34", "169.254.169.254"],
+        "v6.example": ["2001:db8::1", "fe80::1%eth0"],
+        "fine.example": ["93.184.216.34", "10.1.2.3"],
+    }
+
+    def fake(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [
+            (
+                socket.AF_INET6 if ":" in a else socket.AF_INET,
+                socket.SOCK_STREAM,
+                6,
+                "",
+                (a, port),
+            )
+            for a in answers[host]
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    with pytest.raises(DestinationNotAllowed, match=r"resolves to 169\.254\.169\.254") as refused:
+        check_url("https://rebind.example/hook")
+    assert refused.value.host == "rebind.example"
+    with pytest.raises(DestinationNotAllowed, match="resolves to fe80::1"):
+        check_url("https://v6.example/hook")
+    check_url("https://fine.example/hook")
+    check_url("https://rebind.example/hook", resolve=False)  # the static part only
+
+
+def test_an_unresolvable_host_is_refused_and_says_so() -> None:
+    with pytest.raises(UnresolvableDestination) as refused:
+        check_url("http://no-such-host.invalid/hook")
+    assert "'no-such-host.invalid' does not resolve" in str(refused.value)
+    assert isinstance(refused.value, DestinationNotAllowed)
+
+
+def test_the_async_check_matches_the_sync_one() -> None:
+    async def verdicts() -> list[str]:
+        out = []
+        for url in [
+            "http://169.254.169.254/",
+            "http://metadata/",
+            "http://localhost/",
+            "http://x.invalid/",
+        ]:
+            try:
+                await check_url_async(url, how_to_allow="flip the flag")
+                out.append("ok")
+            except UnresolvableDestination:
+                out.append("unresolvable")
+            except DestinationNotAllowed as exc:
+                assert str(exc).endswith("flip the flag")
+                out.append("refused")
+        return out
+
+    assert asyncio.run(verdicts()) == ["refused", "refused", "ok", "unresolvable"]
+
+
+def test_literal_reads_what_getaddrinfo_reads_without_dns() -> None:
+    assert str(literal("2852039166")) == "169.254.169.254"
+    assert str(literal("127.1")) == "127.0.0.1"
+    assert str(literal("fe80::1%eth0")) == "fe80::1"
+    assert literal("example.com") is None
+    assert literal("deadbeef") is None  # a name, not hex without 0x
+    assert literal("") is None
+
+
+def test_check_resolved_names_host_and_address() -> None:
+    check_resolved("ok.example", ["10.0.0.1", "::1"])
+    with pytest.raises(DestinationNotAllowed, match=r"host 'x\.example' resolves to 169\.254"):
+        check_resolved("x.example", ["10.0.0.1", "169.254.1.1"], "do X")
+
+
+class _Answers:
+    """A stand-in aiohttp resolver with fixed answers."""
+
+    def __init__(self, addresses: list[str]) -> None:
+        self.addresses = addresses
+        self.closed = False
+
+    async def resolve(self, host: str, port: int = 0, family: Any = 0) -> list[dict[str, Any]]:
+        return [
+            {"hostname": host, "host": a, "port": port, "family": family, "proto": 0, "flags": 0}
+            for a in self.addresses
+        ]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def test_the_aiohttp_resolver_refuses_what_a_name_resolves_to_at_connect_time() -> None:
+    async def scenario() -> None:
+        bad = GuardedResolver("set the flag", _Answers(["93.184.216.34", "169.254.169.254"]))  # type: ignore[arg-type]
+        with pytest.raises(DestinationNotAllowed, match="set the flag"):
+            await bad.resolve("rebind.example", 443)
+        good = _Answers(["10.0.0.1"])
+        resolver = GuardedResolver("set the flag", good)  # type: ignore[arg-type]
+        assert [r["host"] for r in await resolver.resolve("svc.example", 80)] == ["10.0.0.1"]
+        await resolver.close()
+        assert good.closed
+        plain = guarded_connector(allow_link_local=True, how_to_allow="-")
+        guarded = guarded_connector(allow_link_local=False, how_to_allow="-")
+        assert isinstance(guarded._resolver, GuardedResolver)
+        assert not isinstance(plain._resolver, GuardedResolver)
+        await plain.close()
+        await guarded.close()
+
+    asyncio.run(scenario())
