@@ -142,6 +142,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="JSON file (or folder of them) mapping <namespace>/<gateway> to a local URL, "
         "for clusters whose pods run no containers (kwok, make dev).",
     )
+    parser.add_argument(
+        "--allow-link-local-destinations",
+        action="store_true",
+        default=os.environ.get("KAIZEN_OPERATOR_ALLOW_LINK_LOCAL_DESTINATIONS", "")
+        in ("1", "true"),
+        help="Let Promotion webhooks and failure notifications call link-local and "
+        "cloud-metadata addresses (169.254.0.0/16, fe80::/10, ...); refused by default.",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -269,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_image=args.gateway_image,
             kubeconfig=args.kubeconfig,
             gateway_endpoints=args.gateway_endpoints,
+            allow_link_local_destinations=args.allow_link_local_destinations,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,

@@ -52,6 +52,8 @@ class OperatorConfig:
     gateway_image: str
     kubeconfig: str | None = None
     gateway_endpoints: Path | None = None
+    # Promotion webhooks may call link-local and cloud-metadata addresses (SSRF guard off).
+    allow_link_local_destinations: bool = False
 
 
 @dataclass

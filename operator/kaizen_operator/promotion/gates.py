@@ -11,11 +11,15 @@ from typing import Any
 
 import aiohttp
 
+from kaizen_api.netguard import DestinationNotAllowed, UnresolvableDestination, check_url_async
+from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.common import parse_duration, quantity_value
 from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec, WebhookTarget
 from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.gatewaymetrics import Counts, ScrapeHistory, Window, parse_counts, scrape
 from kaizen_operator.kube import Kube
+
+HOW_TO_ALLOW = "start kaizen-operator with --allow-link-local-destinations"
 
 
 @dataclass(frozen=True)
@@ -62,18 +66,40 @@ async def smoke_check(
 
 
 async def post_json(
-    target: WebhookTarget, payload: dict[str, Any], secret: str | None
+    target: WebhookTarget,
+    payload: dict[str, Any],
+    secret: str | None,
+    *,
+    allow_link_local: bool = False,
 ) -> GateOutcome:
-    """POST ``payload`` to ``target`` (bearer token ``secret``); a 2xx answer passes."""
+    """POST ``payload`` to ``target`` (bearer token ``secret``); a 2xx answer passes.
+
+    Link-local and cloud-metadata destinations are refused before anything is sent
+    (kaizen_api.netguard), also when a host name resolves to one at connect time;
+    redirects are not followed (they could lead there).
+    """
+    try:
+        await check_url_async(
+            target.url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW
+        )
+    except UnresolvableDestination as exc:
+        return GateOutcome(False, f"webhook {target.url} unreachable: {exc.host} does not resolve")
+    except DestinationNotAllowed as exc:
+        return GateOutcome(False, f"webhook destination not allowed: {exc}")
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
     try:
         async with (
             aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=parse_duration(target.timeout))
+                connector=guarded_connector(
+                    allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW
+                ),
+                timeout=aiohttp.ClientTimeout(total=parse_duration(target.timeout)),
             ) as session,
-            session.post(target.url, json=payload, headers=headers) as resp,
+            session.post(target.url, json=payload, headers=headers, allow_redirects=False) as resp,
         ):
             text = (await resp.text())[:300]
+    except DestinationNotAllowed as exc:  # the name resolved to a refused address now
+        return GateOutcome(False, f"webhook destination not allowed: {exc}")
     except (aiohttp.ClientError, TimeoutError) as exc:
         return GateOutcome(False, f"webhook {target.url} unreachable: {exc.__class__.__name__}")
     if 200 <= resp.status < 300:
@@ -96,17 +122,27 @@ def promotion_payload(promotion: dict[str, Any], spec: PromotionSpec) -> dict[st
 
 
 async def webhook_check(
-    promotion: dict[str, Any], spec: PromotionSpec, secret: str | None
+    promotion: dict[str, Any],
+    spec: PromotionSpec,
+    secret: str | None,
+    *,
+    allow_link_local: bool = False,
 ) -> GateOutcome:
     """POST the Promotion to the external webhook gate; a 2xx answer passes."""
     hook = spec.gates.webhook if spec.gates else None
     if hook is None:
         return GateOutcome(True, "no webhook gate")
-    return await post_json(hook, promotion_payload(promotion, spec), secret)
+    return await post_json(
+        hook, promotion_payload(promotion, spec), secret, allow_link_local=allow_link_local
+    )
 
 
 async def notify_failure(
-    promotion: dict[str, Any], spec: PromotionSpec, secret: str | None
+    promotion: dict[str, Any],
+    spec: PromotionSpec,
+    secret: str | None,
+    *,
+    allow_link_local: bool = False,
 ) -> GateOutcome:
     """Tell spec.notifications.webhook how the Promotion ended. Receivers may see a
     notification twice (at-least-once); ``id`` is the same each time."""
@@ -124,7 +160,7 @@ async def notify_failure(
         "message": status.get("message"),
         "completedAt": status.get("completedAt"),
     }
-    return await post_json(hook, payload, secret)
+    return await post_json(hook, payload, secret, allow_link_local=allow_link_local)
 
 
 def evaluate_metric_gates(

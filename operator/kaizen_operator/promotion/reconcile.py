@@ -41,8 +41,11 @@ async def resolve_promotion(
     now: datetime,
     overrides: Path | None = None,
     history: ScrapeHistory | None = None,
+    *,
+    allow_link_local: bool = False,
 ) -> PromotionInputs:
-    """Read the Agent, the revision and both Gateways, and ask the gates that are due."""
+    """Read the Agent, the revision and both Gateways, and ask the gates that are due
+    (``allow_link_local``: the webhook may be a link-local or metadata address)."""
     ns = promotion["metadata"]["namespace"]
     spec = promotion["spec"]
     agent = await kube.get(API, "Agent", ns, spec["agentRef"]["name"])
@@ -84,7 +87,7 @@ async def resolve_promotion(
     ):
         ref = parsed.gates.webhook.secret_ref
         secret = await read_secret_value(kube, ns, ref.name, ref.key) if ref else None
-        webhook = await webhook_check(promotion, parsed, secret)
+        webhook = await webhook_check(promotion, parsed, secret, allow_link_local=allow_link_local)
     if phase == "Verifying" and target is not None:
         smoke = await smoke_check(kube, overrides, parsed, target)
     return PromotionInputs(
@@ -136,8 +139,14 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
         promotion = await rt.kube.get(API, "Promotion", namespace, name)
         if promotion is None or promotion["metadata"].get("deletionTimestamp"):
             return
+        allow_link_local = rt.config.allow_link_local_destinations
         inputs = await resolve_promotion(
-            rt.kube, promotion, datetime.now(UTC), rt.config.gateway_endpoints, rt.scrapes
+            rt.kube,
+            promotion,
+            datetime.now(UTC),
+            rt.config.gateway_endpoints,
+            rt.scrapes,
+            allow_link_local=allow_link_local,
         )
         plan = render_promotion(inputs)
         if plan.switch and inputs.target is not None:
@@ -155,19 +164,21 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
             await record(rt.kube, promotion, reason, message, warning=warning)
         ended = {**promotion, "status": plan.status}
         if notification_due(ended, datetime.now(UTC)):
-            await deliver_notification(rt.kube, ended)
+            await deliver_notification(rt.kube, ended, allow_link_local=allow_link_local)
         elif plan.terminal and not notification_pending(ended):
             rt.known.get("Promotion", set()).discard((namespace, name))
 
 
-async def deliver_notification(kube: Kube, promotion: dict[str, Any]) -> None:
+async def deliver_notification(
+    kube: Kube, promotion: dict[str, Any], *, allow_link_local: bool = False
+) -> None:
     """POST the failure notification once and record the attempt in status and Events."""
     meta = promotion["metadata"]
     spec = PromotionSpec.model_validate(promotion["spec"])
     hook = spec.notifications.webhook if spec.notifications else None
     ref = hook.secret_ref if hook else None
     secret = await read_secret_value(kube, meta["namespace"], ref.name, ref.key) if ref else None
-    outcome = await notify_failure(promotion, spec, secret)
+    outcome = await notify_failure(promotion, spec, secret, allow_link_local=allow_link_local)
     await kube.patch_status(
         API,
         "Promotion",
