@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from importlib.metadata import version
 from pathlib import Path
@@ -42,6 +43,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--prices", type=Path, help='JSON {"model": [usd_per_1m_in, usd_per_1m_out]} overrides.'
     )
+    parser.add_argument(
+        "--allow-link-local-upstreams",
+        action="store_true",
+        default=os.environ.get("KAIZEN_GATEWAY_ALLOW_LINK_LOCAL", "") in ("1", "true"),
+        help="Let providers' base URLs be link-local or cloud-metadata addresses "
+        "(169.254.0.0/16, fe80::/10, ...); refused by default. Also "
+        "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1.",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -59,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         max_body_bytes=args.max_body_bytes,
         upstream_timeout=args.upstream_timeout,
         upstream_retries=args.upstream_retries,
+        allow_link_local=args.allow_link_local_upstreams,
     )
     if args.prices:
         settings.prices.update(

@@ -26,11 +26,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
 from kaizen_gateway import metrics
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.errors import GatewayError, UpstreamError
-from kaizen_gateway.providers import ChatRequest, UpstreamConfig, dumps, provider_for
+from kaizen_gateway.providers import (
+    HOW_TO_ALLOW,
+    ChatRequest,
+    UpstreamConfig,
+    dumps,
+    provider_for,
+)
 from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
 
 log = logging.getLogger("kaizen_gateway")
@@ -60,6 +67,7 @@ class GatewaySettings:
     upstream_timeout: float = 60.0
     upstream_retries: int = 2
     reload_interval: float = 1.0
+    allow_link_local: bool = False  # upstreams may be link-local/metadata addresses
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(metrics.DEFAULT_PRICES)
     )
@@ -82,7 +90,12 @@ class Gateway:
 
     async def start(self) -> None:
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=1000, ttl_dns_cache=300),
+            connector=guarded_connector(
+                allow_link_local=self.settings.allow_link_local,
+                how_to_allow=HOW_TO_ALLOW,
+                limit=1000,
+                ttl_dns_cache=300,
+            ),
         )
         self.reload()
         self._watch = asyncio.create_task(self._watch_loop())
@@ -271,6 +284,7 @@ class Gateway:
             self.settings.upstream_timeout,
             self.settings.upstream_retries,
             secrets_dir=self.settings.secrets_dir,
+            allow_link_local=self.settings.allow_link_local,
         )
         return provider_for(
             agent.spec.model,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -14,11 +15,13 @@ from typing import Any, Protocol, TypeVar
 
 import aiohttp
 
+from kaizen_api.netguard import DestinationNotAllowed, check_url
 from kaizen_api.v1alpha1.agent import ModelSpec
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT
 from kaizen_gateway.errors import GatewayError, UpstreamError
 
 T = TypeVar("T")
+HOW_TO_ALLOW = "start kaizen-gateway with KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1"
 
 
 @dataclass
@@ -39,6 +42,7 @@ class UpstreamConfig:
     retries: int = 2
     backoff: float = 0.25
     secrets_dir: Path = Path(SECRETS_MOUNT)
+    allow_link_local: bool = False  # the SSRF guard is off (see kaizen_api.netguard)
 
 
 class Provider(Protocol):
@@ -93,8 +97,9 @@ async def with_retries(
 
 
 async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
-    """Upstream HTTP errors: retryable on 429 and 5xx."""
-    if resp.status >= 400:
+    """Upstream HTTP errors: retryable on 429 and 5xx. Redirects are not followed (they
+    could lead to a refused destination), so a 3xx is an error too."""
+    if resp.status >= 300:
         text = (await resp.text())[:500]
         raise UpstreamError(
             502,
@@ -104,11 +109,43 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         )
 
 
+def _not_allowed(exc: DestinationNotAllowed) -> GatewayError:
+    """A refused upstream: 502 like other upstream failures (the caller did nothing
+    wrong; the agent's configuration did), neither retried nor sent to the fallback."""
+    return GatewayError(
+        502,
+        f"upstream destination not allowed: {exc}",
+        type_="upstream_error",
+        code="upstream_destination_not_allowed",
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _refusal(url: str, allow_link_local: bool) -> DestinationNotAllowed | None:
+    """The static part of the guard (scheme, metadata names, literal addresses), once per
+    URL; names are checked where aiohttp resolves them (netguard_aiohttp)."""
+    try:
+        check_url(url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW, resolve=False)
+    except DestinationNotAllowed as exc:
+        return exc
+    return None
+
+
+def guard(cfg: UpstreamConfig, url: str) -> None:
+    """Raise the caller's error when ``url`` is a refused destination."""
+    refused = _refusal(url, cfg.allow_link_local)
+    if refused is not None:
+        raise _not_allowed(refused)
+
+
 @contextlib.contextmanager
 def _network_errors(cfg: UpstreamConfig) -> Iterator[None]:
-    """Timeouts and connection failures become retryable UpstreamErrors (504/502)."""
+    """Timeouts and connection failures become retryable UpstreamErrors (504/502); a
+    name that resolves to a refused address, the caller's 502 (not retried)."""
     try:
         yield
+    except DestinationNotAllowed as exc:
+        raise _not_allowed(exc) from exc
     except TimeoutError as exc:
         raise UpstreamError(
             504, f"upstream timed out after {cfg.timeout:.0f}s", retryable=True
@@ -123,9 +160,14 @@ async def post_json(
     cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> dict[str, Any]:
     """POST JSON; upstream failures become UpstreamError (retryable on 429/5xx/network)."""
+    guard(cfg, url)
     with _network_errors(cfg):
         async with cfg.session.post(
-            url, json=body, headers=headers, timeout=aiohttp.ClientTimeout(total=cfg.timeout)
+            url,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=cfg.timeout),
+            allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
             data: dict[str, Any] = await resp.json(content_type=None)
@@ -136,12 +178,14 @@ async def sse_lines(
     cfg: UpstreamConfig, url: str, body: dict[str, Any], headers: dict[str, str]
 ) -> AsyncIterator[str]:
     """POST and yield the ``data:`` payloads of a server-sent-event stream."""
+    guard(cfg, url)
     with _network_errors(cfg):
         async with cfg.session.post(
             url,
             json=body,
             headers=headers,
             timeout=aiohttp.ClientTimeout(total=None, sock_read=cfg.timeout),
+            allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
             async for raw in resp.content:
