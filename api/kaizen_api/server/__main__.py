@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
         description="The multi-tenant REST facade. Settings come from the environment: "
         "KAIZEN_DATABASE_URL (default sqlite:///kaizen-api.db), KUBECONFIG, "
         "KAIZEN_JWT_KEY_DIR, KAIZEN_ACCESS_TTL, KAIZEN_REFRESH_TTL, "
-        "KAIZEN_API_KEY_RATE_LIMIT, KAIZEN_AUDIT_RETENTION_DAYS.",
+        "KAIZEN_API_KEY_RATE_LIMIT, KAIZEN_AUDIT_RETENTION_DAYS, KAIZEN_MAX_BODY_BYTES, "
+        "KAIZEN_AUTH_FAILURE_LIMIT, KAIZEN_AUTH_FAILURE_WINDOW.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated
 
+import jwt
 from fastapi import Depends, Request
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
@@ -38,6 +39,7 @@ from kaizen_api.server.problems import Problem
 from kaizen_api.server.security import InvalidToken, api_key_matches, split_api_key
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import org_group, team_group, user_name
+from kaizen_api.server.throttle import client_address
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,25 @@ class Principal:
     valid_until: datetime | None = None  # the token's or key's expiry
 
 
-def _unauthorized(detail: str) -> Problem:
-    return Problem(
-        401,
-        "unauthorized",
-        "Authentication required",
-        detail,
-        headers={"www-authenticate": 'Bearer realm="kaizen-api"'},
-    )
+class Unauthorized(Problem):
+    """401 for bearer credentials. ``guess``: the credential was not genuine (an unknown
+    API key, a forged or malformed token), which the brute-force throttle counts; a
+    genuine but stale one (expired, revoked, its user disabled) proves possession and
+    is not counted, so clients refreshing expired tokens do not lock out their address."""
+
+    def __init__(self, detail: str, *, guess: bool) -> None:
+        super().__init__(
+            401,
+            "unauthorized",
+            "Authentication required",
+            detail,
+            headers={"www-authenticate": 'Bearer realm="kaizen-api"'},
+        )
+        self.guess = guess
+
+
+def _unauthorized(detail: str, *, guess: bool = False) -> Unauthorized:
+    return Unauthorized(detail, guess=guess)
 
 
 def bearer_token(request: Request) -> str:
@@ -75,7 +88,7 @@ def authenticate(token: str, state: AppState) -> Principal:
         if parts is not None:
             key = db.exec(select(ApiKey).where(ApiKey.prefix == parts[0])).first()
             if key is None or not api_key_matches(parts[1], key.secret_hash):
-                raise _unauthorized("unknown API key")
+                raise _unauthorized("unknown API key", guess=True)
             if key.revoked_at is not None:
                 raise _unauthorized("this API key was revoked")
             if key.expires_at is not None and _aware(key.expires_at) <= now:
@@ -93,7 +106,8 @@ def authenticate(token: str, state: AppState) -> Principal:
                     kind="access",
                 )
             except InvalidToken as exc:
-                raise _unauthorized(f"invalid access token: {exc}") from exc
+                stale = isinstance(exc.__cause__, jwt.ExpiredSignatureError)  # signature good
+                raise _unauthorized(f"invalid access token: {exc}", guess=not stale) from exc
             user = db.get(User, claims["sub"])
             key = None
             valid_until = datetime.fromtimestamp(claims["exp"], UTC)
@@ -137,11 +151,20 @@ class PrincipalCache:
 async def current_principal(
     request: Request, state: Annotated[AppState, Depends(app_state)]
 ) -> Principal:
-    """The caller; 401 without valid credentials, 429 when an API key is over its limit."""
+    """The caller; 401 without valid credentials, 429 when an API key is over its limit
+    or the client's address has made too many failed attempts (even with a valid
+    credential: otherwise a throttled guesser would still learn which guess is right)."""
     token = bearer_token(request)
+    counted = f"token-address:{client_address(request)}"
+    state.auth_throttle.check(counted)
     principal = state.principals.get(token)
     if principal is None:
-        principal = await run_in_threadpool(authenticate, token, state)
+        try:
+            principal = await run_in_threadpool(authenticate, token, state)
+        except Unauthorized as exc:
+            if exc.guess:
+                state.auth_throttle.failed(counted)
+            raise
         state.principals.put(token, principal)
     if principal.key is not None:
         wait = state.key_limiter.hit(principal.key.id)

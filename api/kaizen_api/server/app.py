@@ -1,5 +1,6 @@
 """The FastAPI application: routes under /api/v1, problem+json errors, the audit
-middleware, and the shared state (database, keys, Kubernetes client)."""
+middleware, the body size limit, and the shared state (database, keys, Kubernetes
+client)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.cache import TTLCache
 from kaizen_api.server.db import engine_for, migrate
 from kaizen_api.server.kube import Kube
+from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
 from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
 from kaizen_api.server.security import SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
+from kaizen_api.server.throttle import AuthThrottle
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
@@ -38,6 +41,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             keys=SigningKeys.load(settings.jwt_key_dir),
             kube=kube,
             key_limiter=SlidingWindow(settings.api_key_requests_per_minute),
+            auth_throttle=AuthThrottle(
+                settings.auth_failure_limit, settings.auth_failure_window_seconds
+            ),
             audit=AuditWriter(engine),
             principals=PrincipalCache(),
             accesses=TTLCache(),
@@ -67,5 +73,6 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         return {"status": "ok"}
 
     problems.install(app)
-    audit.install(app)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    audit.install(app)  # outermost: requests refused by the body limit are audited too
     return app

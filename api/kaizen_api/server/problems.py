@@ -77,9 +77,10 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: _problem("Not found (or an organization you are not in)"),
     409: _problem("Conflict: exists already, or changed since read"),
     410: _problem("List continuation expired"),
+    413: _problem("Request body too large"),
     422: _problem("Invalid request or resource"),
     428: _problem("If-Match required"),
-    429: _problem("Rate limited (see Retry-After)"),
+    429: _problem("Rate limited, or too many failed authentications (see Retry-After)"),
     502: _problem("Kubernetes failed"),
 }
 

@@ -24,6 +24,11 @@ class Settings:
     refresh_ttl_seconds: int = 14 * 24 * 3600
     api_key_requests_per_minute: int = 600
     audit_retention_days: int = 90
+    max_body_bytes: int = 1_048_576  # larger request bodies are answered 413
+    # Failed authentications (logins per address and per account, bearer tokens and API
+    # keys per address) allowed per window; then 429 until the oldest failure ages out.
+    auth_failure_limit: int = 10
+    auth_failure_window_seconds: int = 300
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -39,4 +44,9 @@ class Settings:
                 "KAIZEN_API_KEY_RATE_LIMIT", cls.api_key_requests_per_minute
             ),
             audit_retention_days=_int("KAIZEN_AUDIT_RETENTION_DAYS", cls.audit_retention_days),
+            max_body_bytes=_int("KAIZEN_MAX_BODY_BYTES", cls.max_body_bytes),
+            auth_failure_limit=_int("KAIZEN_AUTH_FAILURE_LIMIT", cls.auth_failure_limit),
+            auth_failure_window_seconds=_int(
+                "KAIZEN_AUTH_FAILURE_WINDOW", cls.auth_failure_window_seconds
+            ),
         )

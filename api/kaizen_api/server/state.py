@@ -1,5 +1,6 @@
 """What every request shares: settings, database engine, signing keys, Kubernetes
-client and the API-key rate limiter (kept on ``app.state``)."""
+client, the API-key rate limiter and the failed-authentication throttle (kept on
+``app.state``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from kaizen_api.server.kube import Kube
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.security import SigningKeys
 from kaizen_api.server.settings import Settings
+from kaizen_api.server.throttle import AuthThrottle
 
 if TYPE_CHECKING:
     from kaizen_api.server.access import PrincipalCache, WorkspaceAccess
@@ -27,6 +29,7 @@ class AppState:
     keys: SigningKeys
     kube: Kube
     key_limiter: SlidingWindow
+    auth_throttle: AuthThrottle
     audit: AuditWriter
     principals: PrincipalCache
     accesses: TTLCache[WorkspaceAccess]

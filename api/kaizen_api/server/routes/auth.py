@@ -21,6 +21,7 @@ from kaizen_api.server.security import (
     verify_password,
 )
 from kaizen_api.server.state import AppState, app_state
+from kaizen_api.server.throttle import client_address
 
 router = APIRouter(tags=["users"])
 State = Annotated[AppState, Depends(app_state)]
@@ -115,11 +116,16 @@ def register(body: Register, request: Request, state: State) -> UserOut:
 
 @router.post("/auth/login", response_model=Tokens)
 def login(body: Login, request: Request, state: State) -> Tokens:
+    """Tokens for the right password. Failures are counted per client address and per
+    account; past the limit every attempt is 429 until the window passes."""
     email = body.email.lower()
     request.state.actor = email
+    counted = (f"login-address:{client_address(request)}", f"login-account:{email}")
+    state.auth_throttle.check(*counted)
     with session(state.engine) as db:
         user = db.exec(select(User).where(User.email == email)).first()
     if user is None or user.disabled or not verify_password(user.password_hash, body.password):
+        state.auth_throttle.failed(*counted)
         raise Problem(401, "invalid-credentials", "Wrong email or password")
     return _issue(state, user, new_id())
 
