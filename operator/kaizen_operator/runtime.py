@@ -15,6 +15,7 @@ from typing import Any
 import kopf
 from prometheus_client import Counter, Gauge, Histogram
 
+from kaizen_operator.gateway.index import GatewayIndex
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 
@@ -65,6 +66,8 @@ class Runtime:
     locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     # Objects in the operator's scope, from watch events: what the resync loop revisits.
     known: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    # Which Gateways select or serve which Agents (fed by the Gateway watch).
+    gateways: GatewayIndex = field(default_factory=GatewayIndex)
     # Recent scrapes of gateways' /metrics (metric gates, external metrics API).
     scrapes: ScrapeHistory = field(default_factory=ScrapeHistory)
     # (kind, namespace, name) -> the task of a requested reconcile that has not started yet;

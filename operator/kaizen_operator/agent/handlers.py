@@ -7,7 +7,7 @@ from typing import Any
 import kopf
 
 from kaizen_operator.agent.reconcile import reconcile_agent
-from kaizen_operator.gateway.reconcile import reconcile_gateways_in
+from kaizen_operator.gateway.reconcile import reconcile_gateways_of
 from kaizen_operator.runtime import runtime_of
 
 AGENTS = ("kaizen.studio", "v1alpha1", "agents")
@@ -23,7 +23,7 @@ async def agent_changed(
     """Revisions and status, then the Gateways that select or serve the Agent."""
     rt = runtime_of(memo)
     await reconcile_agent(rt, str(namespace), name)
-    await reconcile_gateways_in(rt, str(namespace), dict(body))
+    reconcile_gateways_of(rt, str(namespace), dict(body))
 
 
 @kopf.on.event(*AGENTS)
@@ -38,4 +38,4 @@ async def agent_seen(
     rt = runtime_of(memo)
     rt.track("Agent", type, str(namespace), body["metadata"]["name"])
     if type == "DELETED":
-        await reconcile_gateways_in(rt, str(namespace), dict(body))
+        reconcile_gateways_of(rt, str(namespace), dict(body))

@@ -38,8 +38,10 @@ async def gateway_changed(namespace: str | None, name: str, memo: Any, **_: Any)
 async def gateway_seen(
     type: str, body: kopf.Body, namespace: str | None, memo: Any, **_: Any
 ) -> None:
-    """Track Gateways for the periodic resync."""
-    runtime_of(memo).track("Gateway", type, str(namespace), body["metadata"]["name"])
+    """Track Gateways for the periodic resync and for Agent events (the index)."""
+    rt = runtime_of(memo)
+    rt.track("Gateway", type, str(namespace), body["metadata"]["name"])
+    rt.gateways.observe(type, dict(body))
 
 
 def _register_child_watch(group: str, version: str, plural: str) -> None:

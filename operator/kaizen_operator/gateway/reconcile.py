@@ -14,7 +14,6 @@ from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.render import (
     GatewayInputs,
-    gateway_selects,
     render_gateway,
     selector_string,
 )
@@ -116,22 +115,10 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
     return True
 
 
-async def reconcile_gateways_in(
-    rt: Runtime, namespace: str, agent: dict[str, Any] | None = None
-) -> None:
-    """Reconcile the Gateways of a namespace that serve ``agent`` (all when None)."""
-    # Only the names outlive the listing: every Agent event lists all Gateways, and the
-    # reconciles below can wait long for their locks.
-    wanted = [
-        gateway["metadata"]["name"]
-        for gateway in await rt.kube.list(API, "Gateway", namespace)
-        if agent is None or gateway_selects(gateway, agent) or _serves(gateway, agent)
-    ]
-    for name in wanted:
-        await reconcile_gateway(rt, namespace, name)
+def reconcile_gateways_of(rt: Runtime, namespace: str, agent: dict[str, Any]) -> None:
+    """Request a reconcile of every Gateway that selects or serves ``agent``.
 
-
-def _serves(gateway: dict[str, Any], agent: dict[str, Any]) -> bool:
-    """True when the Gateway currently serves the agent (so it must notice a change)."""
-    served = (gateway.get("status") or {}).get("servedRevisions") or []
-    return any(s.get("agent") == agent["metadata"]["name"] for s in served)
+    Requested, not awaited: an Agent burst (a bulk apply) coalesces into a few
+    reconciles per Gateway instead of one per Agent event."""
+    for name in rt.gateways.wanting(namespace, agent):
+        rt.request("Gateway", namespace, name, reconcile_gateway)

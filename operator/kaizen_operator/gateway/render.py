@@ -97,12 +97,6 @@ def selected_agents(spec: GatewaySpec, agents: tuple[dict[str, Any], ...]) -> li
     return sorted(chosen, key=lambda a: a["metadata"]["name"])
 
 
-def gateway_selects(gateway: dict[str, Any], agent: dict[str, Any]) -> bool:
-    """True when ``gateway`` would serve ``agent`` (by name or label selector)."""
-    spec = GatewaySpec.model_validate(gateway["spec"])
-    return bool(selected_agents(spec, (agent,)))
-
-
 def _revision(revs: tuple[dict[str, Any], ...], number: int | None) -> dict[str, Any] | None:
     if number is None:
         return None
