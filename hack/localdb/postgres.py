@@ -1,5 +1,9 @@
 """Start and stop a local PostgreSQL server on 127.0.0.1 with its data in the cache folder.
 
+``up()``/``down()`` manage the one server the test run shares; ``up(private_root(name))``,
+``stop(root)``, ``start(root)`` and ``down(root)`` manage a second, private one that a
+test may stop and restart (a database outage) without disturbing the others.
+
 Debian's ``postgresql`` package provides the binaries (``hack/bootstrap.sh``
 installs it). PostgreSQL refuses to run as root, so as root the server runs as
 the ``postgres`` system user with its data outside root's home.
@@ -66,7 +70,9 @@ def _run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     root.parent.mkdir(parents=True, exist_ok=True)
-    with (root.parent / "kaizen-postgres.lock").open("w") as handle:
+    # The shared server keeps its historical lock name; each private one has its own.
+    name = "kaizen-postgres.lock" if root == data_root() else f".{root.name}.lock"
+    with (root.parent / name).open("w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         yield
 
@@ -83,9 +89,16 @@ def _answers(port: int) -> bool:
         return False
 
 
-def up() -> str:
-    """Start the server unless it already answers; return a superuser URL."""
-    root = data_root()
+def private_root(name: str) -> Path:
+    """A data folder for a second, private server (beside the shared one, where the
+    ``postgres`` user can reach it when running as root)."""
+    return data_root().parent / f"{data_root().name}-{name}"
+
+
+def up(root: Path | None = None) -> str:
+    """Start the server of ``root`` (default: the shared one) unless it already answers;
+    return a superuser URL. A folder whose server does not answer is made anew."""
+    root = root or data_root()
     with _locked(root):
         state_file = root / "state.json"
         if state_file.exists():
@@ -119,45 +132,66 @@ def up() -> str:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
-        opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
-        _run(
-            [
-                str(bindir / "pg_ctl"),
-                "-D",
-                str(root / "data"),
-                "-l",
-                str(root / "server.log"),
-                "-o",
-                opts,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
         state_file.write_text(json.dumps({"port": port, "bindir": str(bindir)}))
-        deadline = time.monotonic() + 30
-        while not _answers(port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"PostgreSQL did not answer on port {port}; see {root}/server.log"
-                )
-            time.sleep(0.2)
+        _start(root)
         return _url(port)
 
 
-def _stop(root: Path) -> None:
+def _start(root: Path) -> None:
+    state = json.loads((root / "state.json").read_text())
+    port, bindir = state["port"], Path(state["bindir"])
+    opts = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    _run(
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(root / "data"),
+            "-l",
+            str(root / "server.log"),
+            "-o",
+            opts,
+            "-w",
+            "-t",
+            "60",
+            "start",
+        ]
+    )
+    deadline = time.monotonic() + 30
+    while not _answers(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"PostgreSQL did not answer on port {port}; see {root}/server.log")
+        time.sleep(0.2)
+
+
+def _stop(root: Path, mode: str = "fast") -> None:
     state_file = root / "state.json"
     if not state_file.exists():
         return
     bindir = Path(json.loads(state_file.read_text())["bindir"])
     with contextlib.suppress(subprocess.CalledProcessError):
-        _run([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "fast", "-w", "stop"])
+        _run([str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", mode, "-w", "stop"])
 
 
-def down() -> None:
-    """Stop the server and remove its data."""
-    root = data_root()
+def stop(root: Path, mode: str = "fast") -> None:
+    """Stop the server of ``root``, keeping its data (``mode``: smart, fast or
+    immediate, as ``pg_ctl stop -m``). Meant for private servers: the shared one
+    serves every test of the run."""
+    with _locked(root):
+        _stop(root, mode)
+
+
+def start(root: Path) -> str:
+    """Start the stopped server of ``root`` again, on its port and with its data."""
+    with _locked(root):
+        port = json.loads((root / "state.json").read_text())["port"]
+        if not _answers(port):
+            _start(root)
+        return _url(port)
+
+
+def down(root: Path | None = None) -> None:
+    """Stop the server of ``root`` (default: the shared one) and remove its data."""
+    root = root or data_root()
     with _locked(root):
         _stop(root)
         shutil.rmtree(root, ignore_errors=True)
