@@ -35,6 +35,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         if run_migrations:
             migrate(engine)
         kube = Kube(settings.kubeconfig)
+        writer = AuditWriter(engine)
         app.state.kaizen = AppState(
             settings=settings,
             engine=engine,
@@ -44,13 +45,14 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             auth_throttle=AuthThrottle(
                 settings.auth_failure_limit, settings.auth_failure_window_seconds
             ),
-            audit=AuditWriter(engine),
+            audit=writer,
             principals=PrincipalCache(),
             accesses=TTLCache(),
         )
         try:
             yield
         finally:
+            writer.close()  # records kept through a database outage: a last try
             kube.close()
             engine.dispose()
 

@@ -3,15 +3,17 @@ response is known, plus the middleware that refuses client impersonation headers
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine, delete
-from sqlmodel import col
+from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -26,23 +28,95 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 class AuditWriter:
     """Writes records; ones that could not be written (database down) are kept and
-    written first next time, so an outage loses none while the process lives."""
+    written by a background retry as soon as the database answers again, so an outage
+    loses none while the process lives. Meanwhile requests do not wait on the database
+    for their record. A write that failed may still have committed (the connection died
+    after COMMIT reached the server), so the retry first skips the kept records that
+    are already there: each request has exactly one record."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, retry_seconds: float = 1.0) -> None:
         self.engine = engine
-        self._backlog: list[AuditRecord] = []
-        self._lock = threading.Lock()
+        self.retry_seconds = retry_seconds
+        self._backlog: list[dict[str, Any]] = []  # unwritten records, oldest first
+        self._uncertain = False  # the last failed attempt may have committed
+        self._retrying: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the fields above
+        self._flush_lock = threading.Lock()  # one writer at a time
+        self._closed = threading.Event()
+
+    @property
+    def backlog(self) -> int:
+        """How many records wait for the database."""
+        with self._lock:
+            return len(self._backlog)
 
     def write(self, record: AuditRecord) -> None:
         with self._lock:
-            pending = [*self._backlog, record]
+            self._backlog.append(record.model_dump(exclude={"id"}))
+            if self._retrying is not None:
+                return  # the database is away: the retry writes it, in order
+        self._flush()
+
+    def _flush(self) -> bool:
+        """Write the backlog; False (and a retry scheduled) when the database fails."""
+        with self._flush_lock:
+            with self._lock:
+                pending, uncertain = list(self._backlog), self._uncertain
+            if not pending:
+                return True
             try:
                 with session(self.engine) as db:
-                    db.add_all(pending)
-                self._backlog = []
-            except Exception:  # the database is unreachable: keep the records
-                log.exception("audit write failed; %d record(s) kept for retry", len(pending))
-                self._backlog = pending
+                    fresh = _not_yet_written(db, pending) if uncertain else pending
+                    db.add_all(AuditRecord(**values) for values in fresh)
+            except Exception as exc:  # the database is unreachable: keep the records
+                with self._lock:
+                    self._uncertain = True
+                    first = self._retrying is None
+                log.warning(
+                    "audit write failed (%s); %d record(s) kept for retry",
+                    str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+                    len(pending),
+                    exc_info=first,
+                )
+                self._retry_later()
+                return False
+            with self._lock:
+                del self._backlog[: len(pending)]
+                self._uncertain = False
+            if len(pending) > 1:
+                log.info("wrote %d kept audit record(s)", len(fresh))
+            return True
+
+    def _retry_later(self) -> None:
+        with self._lock:
+            if self._retrying is not None or self._closed.is_set():
+                return
+            self._retrying = threading.Thread(target=self._retry, name="audit-retry", daemon=True)
+            self._retrying.start()
+
+    def _retry(self) -> None:
+        while not self._closed.wait(self.retry_seconds):
+            while self._flush():
+                with self._lock:
+                    if not self._backlog:
+                        self._retrying = None
+                        return
+
+    def close(self) -> None:
+        """Stop retrying and try a last time; records still unwritten are logged whole,
+        so not even a process exit during an outage loses one silently."""
+        self._closed.set()
+        with self._lock:
+            retrying = self._retrying
+        if retrying is not None:
+            retrying.join(timeout=10)
+        with self._lock:
+            self._retrying = None
+        if not self._flush():
+            with self._lock:
+                left, self._backlog = self._backlog, []
+            for values in left:
+                log.error("audit record not written: %s", json.dumps(values, default=str))
 
     def purge(self, retention_days: int) -> int:
         """Delete records past retention (the database refuses younger ones)."""
@@ -50,6 +124,23 @@ class AuditWriter:
         with session(self.engine) as db:
             result = db.exec(delete(AuditRecord).where(col(AuditRecord.time) < cutoff))
             return int(result.rowcount or 0)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _not_yet_written(db: Session, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The kept records a failed attempt did not commit after all."""
+    ids = {values["request_id"] for values in pending}
+    rows = db.exec(select(AuditRecord).where(col(AuditRecord.request_id).in_(ids))).all()
+    there = {(r.request_id, _aware(r.time), r.action, r.resource, r.outcome) for r in rows}
+    return [
+        v
+        for v in pending
+        if (v["request_id"], _aware(v["time"]), v["action"], v["resource"], v["outcome"])
+        not in there
+    ]
 
 
 class AuditMiddleware:

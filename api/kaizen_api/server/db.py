@@ -11,6 +11,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
 
+CONNECT_TIMEOUT_SECONDS = 5
+
 
 def engine_for(url: str) -> Engine:
     """An engine for ``url``; ``postgresql://`` URLs use psycopg 3."""
@@ -30,7 +32,17 @@ def engine_for(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pre-ping: connections the server dropped (a restart) are replaced, not handed out;
+    # the timeouts bound how long a request waits while the server is away, so it
+    # answers 503 (problems.database_unavailable) instead of hanging.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=CONNECT_TIMEOUT_SECONDS * 2,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
 
 
 def alembic_config() -> Config:

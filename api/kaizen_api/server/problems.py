@@ -9,12 +9,14 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from kaizen_api.server.kube import KubeError
 
 log = logging.getLogger("kaizen_api")
 TYPE_BASE = "https://kaizen.studio/problems/"
+DATABASE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
 
 
 class Problem(Exception):
@@ -82,7 +84,22 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     428: _problem("If-Match required"),
     429: _problem("Rate limited, or too many failed authentications (see Retry-After)"),
     502: _problem("Kubernetes failed"),
+    503: _problem("The database is unreachable for now (see Retry-After)"),
 }
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether a database error means "not reachable now" (retry later), as opposed
+    to a refused statement (a bug or a constraint, which stays a 500 or its own code)."""
+    if isinstance(
+        exc,
+        sa_exc.OperationalError
+        | sa_exc.InterfaceError
+        | sa_exc.DisconnectionError
+        | sa_exc.TimeoutError,
+    ):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated
 
 
 _KUBE_CODES = {
@@ -132,6 +149,24 @@ def install(app: FastAPI) -> None:
         code, title = _KUBE_CODES.get(exc.status, ("upstream-error", "Kubernetes failed"))
         status = exc.status if exc.status in _KUBE_CODES else 502
         return problem_response(request, status, code, title, exc.message)
+
+    @app.exception_handler(sa_exc.SQLAlchemyError)
+    async def _database(request: Request, exc: sa_exc.SQLAlchemyError) -> JSONResponse:
+        if not database_unavailable(exc):
+            raise exc  # a refused statement: the catch-all below answers 500 and logs it
+        log.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.url.path,
+            str(exc).splitlines()[0][:300],
+        )
+        return problem_response(
+            request,
+            503,
+            "database-unavailable",
+            "The database is unreachable; retry shortly",
+            headers={"retry-after": str(DATABASE_RETRY_AFTER)},
+        )
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

@@ -4,9 +4,7 @@ matches the documented status codes and schemas), and the README's Python exampl
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,62 +12,10 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from kubernetes import client
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.support.facade import PASSWORD
-from tests.support.processes import LocalProcess, free_port, start, wait_http_ok
-
-
-class Server:
-    def __init__(self, process: LocalProcess, url: str, headers: dict[str, str], org: str) -> None:
-        self.process, self.url, self.headers, self.org = process, url, headers, org
-
-
-@pytest.fixture(scope="module")
-def server(
-    facade_cluster: Path, api_client: client.ApiClient, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("fuzz")
-    port = free_port()
-    env = {
-        **os.environ,
-        "KUBECONFIG": str(facade_cluster),
-        "KAIZEN_DATABASE_URL": f"sqlite:///{folder / 'api.db'}",
-    }
-    process = start(
-        ["kaizen-api", "--host", "127.0.0.1", "--port", str(port)], folder / "api.log", env
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http_ok(f"{url}/healthz", process)
-        email = f"fuzz-{uuid.uuid4().hex[:6]}@example.com"
-        with httpx.Client(base_url=url + "/api/v1") as http:
-            http.post(
-                "/auth/register", json={"email": email, "password": PASSWORD}
-            ).raise_for_status()
-            token = http.post("/auth/login", json={"email": email, "password": PASSWORD}).json()
-            headers = {"authorization": f"Bearer {token['access_token']}"}
-            org = f"f{uuid.uuid4().hex[:8]}"
-            http.post("/orgs", json={"slug": org, "name": org}, headers=headers).raise_for_status()
-            http.post(
-                f"/orgs/{org}/workspaces", json={"name": "ml"}, headers=headers
-            ).raise_for_status()
-        yield Server(process, url, headers, org)
-    finally:
-        process.stop()
-        # Whatever organizations the generated requests made, their namespaces go too.
-        core = client.CoreV1Api(api_client)
-        for ns in core.list_namespace(
-            label_selector="app.kubernetes.io/managed-by=kaizen-api"
-        ).items:
-            if ns.metadata.name.startswith("kz-") and (folder / "api.db").exists():
-                import sqlite3
-
-                with sqlite3.connect(folder / "api.db") as db:
-                    owned = {row[0] for row in db.execute("SELECT namespace FROM workspaces")}
-                if ns.metadata.name in owned:
-                    core.delete_namespace(ns.metadata.name, propagation_policy="Background")
+from tests.support.live_server import Server, module_server  # noqa: F401 - fixture `server`
 
 
 def test_generated_requests_get_documented_answers(server: Server) -> None:
