@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from kaizen_api import __version__
-from kaizen_api.server import audit, problems
+from kaizen_api.server import audit, openapi, problems
 from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.cache import TTLCache
@@ -77,4 +77,5 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     audit.install(app)  # outermost: requests refused by the body limit are audited too
+    openapi.install(app)  # links between operations (create -> get/replace/delete)
     return app
