@@ -13,7 +13,8 @@ from kaizen_api.server.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``kaizen-api [serve]`` (default), ``migrate`` or ``purge-audit``."""
+    """``kaizen-api [serve]`` (default), ``migrate``, ``purge-audit`` or
+    ``sync-workspaces``."""
     parser = argparse.ArgumentParser(
         prog="kaizen-api",
         description="The multi-tenant REST facade. Settings come from the environment: "
@@ -24,7 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
-        "command", nargs="?", default="serve", choices=["serve", "migrate", "purge-audit"]
+        "command",
+        nargs="?",
+        default="serve",
+        choices=["serve", "migrate", "purge-audit", "sync-workspaces"],
+        help="sync-workspaces: re-apply every workspace's Namespace, RoleBindings and "
+        "quota from the database (after a restore)",
     )
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server's job
     parser.add_argument("--port", type=int, default=8000)
@@ -60,9 +66,36 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command == "sync-workspaces":
+        return sync_workspaces(settings)
     app = create_app(settings, run_migrations=not args.no_migrate)
     # Access logs carry no Authorization header; query strings never hold secrets here.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def sync_workspaces(settings: Settings) -> int:
+    """Write each workspace's Kubernetes side (Namespace, RoleBindings, quota) as the
+    database says: after restoring the database into a new or emptied cluster."""
+    from sqlmodel import select
+
+    from kaizen_api.server.db import engine_for, session
+    from kaizen_api.server.kube import Kube
+    from kaizen_api.server.models import Organization, Workspace
+    from kaizen_api.server.workspaces import sync_workspace
+
+    kube = Kube(settings.kubeconfig)
+    try:
+        with session(engine_for(settings.database_url)) as db:
+            rows = db.exec(
+                select(Organization, Workspace).where(Workspace.org_id == Organization.id)
+            ).all()
+            for org, ws in rows:
+                sync_workspace(kube, db, org, ws)
+                print(f"workspace {org.slug}/{ws.name}: namespace {ws.namespace} in sync")
+    finally:
+        kube.close()
+    print(f"{len(rows)} workspace(s) in sync")
     return 0
 
 
