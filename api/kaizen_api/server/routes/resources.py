@@ -36,6 +36,10 @@ router = APIRouter(tags=["resources"])
 State = Annotated[AppState, Depends(app_state)]
 Json = dict[str, Any]
 AGENT_LABEL = "kaizen.studio/agent"  # label of an Agent's ControllerRevisions (operator)
+# Deepest JSON nesting a resource body may have. Free-form fields (tool parameters)
+# take any JSON, and the apiserver stores far deeper objects than the facade can
+# serialize back (about 250 levels): past that, every read of the object would fail.
+MAX_DEPTH = 100
 
 
 class Kind(StrEnum):
@@ -99,9 +103,33 @@ def _check(principal: Any, state: AppState, org: str, ws: str, permission: str) 
     return access
 
 
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (iterative: no recursion limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = list(item.values())
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
 def _validated(kind: Kind, body: Json, namespace: str, name: str | None = None) -> Json:
     """The body as the apiserver should get it: validated by the kind's model, in the
     workspace's namespace (another namespace is refused, not silently moved)."""
+    if _too_deep(body, MAX_DEPTH):
+        raise Problem(
+            422,
+            "invalid-resource",
+            "Nested too deeply",
+            f"JSON in a resource may nest at most {MAX_DEPTH} levels",
+        )
     meta = dict(body.get("metadata") or {})
     if meta.get("namespace") not in (None, namespace):
         raise Problem(
