@@ -221,3 +221,50 @@ def test_the_aiohttp_resolver_refuses_what_a_name_resolves_to_at_connect_time() 
         await guarded.close()
 
     asyncio.run(scenario())
+
+
+def test_the_operator_refuses_before_opening_a_connection(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Promotion webhooks: refused destinations fail the gate without any request (the
+    bearer token goes nowhere); --allow-link-local-destinations lets the call be made."""
+    import aiohttp
+
+    from kaizen_api.v1alpha1.promotion import WebhookTarget
+    from kaizen_operator.__main__ import parse_args
+    from kaizen_operator.promotion import gates
+
+    opened: list[str] = []
+
+    def connector(**options: Any) -> None:
+        opened.append("connector")
+
+    def session(*args: Any, **kwargs: Any) -> None:
+        opened.append("session")
+        raise aiohttp.ClientConnectionError("stopped by the test")
+
+    monkeypatch.setattr(gates, "guarded_connector", connector)
+    monkeypatch.setattr(gates.aiohttp, "ClientSession", session)
+
+    async def post(url: str, allow: bool) -> gates.GateOutcome:
+        return await gates.post_json(WebhookTarget(url=url), {}, "s3cret", allow_link_local=allow)
+
+    refused = asyncio.run(post("http://169.254.169.254/latest/meta-data", False))
+    assert not refused.passed and not opened
+    assert refused.message.startswith("webhook destination not allowed: host '169.254.169.254'")
+    assert "--allow-link-local-destinations" in refused.message
+    assert "s3cret" not in refused.message
+    named = asyncio.run(post("http://metadata.google.internal/x", False))
+    assert "cloud instance metadata service" in named.message and not opened
+    tried = asyncio.run(post("http://169.254.169.254/latest/meta-data", True))
+    assert opened == ["connector", "session"] and "unreachable" in tried.message
+
+    assert parse_args([]).allow_link_local_destinations is False
+    assert parse_args(["--allow-link-local-destinations"]).allow_link_local_destinations
+    monkeypatch.setenv("KAIZEN_OPERATOR_ALLOW_LINK_LOCAL_DESTINATIONS", "1")
+    assert parse_args([]).allow_link_local_destinations
+
+
+def test_the_gateway_flag_and_variable() -> None:
+    from kaizen_gateway.__main__ import parse_args
+
+    assert parse_args([]).allow_link_local_upstreams is False
+    assert parse_args(["--allow-link-local-upstreams"]).allow_link_local_upstreams
