@@ -162,6 +162,20 @@ def _validated(kind: Kind, body: Json, namespace: str, name: str | None = None) 
     return obj
 
 
+def _known_version(version: str) -> str:
+    """An If-Match (or metadata.resourceVersion) that cannot be a version the apiserver
+    gave out matches no object: 409 like any stale write (the apiserver itself would
+    fail parsing it with a 500)."""
+    if not version.isdigit() or not version.isascii():
+        raise Problem(
+            409,
+            "conflict",
+            "The resource changed or already exists",
+            f"{version[:64]!r} is not a version of this resource; GET it for its ETag",
+        )
+    return version
+
+
 def _etag(obj: Json, response: Response) -> Json:
     response.headers["etag"] = f'"{obj.get("metadata", {}).get("resourceVersion", "")}"'
     return obj
@@ -258,7 +272,7 @@ def replace_resource(
             "If-Match required",
             "send the ETag of your GET as If-Match (or metadata.resourceVersion)",
         )
-    obj["metadata"]["resourceVersion"] = version
+    obj["metadata"]["resourceVersion"] = _known_version(str(version))
     replaced = state.kube.request(
         "PUT",
         kaizen_path(access.namespace, kind, name),
@@ -282,7 +296,7 @@ def delete_resource(
     access = _check(principal, state, org, ws, f"{kind}:delete")
     body: Json = {"propagationPolicy": "Background"}
     if if_match:
-        body["preconditions"] = {"resourceVersion": if_match.strip('"')}
+        body["preconditions"] = {"resourceVersion": _known_version(if_match.strip('"'))}
     state.kube.request(
         "DELETE", kaizen_path(access.namespace, kind, name), caller=access.caller, body=body
     )
