@@ -85,3 +85,25 @@ def ready_conditions(
         now,
     )
     return out
+
+
+CHILD_REJECTED = "ChildRejected"
+
+
+def rejected_status(obj: dict[str, Any], message: str, now: datetime) -> dict[str, Any]:
+    """``obj``'s status when the apiserver refused one of its children as invalid: not
+    Ready and Stalled (reason ChildRejected) until its spec changes; the rest of the
+    status is kept as it was."""
+    status = dict(obj.get("status") or {})
+    generation = obj["metadata"].get("generation")
+    status["observedGeneration"] = generation
+    status["conditions"] = ready_conditions(
+        status.get("conditions") or [],
+        ready=False,
+        reason=CHILD_REJECTED,
+        message=message,
+        generation=generation,
+        now=now,
+        stalled=True,
+    )
+    return status

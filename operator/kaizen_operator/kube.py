@@ -11,11 +11,15 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from typing import Any
 
 from kubernetes_asyncio import client, config
 
 FIELD_MANAGER = "kaizen-operator"
+# Server-side apply bodies are parsed as YAML; the parameter keeps the client library
+# from re-encoding our bytes (see apply_body).
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml; charset=utf-8"
 REPLICAS_MANAGER = "kaizen-operator-replicas"
 
 # (apiVersion, kind) -> (URL prefix, plural)
@@ -61,6 +65,18 @@ CLUSTER_RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
 ApiException = client.ApiException
 
 
+def refusal(exc: ApiException) -> str | None:
+    """The apiserver's message when it refused a write as invalid (400 or 422): a
+    problem of the spec that retrying cannot fix. None for every other error."""
+    if exc.status not in (400, 422):
+        return None
+    try:
+        message = str(json.loads(exc.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return message or f"refused with HTTP {exc.status}"
+
+
 def resource_path(
     api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None
 ) -> str:
@@ -76,6 +92,25 @@ def resource_path(
     if sub:
         path += f"/{sub}"
     return path
+
+
+def apply_body(obj: dict[str, Any]) -> bytes:
+    """``obj`` as a server-side apply body: JSON with characters outside the Basic
+    Multilingual Plane written as UTF-8, not as \\ud83d\\ude00 surrogate pairs.
+
+    The apiserver reads apply bodies with a YAML parser, which refuses JSON's surrogate
+    escapes ("invalid Unicode character escape code"), so an emoji in a system prompt
+    would make the agent bundle unappliable. Raw UTF-8 is valid in both JSON and YAML;
+    control characters stay escaped (YAML refuses them raw)."""
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    return _YAML_UNPRINTABLE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
+
+
+# Characters YAML does not take raw inside a quoted string: outside its printable set,
+# or line breaks it would fold (NEL, LS, PS). Their JSON escapes are valid YAML too.
+_YAML_UNPRINTABLE = re.compile(
+    "[^\t\n\r\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
 
 
 def _digest(obj: dict[str, Any]) -> str:
@@ -177,7 +212,7 @@ class Kube:
         query = [("fieldManager", manager), ("force", "true")]
         try:
             applied: dict[str, Any] = await self._call(
-                path, "PATCH", body=obj, query=query, content_type="application/apply-patch+yaml"
+                path, "PATCH", body=apply_body(obj), query=query, content_type=APPLY_CONTENT_TYPE
             )
         except ApiException as exc:
             if exc.status != 422:
@@ -185,9 +220,16 @@ class Kube:
             # Someone else's edit of a keyed list (e.g. a Service port renamed) can make
             # the merged result invalid; a JSON merge patch replaces such lists whole,
             # then the apply re-takes ownership.
-            await self._call(path, "PATCH", body=obj, content_type="application/merge-patch+json")
+            try:
+                await self._call(
+                    path, "PATCH", body=obj, content_type="application/merge-patch+json"
+                )
+            except ApiException as merge_exc:
+                if merge_exc.status == 404:  # nothing to merge into: our object is invalid
+                    raise exc from None
+                raise
             applied = await self._call(
-                path, "PATCH", body=obj, query=query, content_type="application/apply-patch+yaml"
+                path, "PATCH", body=apply_body(obj), query=query, content_type=APPLY_CONTENT_TYPE
             )
         self._applied.setdefault(ref, {})[manager] = (
             digest,

@@ -253,6 +253,16 @@ class SecretKeySelector(KaizenModel):
     )
 
 
+# Kubernetes label syntax: the apiserver refuses a list whose selector breaks it, so a
+# selector is checked here, at apply time, not when the operator first uses it.
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LABEL_KEY_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+
+
 class SelectorOperator(StrEnum):
     """Operator of a label selector requirement."""
 
@@ -276,9 +286,11 @@ class LabelSelectorRequirement(KaizenModel):
         )
     )
 
-    key: str = Field(description="The label key.", min_length=1, max_length=317)
+    key: str = Field(
+        description="The label key.", min_length=1, max_length=317, pattern=LABEL_KEY_PATTERN
+    )
     operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist.")
-    values: list[Annotated[str, Field(max_length=63)]] = Field(
+    values: list[LabelValue] = Field(
         default_factory=list,
         max_length=64,
         description="Label values; non-empty for In/NotIn, empty for Exists/DoesNotExist.",
@@ -298,7 +310,7 @@ class LabelSelectorRequirement(KaizenModel):
 class LabelSelector(KaizenModel):
     """Selects objects by labels; the requirements are ANDed."""
 
-    match_labels: dict[str, Annotated[str, Field(max_length=63)]] | None = Field(
+    match_labels: dict[str, LabelValue] | None = Field(
         default=None,
         description="Labels that must all match exactly.",
         max_length=64,

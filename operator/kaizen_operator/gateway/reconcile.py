@@ -11,13 +11,14 @@ import kopf
 from kaizen_api.v1alpha1.common import LabelSelector
 from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
+from kaizen_operator.conditions import CHILD_REJECTED, rejected_status
 from kaizen_operator.events import record
 from kaizen_operator.gateway.render import (
     GatewayInputs,
     render_gateway,
     selector_string,
 )
-from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube
+from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube, refusal
 from kaizen_operator.runtime import Runtime, apply_all, owned_by, prune, write_status
 
 API = "kaizen.studio/v1alpha1"
@@ -91,11 +92,17 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
     gateway = await rt.kube.get(API, "Gateway", namespace, name)
     if gateway is None or gateway["metadata"].get("deletionTimestamp"):
         return True
-    inputs = await resolve_gateway(rt.kube, gateway, rt.config.gateway_image, datetime.now(UTC))
-    plan = render_gateway(inputs)
-    await apply_all(rt.kube, plan.children)
-    if plan.replicas is not None:
-        await rt.kube.apply(plan.replicas, manager=REPLICAS_MANAGER)
+    try:
+        now = datetime.now(UTC)
+        inputs = await resolve_gateway(rt.kube, gateway, rt.config.gateway_image, now)
+        plan = render_gateway(inputs)
+        await apply_all(rt.kube, plan.children)
+        if plan.replicas is not None:
+            await rt.kube.apply(plan.replicas, manager=REPLICAS_MANAGER)
+    except ApiException as exc:
+        if (message := refusal(exc)) is None:
+            raise
+        return await _report_rejected(rt, gateway, message)
     removed = await prune(rt.kube, namespace, gateway["metadata"]["uid"], plan.prune)
     served_before = (gateway.get("status") or {}).get("servedRevisions") or []
     before = {(s["agent"], s["revision"]) for s in served_before}
@@ -112,6 +119,20 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
         await record(rt.kube, gateway, "ServedRevisionsChanged", f"now serving {served}")
     if removed:
         await record(rt.kube, gateway, "Pruned", "deleted " + ", ".join(removed))
+    return True
+
+
+async def _report_rejected(rt: Runtime, gateway: dict[str, Any], message: str) -> bool:
+    """The spec makes an invalid child or query: say so, stop retrying until it changes."""
+    status = rejected_status(gateway, f"the apiserver refused: {message}", datetime.now(UTC))
+    try:
+        written = await write_status(rt.kube, gateway, status, guard=True)
+    except ApiException as exc:
+        if exc.status == 409:
+            return False
+        raise
+    if written:
+        await record(rt.kube, gateway, CHILD_REJECTED, message, warning=True)
     return True
 
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kaizen_operator import names
-from kaizen_operator.conditions import READY, get_condition
+from kaizen_operator.conditions import CHILD_REJECTED, READY, get_condition, rejected_status
 from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import controlling_policy
-from kaizen_operator.kube import Kube
+from kaizen_operator.kube import ApiException, Kube, refusal
 from kaizen_operator.runtime import Runtime, owned_by, write_status
 from kaizen_operator.scaling.render import ScalingInputs, render_scaling_policy
 
@@ -51,7 +51,15 @@ async def reconcile_scaling_policy(rt: Runtime, namespace: str, name: str) -> No
         plan = render_scaling_policy(inputs)
         previous = (policy.get("status") or {}).get("activeOverride")
         if plan.hpa is not None:
-            await rt.kube.apply(plan.hpa)
+            try:
+                await rt.kube.apply(plan.hpa)
+            except ApiException as exc:
+                if (message := refusal(exc)) is None:
+                    raise
+                status = rejected_status(policy, f"the HPA was refused: {message}", inputs.now)
+                if await write_status(rt.kube, policy, status):
+                    await record(rt.kube, policy, CHILD_REJECTED, message, warning=True)
+                return
         elif inputs.hpa is not None:
             await rt.kube.delete(*HPA, namespace, inputs.hpa["metadata"]["name"])
         await write_status(rt.kube, policy, plan.status)
