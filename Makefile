@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PYTEST_ARGS ?=
 
-.PHONY: dev dev-down test lint unit crds cluster-up cluster-down cluster-status bootstrap
+.PHONY: dev dev-down test lint unit reliability crds cluster-up cluster-down cluster-status bootstrap
 
 ## Start the whole platform locally (control plane, CRDs, examples).
 dev: bootstrap
@@ -30,6 +30,12 @@ lint:
 ## Only the pure unit tests (no cluster, seconds).
 unit:
 	$(PYTHON) -m pytest -m unit
+
+## The reliability suite at full size (5,000 Agents, 500-op bursts, long soaks; about
+## an hour); `make test` runs its short form. Figures: .reliability/figures.jsonl.
+reliability: bootstrap
+	$(PYTHON) hack/cluster.py build >/dev/null
+	KAIZEN_RELIABILITY=full $(PYTHON) -m pytest -m reliability $(PYTEST_ARGS)
 
 ## Regenerate the CRDs (crds/ and the chart) from the pydantic models.
 crds:

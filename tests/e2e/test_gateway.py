@@ -258,6 +258,7 @@ def test_upstream_429_is_retried_and_a_dead_upstream_is_a_502(running: Running) 
     assert failed.value.body["type"] == "upstream_error"
 
 
+@pytest.mark.reliability  # config swapped under load: also part of `make reliability`
 def test_bundle_replaced_mid_traffic_drops_no_request(running: Running) -> None:
     original = running.bundle.read_text()
     data = json.loads(original)

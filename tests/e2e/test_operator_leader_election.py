@@ -69,6 +69,7 @@ def ha_namespace(api_client: client.ApiClient) -> Iterator[str]:
     core.delete_namespace(ns, propagation_policy="Background")
 
 
+@pytest.mark.reliability  # HA fault: also part of `make reliability`
 def test_only_the_leader_acts_and_the_standby_takes_over_when_it_dies(
     crds: Path, api_client: client.ApiClient, ha_namespace: str, tmp_path: Path
 ) -> None:
