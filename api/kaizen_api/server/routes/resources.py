@@ -9,12 +9,14 @@ Optimistic concurrency: GET returns an ETag (the resourceVersion); PUT needs If-
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
 from kaizen_api.server.access import (
     CurrentPrincipal,
@@ -89,15 +91,21 @@ def _access(
     return access
 
 
-def _check(principal: Any, state: AppState, org: str, ws: str, permission: str) -> WorkspaceAccess:
+def _resolve(principal: Any, state: AppState, org: str, ws: str) -> WorkspaceAccess:
+    with session(state.engine) as db:
+        return workspace_access(db, org_access(db, principal, org), ws)
+
+
+async def _check(
+    principal: Any, state: AppState, org: str, ws: str, permission: str
+) -> WorkspaceAccess:
     """The caller's access to the workspace, checked for ``permission``. Resolutions are
     remembered 5 s (membership changes clear them at once on this replica); Kubernetes
-    RBAC still decides every call."""
+    RBAC still decides every call. Only a miss reads the database (in the thread pool)."""
     key = (principal.user.id, principal.key.id if principal.key else None, org, ws)
     access = state.accesses.get(key)
     if access is None:
-        with session(state.engine) as db:
-            access = workspace_access(db, org_access(db, principal, org), ws)
+        access = await run_in_threadpool(_resolve, principal, state, org, ws)
         state.accesses.put(key, access)
     access.require(permission)  # the workspace role and, for a key, its scope
     return access
@@ -176,13 +184,23 @@ def _known_version(version: str) -> str:
     return version
 
 
-def _etag(obj: Json, response: Response) -> Json:
-    response.headers["etag"] = f'"{obj.get("metadata", {}).get("resourceVersion", "")}"'
-    return obj
+def _passed_on(obj: Json, raw: bytes, status_code: int = 200) -> Response:
+    """The apiserver's object as it sent it (no re-serialization), with its ETag."""
+    version = obj.get("metadata", {}).get("resourceVersion", "")
+    return Response(
+        raw, status_code, headers={"etag": f'"{version}"'}, media_type="application/json"
+    )
+
+
+def _json(value: Any) -> Response:
+    """``value`` as FastAPI would encode it (compact UTF-8 JSON), without the model
+    round trip: the values come from the apiserver's JSON already."""
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(body.encode(), media_type="application/json")
 
 
 @router.get("/orgs/{org}/workspaces/{ws}/{kind}", response_model=ResourceList)
-def list_resources(
+async def list_resources(
     org: str,
     ws: str,
     kind: Kind,
@@ -191,66 +209,66 @@ def list_resources(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     continue_: Annotated[str | None, Query(alias="continue", max_length=2048)] = None,
     label_selector: Annotated[str | None, Query(alias="labelSelector", max_length=1024)] = None,
-) -> ResourceList:
+) -> Response:
     """One page of resources; pass ``continue`` from the previous page for the next."""
-    access = _check(principal, state, org, ws, f"{kind}:read")
+    access = await _check(principal, state, org, ws, f"{kind}:read")
     params = {"limit": str(limit)}
     if continue_:
         params["continue"] = continue_
     if label_selector:
         params["labelSelector"] = label_selector
-    data = state.kube.request(
+    data, _ = await state.kube.arequest(
         "GET", kaizen_path(access.namespace, kind), caller=access.caller, params=params
     )
     meta = data.get("metadata") or {}
-    return ResourceList.model_validate(
+    return _json(
         {
-            "items": data.get("items", []),
+            "items": data.get("items") or [],
             "continue": meta.get("continue") or None,
             "remaining": meta.get("remainingItemCount"),
         }
     )
 
 
-@router.post("/orgs/{org}/workspaces/{ws}/{kind}", status_code=201)
-def create_resource(
+@router.post("/orgs/{org}/workspaces/{ws}/{kind}", status_code=201, response_model=Json)
+async def create_resource(
     org: str,
     ws: str,
     kind: Kind,
     body: Annotated[Json, Body()],
     principal: CurrentPrincipal,
     state: State,
-    response: Response,
-) -> Json:
-    access = _check(principal, state, org, ws, f"{kind}:create")
+) -> Response:
+    access = await _check(principal, state, org, ws, f"{kind}:create")
     obj = _validated(kind, body, access.namespace)
-    created = state.kube.request(
+    created, raw = await state.kube.arequest(
         "POST",
         kaizen_path(access.namespace, kind),
         caller=access.caller,
         body=obj,
         params={"fieldManager": "kaizen-api"},
     )
-    return _etag(created, response)
+    return _passed_on(created, raw, 201)
 
 
-@router.get("/orgs/{org}/workspaces/{ws}/{kind}/{name}")
-def get_resource(
+@router.get("/orgs/{org}/workspaces/{ws}/{kind}/{name}", response_model=Json)
+async def get_resource(
     org: str,
     ws: str,
     kind: Kind,
     name: str,
     principal: CurrentPrincipal,
     state: State,
-    response: Response,
-) -> Json:
-    access = _check(principal, state, org, ws, f"{kind}:read")
-    obj = state.kube.request("GET", kaizen_path(access.namespace, kind, name), caller=access.caller)
-    return _etag(obj, response)
+) -> Response:
+    access = await _check(principal, state, org, ws, f"{kind}:read")
+    obj, raw = await state.kube.arequest(
+        "GET", kaizen_path(access.namespace, kind, name), caller=access.caller
+    )
+    return _passed_on(obj, raw)
 
 
-@router.put("/orgs/{org}/workspaces/{ws}/{kind}/{name}")
-def replace_resource(
+@router.put("/orgs/{org}/workspaces/{ws}/{kind}/{name}", response_model=Json)
+async def replace_resource(
     org: str,
     ws: str,
     kind: Kind,
@@ -258,11 +276,10 @@ def replace_resource(
     body: Annotated[Json, Body()],
     principal: CurrentPrincipal,
     state: State,
-    response: Response,
     if_match: Annotated[str | None, Header()] = None,
-) -> Json:
+) -> Response:
     """Replace the spec (and labels/annotations); needs If-Match or resourceVersion."""
-    access = _check(principal, state, org, ws, f"{kind}:update")
+    access = await _check(principal, state, org, ws, f"{kind}:update")
     obj = _validated(kind, body, access.namespace, name)
     version = (if_match or "").strip('"') or obj["metadata"].get("resourceVersion")
     if not version:
@@ -273,18 +290,18 @@ def replace_resource(
             "send the ETag of your GET as If-Match (or metadata.resourceVersion)",
         )
     obj["metadata"]["resourceVersion"] = _known_version(str(version))
-    replaced = state.kube.request(
+    replaced, raw = await state.kube.arequest(
         "PUT",
         kaizen_path(access.namespace, kind, name),
         caller=access.caller,
         body=obj,
         params={"fieldManager": "kaizen-api"},
     )
-    return _etag(replaced, response)
+    return _passed_on(replaced, raw)
 
 
 @router.delete("/orgs/{org}/workspaces/{ws}/{kind}/{name}", status_code=204)
-def delete_resource(
+async def delete_resource(
     org: str,
     ws: str,
     kind: Kind,
@@ -293,20 +310,26 @@ def delete_resource(
     state: State,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    access = _check(principal, state, org, ws, f"{kind}:delete")
+    access = await _check(principal, state, org, ws, f"{kind}:delete")
     body: Json = {"propagationPolicy": "Background"}
     if if_match:
         body["preconditions"] = {"resourceVersion": _known_version(if_match.strip('"'))}
-    state.kube.request(
+    await state.kube.arequest(
         "DELETE", kaizen_path(access.namespace, kind, name), caller=access.caller, body=body
     )
     return Response(status_code=204)
 
 
-def _merge_patch(
+async def _call(state: AppState, method: str, path: str, **options: Any) -> Json:
+    """One apiserver call on the event loop; its parsed answer."""
+    data, _ = await state.kube.arequest(method, path, **options)
+    return data
+
+
+async def _merge_patch(
     state: AppState, access: WorkspaceAccess, kind: Kind, name: str, patch: Json
 ) -> Json:
-    return state.kube.request(
+    data, _ = await state.kube.arequest(
         "PATCH",
         kaizen_path(access.namespace, kind, name),
         caller=access.caller,
@@ -314,35 +337,37 @@ def _merge_patch(
         params={"fieldManager": "kaizen-api"},
         content_type="application/merge-patch+json",
     )
+    return data
 
 
 @router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/approve")
-def approve_promotion(
+async def approve_promotion(
     org: str, ws: str, name: str, body: Decision, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Approve as yourself: the operator's admission webhook records the authenticated
     user (and refuses people outside the approvers list)."""
-    access = _check(principal, state, org, ws, "promotions:approve")
+    access = await _check(principal, state, org, ws, "promotions:approve")
     patch = {"metadata": {"annotations": {"kaizen.studio/approve": body.reason}}}
-    return _merge_patch(state, access, Kind.promotions, name, patch)
+    return await _merge_patch(state, access, Kind.promotions, name, patch)
 
 
 @router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/reject")
-def reject_promotion(
+async def reject_promotion(
     org: str, ws: str, name: str, body: Decision, principal: CurrentPrincipal, state: State
 ) -> Json:
-    access = _check(principal, state, org, ws, "promotions:approve")
+    access = await _check(principal, state, org, ws, "promotions:approve")
     patch = {"metadata": {"annotations": {"kaizen.studio/reject": body.reason}}}
-    return _merge_patch(state, access, Kind.promotions, name, patch)
+    return await _merge_patch(state, access, Kind.promotions, name, patch)
 
 
 @router.get("/orgs/{org}/workspaces/{ws}/agents/{name}/revisions")
-def list_revisions(
+async def list_revisions(
     org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
 ) -> list[Json]:
     """The Agent's revisions, newest first (number, hash, content, creation time)."""
-    access = _check(principal, state, org, ws, "agents:read")
-    data = state.kube.request(
+    access = await _check(principal, state, org, ws, "agents:read")
+    data = await _call(
+        state,
         "GET",
         f"/apis/apps/v1/namespaces/{access.namespace}/controllerrevisions",
         caller=access.caller,
@@ -362,24 +387,26 @@ def list_revisions(
 
 
 @router.post("/orgs/{org}/workspaces/{ws}/agents/{name}/rollback")
-def rollback_agent(
+async def rollback_agent(
     org: str, ws: str, name: str, body: Rollback, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Restore an earlier revision's content (this makes a new revision: history is
     append-only). Promoted gateways change only through a Promotion."""
-    access = _check(principal, state, org, ws, "agents:update")
-    revision = state.kube.request(
+    access = await _check(principal, state, org, ws, "agents:update")
+    revision = await _call(
+        state,
         "GET",
         f"/apis/apps/v1/namespaces/{access.namespace}/controllerrevisions/{name}-r{body.revision}",
         caller=access.caller,
     )
-    agent = state.kube.request(
-        "GET", kaizen_path(access.namespace, Kind.agents, name), caller=access.caller
+    agent = await _call(
+        state, "GET", kaizen_path(access.namespace, Kind.agents, name), caller=access.caller
     )
     content = (revision.get("data") or {}).get("spec") or {}
     agent["spec"] = {**agent["spec"], **content}
     agent.pop("status", None)
-    return state.kube.request(
+    return await _call(
+        state,
         "PUT",
         kaizen_path(access.namespace, Kind.agents, name),
         caller=access.caller,
@@ -389,16 +416,19 @@ def rollback_agent(
 
 
 @router.get("/orgs/{org}/workspaces/{ws}/gateways/{name}/status")
-def gateway_status(org: str, ws: str, name: str, principal: CurrentPrincipal, state: State) -> Json:
+async def gateway_status(
+    org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
+) -> Json:
     """The Gateway's status and its autoscaler's numbers, in one answer."""
-    access = _check(principal, state, org, ws, "gateways:read")
-    gateway = state.kube.request(
-        "GET", kaizen_path(access.namespace, Kind.gateways, name), caller=access.caller
+    access = await _check(principal, state, org, ws, "gateways:read")
+    gateway = await _call(
+        state, "GET", kaizen_path(access.namespace, Kind.gateways, name), caller=access.caller
     )
     status = gateway.get("status") or {}
     autoscaler = None
     try:
-        hpa = state.kube.request(
+        hpa = await _call(
+            state,
             "GET",
             f"/apis/autoscaling/v2/namespaces/{access.namespace}"
             f"/horizontalpodautoscalers/{name}-gateway",
@@ -430,16 +460,20 @@ def gateway_status(org: str, ws: str, name: str, principal: CurrentPrincipal, st
 
 
 @router.put("/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override")
-def set_override(
+async def set_override(
     org: str, ws: str, name: str, body: ScalingOverride, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Pin or freeze the autoscaler (until expiresAt, if given)."""
-    access = _check(principal, state, org, ws, "scalingpolicies:update")
+    access = await _check(principal, state, org, ws, "scalingpolicies:update")
     patch = {"spec": {"override": body.to_wire()}}
-    return _merge_patch(state, access, Kind.scalingpolicies, name, patch)
+    return await _merge_patch(state, access, Kind.scalingpolicies, name, patch)
 
 
 @router.delete("/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override")
-def clear_override(org: str, ws: str, name: str, principal: CurrentPrincipal, state: State) -> Json:
-    access = _check(principal, state, org, ws, "scalingpolicies:update")
-    return _merge_patch(state, access, Kind.scalingpolicies, name, {"spec": {"override": None}})
+async def clear_override(
+    org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
+) -> Json:
+    access = await _check(principal, state, org, ws, "scalingpolicies:update")
+    return await _merge_patch(
+        state, access, Kind.scalingpolicies, name, {"spec": {"override": None}}
+    )
