@@ -127,7 +127,11 @@ def test_drawn_specs_are_refused_or_end_with_a_reason_and_never_loop(
                 custom.get_namespaced_custom_object(GROUP, VERSION, ns, *ref.split("/"))
                 for ref in left
             ]
-            errors = [x for x in proc.log.read_text().splitlines() if '"levelname": "ERROR"' in x or "Traceback" in x]
+            errors = [
+                x
+                for x in proc.log.read_text().splitlines()
+                if '"levelname": "ERROR"' in x or "Traceback" in x
+            ]
             raise AssertionError(f"never settled: {left}\n{shown}\n{errors[-10:]}") from None
         assert proc.proc.poll() is None, f"the operator died:\n{proc.tail(80)}"
 
