@@ -55,16 +55,19 @@ def test_revisions_rollback_and_approval_through_the_facade(
             return (obj.get("status") or {}).get("latestRevision")
 
         wait(lambda: latest() == 1)
-        current = facade.call("GET", f"{ws}/agents/hello", owner)
-        body = current.json()
-        body["spec"]["systemPrompt"] = "v2"
-        r = facade.call(
-            "PUT",
-            f"{ws}/agents/hello",
-            dev,
-            json=body,
-            headers={"if-match": current.headers["etag"]},
-        )
+        for _ in range(5):  # the operator may write status between our read and write
+            current = facade.call("GET", f"{ws}/agents/hello", owner)
+            body = current.json()
+            body["spec"]["systemPrompt"] = "v2"
+            r = facade.call(
+                "PUT",
+                f"{ws}/agents/hello",
+                dev,
+                json=body,
+                headers={"if-match": current.headers["etag"]},
+            )
+            if r.status_code != 409:  # a stale ETag: read again, as a client should
+                break
         assert r.status_code == 200, r.text
         wait(lambda: latest() == 2)
         revisions = facade.call("GET", f"{ws}/agents/hello/revisions", dev).json()
