@@ -4,26 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def cluster_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KAIZEN_CLUSTER_DIR": str(state)}
-    env.pop("KUBECONFIG", None)
-    return subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "cluster.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+from tests.support.kube import cluster_cli
 
 
 def alive(pid: int) -> bool:

@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import time
 import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -64,19 +61,10 @@ def reconciles(metrics_port: int) -> float:
     )
 
 
-@pytest.fixture
-def fuzz_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    ns = f"fuzz-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
-
-
 def test_drawn_specs_are_refused_or_end_with_a_reason_and_never_loop(
-    crds: Path, api_client: client.ApiClient, fuzz_namespace: str, tmp_path: Path, figures: Figures
+    crds: Path, api_client: client.ApiClient, own_namespace: str, tmp_path: Path, figures: Figures
 ) -> None:
-    ns, custom = fuzz_namespace, client.CustomObjectsApi(api_client)
+    ns, custom = own_namespace, client.CustomObjectsApi(api_client)
     proc, metrics_port = start_operator(crds, ns, tmp_path / "operator.log")
     stored: list[tuple[str, str]] = []
     refused: list[str] = []

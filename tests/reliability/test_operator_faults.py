@@ -8,12 +8,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +22,9 @@ from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 from localcluster import cluster
 from tests.reliability.convergence import GROUP, VERSION, wait_converged
 from tests.reliability.figures import Figures, pick
-from tests.support.kube import CRD_DIR, eventually
+from tests.support.kube import CRD_DIR, cluster_cli, eventually
 from tests.support.processes import LocalProcess, start_operator
 
-ROOT = Path(__file__).resolve().parents[2]
 TERMINAL = {str(p) for p in TERMINAL_PHASES}
 
 
@@ -209,20 +205,10 @@ def wait_promotions_ended(
     return eventually(ended, timeout=180, what=f"{expected} Promotions ended")
 
 
-@pytest.fixture
-def fault_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A namespace outside the session operator's t-<worker>-* scope."""
-    ns = f"fault-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
-
-
 def test_sigkill_at_random_points_of_a_burst_loses_nothing(
-    crds: Path, api_client: client.ApiClient, fault_namespace: str, tmp_path: Path, figures: Figures
+    crds: Path, api_client: client.ApiClient, own_namespace: str, tmp_path: Path, figures: Figures
 ) -> None:
-    ns, custom = fault_namespace, client.CustomObjectsApi(api_client)
+    ns, custom = own_namespace, client.CustomObjectsApi(api_client)
     operations, kills, promos = pick(150, 500), pick(3, 8), pick(6, 20)
     seed = int(os.environ.get("KAIZEN_FAULT_SEED") or random.SystemRandom().randrange(10**6))
     print(f"burst seed {seed} (KAIZEN_FAULT_SEED={seed} replays the same operations)")
@@ -269,16 +255,7 @@ def test_sigkill_at_random_points_of_a_burst_loses_nothing(
 
 
 def private_cluster(tmp_path: Path, *args: str) -> str:
-    env = {**os.environ, "KAIZEN_CLUSTER_DIR": str(tmp_path / "cluster")}
-    env.pop("KUBECONFIG", None)
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "hack" / "cluster.py"), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
+    done = cluster_cli(tmp_path / "cluster", *args)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout.strip()
 

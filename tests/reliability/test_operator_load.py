@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests.reliability.convergence import GROUP, VERSION, wait_converged
@@ -68,19 +65,10 @@ def gateway(g: int) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def load_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    ns = f"load-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
-
-
 def test_thousands_of_agents_converge_from_empty_and_after_a_restart(
-    crds: Path, api_client: client.ApiClient, load_namespace: str, tmp_path: Path, figures: Figures
+    crds: Path, api_client: client.ApiClient, own_namespace: str, tmp_path: Path, figures: Figures
 ) -> None:
-    ns, custom = load_namespace, client.CustomObjectsApi(api_client)
+    ns, custom = own_namespace, client.CustomObjectsApi(api_client)
     gateways = pick(30, 500)
     agents = gateways * AGENTS_PER_GATEWAY
     timeout = 3600 if full() else 600

@@ -56,15 +56,6 @@ def receiver() -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture
-def leak_namespace(api_client: client.ApiClient) -> Iterator[str]:
-    ns = f"leak-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
-
-
 def secret(name: str, data: dict[str, str]) -> client.V1Secret:
     encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
     return client.V1Secret(metadata=client.V1ObjectMeta(name=name), data=encoded)
@@ -101,12 +92,12 @@ def test_no_secret_in_any_log_status_event_or_configmap(
     crds: Path,
     facade_cluster: Path,
     api_client: client.ApiClient,
-    leak_namespace: str,
+    own_namespace: str,
     receiver: str,
     tmp_path: Path,
     figures: Figures,
 ) -> None:
-    ns, core = leak_namespace, client.CoreV1Api(api_client)
+    ns, core = own_namespace, client.CoreV1Api(api_client)
     custom = client.CustomObjectsApi(api_client)
     planted = {
         "llm credential": f"sk-leak-{uuid.uuid4().hex}",

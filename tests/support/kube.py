@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,7 +17,8 @@ from localcluster import cluster
 
 T = TypeVar("T")
 
-CRD_DIR = Path(__file__).resolve().parents[2] / "crds"
+ROOT = Path(__file__).resolve().parents[2]
+CRD_DIR = ROOT / "crds"
 
 
 def kubectl(
@@ -64,3 +67,17 @@ def events_of(api_client: client.ApiClient, namespace: str, name: str) -> list[A
 def event_reasons(api_client: client.ApiClient, namespace: str, name: str) -> set[str]:
     """The reasons of those Events."""
     return {e.reason for e in events_of(api_client, namespace, name)}
+
+
+def cluster_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`hack/cluster.py ARGS` for a second, private control plane kept in ``state``."""
+    env = {**os.environ, "KAIZEN_CLUSTER_DIR": str(state)}
+    env.pop("KUBECONFIG", None)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "hack" / "cluster.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
