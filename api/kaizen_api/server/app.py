@@ -53,7 +53,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             yield
         finally:
             writer.close()  # records kept through a database outage: a last try
-            kube.close()
+            await kube.aclose()
             engine.dispose()
 
     app = FastAPI(

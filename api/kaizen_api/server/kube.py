@@ -4,8 +4,9 @@ facade itself (tenancy objects) or impersonating a caller (everything a caller a
 Impersonation sends ``Impersonate-User`` and one ``Impersonate-Group`` header per
 group (a comma-joined header would be one group with a comma in its name), so the
 apiserver's RBAC decides every call a caller makes. ``arequest`` (the routes' calls)
-runs on the event loop (asynchttp); ``request`` (urllib3, the official client's
-transport) serves synchronous callers: tenancy writes and the CLI.
+runs on the event loop (an aiohttp session of kept-alive connections); ``request``
+(urllib3, the official client's transport) serves synchronous callers: tenancy writes
+and the CLI.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
+from multidict import CIMultiDict
 from urllib3 import HTTPHeaderDict
 from urllib3.util import parse_url
-
-from kaizen_api.server.asynchttp import AsyncHTTP
+from yarl import URL
 
 FIELD_MANAGER = "kaizen-api"
 TIMEOUT_SECONDS = 30.0
@@ -67,17 +69,28 @@ class Kube:
         self._http = urllib3.PoolManager(
             maxsize=32, block=False, ssl_context=tls, timeout=urllib3.Timeout(total=TIMEOUT_SECONDS)
         )
-        origin = parse_url(self._base)
-        https = origin.scheme == "https"
-        self._async = AsyncHTTP(
-            origin.host or "localhost",
-            origin.port or (443 if https else 80),
-            tls if https else None,
-        )
+        self._tls = tls
+        # Made on first use: an aiohttp session belongs to the running event loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _async_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=32, ssl=self._tls),
+                timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS),
+                auto_decompress=False,
+            )
+        return self._session
 
     def close(self) -> None:
+        """Close the synchronous pool (see :meth:`aclose` for the event loop's)."""
         self._http.clear()
-        self._async.close()
+
+    async def aclose(self) -> None:
+        """Close both pools."""
+        self.close()
+        if self._session is not None:
+            await self._session.close()
 
     def _headers(self, caller: Caller | None, body: Any, content_type: str) -> HTTPHeaderDict:
         headers = HTTPHeaderDict({"accept": "application/json"})
@@ -111,15 +124,18 @@ class Kube:
     ) -> tuple[dict[str, Any], bytes]:
         """One call on the event loop: the parsed answer and its bytes (to pass on
         unchanged); raises KubeError with the apiserver's status and message."""
-        headers = self._headers(caller, body, content_type)
-        target = parse_url(self._url(path, params)).request_uri  # encoded as urllib3 does
-        status, reason, raw = await self._async.request(
-            method,
-            target,
-            headers.iteritems(),
-            json.dumps(body).encode() if body is not None else None,
-            TIMEOUT_SECONDS,
-        )
+        # One Impersonate-Group header per group: a multidict keeps the repeats.
+        headers = CIMultiDict(self._headers(caller, body, content_type).iteritems())
+        url = URL(parse_url(self._url(path, params)).url, encoded=True)  # as urllib3 encodes
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            async with self._async_session().request(
+                method, url, headers=headers, data=data, allow_redirects=False
+            ) as resp:
+                raw = await resp.read()
+                status, reason = resp.status, resp.reason or ""
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise KubeError(502, "BadGateway", f"the apiserver is unreachable: {exc!r}") from exc
         return _answer(status, reason, raw), raw
 
     def request(
