@@ -18,6 +18,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 from kaizen_operator.leader import LeaderElector, LeaseSettings
@@ -150,6 +151,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Let Promotion webhooks and failure notifications call link-local and "
         "cloud-metadata addresses (169.254.0.0/16, fe80::/10, ...); refused by default.",
     )
+    parser.add_argument(
+        "--allow-link-local-upstreams",
+        action="store_true",
+        default=os.environ.get("KAIZEN_OPERATOR_ALLOW_LINK_LOCAL_UPSTREAMS", "") in ("1", "true"),
+        help="Render gateway pods that may call link-local and cloud-metadata upstreams "
+        f"(sets {ALLOW_LINK_LOCAL_ENV}=1 on them); refused by default.",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -278,6 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             kubeconfig=args.kubeconfig,
             gateway_endpoints=args.gateway_endpoints,
             allow_link_local_destinations=args.allow_link_local_destinations,
+            allow_link_local_upstreams=args.allow_link_local_upstreams,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,

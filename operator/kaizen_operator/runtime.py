@@ -55,6 +55,8 @@ class OperatorConfig:
     gateway_endpoints: Path | None = None
     # Promotion webhooks may call link-local and cloud-metadata addresses (SSRF guard off).
     allow_link_local_destinations: bool = False
+    # Gateway pods may call link-local and cloud-metadata upstreams (their SSRF guard off).
+    allow_link_local_upstreams: bool = False
 
 
 @dataclass

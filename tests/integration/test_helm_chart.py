@@ -333,3 +333,30 @@ def test_optional_monitoring_renders_a_service_monitor_and_a_dashboard() -> None
     assert any("kaizen_gateway_requests_total" in p["targets"][0]["expr"] for p in panels)
     ingress = next(d for d in docs if d["kind"] == "Ingress")
     assert ingress["spec"]["rules"][0]["host"] == "kaizen.example.com"
+
+
+def test_the_ssrf_allowances_are_off_unless_the_values_turn_them_on() -> None:
+    def operator_args(*values: str) -> list[str]:
+        docs = [d for d in yaml.safe_load_all(render(*values)) if d]
+        operator = next(
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+        )
+        args: list[str] = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+        return args
+
+    assert not [a for a in operator_args() if a.startswith("--allow-link-local")]
+    allowed = operator_args(
+        "--set",
+        "operator.allowLinkLocalDestinations=true",
+        "--set",
+        "operator.allowLinkLocalUpstreams=true",
+    )
+    assert {"--allow-link-local-destinations", "--allow-link-local-upstreams"} <= set(allowed)
+    # and the operator accepts exactly those flags
+    for flag in ("--allow-link-local-destinations", "--allow-link-local-upstreams"):
+        help_text = subprocess.run(
+            ["kaizen-operator", "--help"], capture_output=True, text=True, check=True
+        ).stdout
+        assert flag in help_text

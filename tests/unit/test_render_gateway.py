@@ -98,6 +98,18 @@ def test_default_resources_and_image_override() -> None:
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
 
 
+def test_link_local_upstreams_are_allowed_only_when_the_operator_says_so() -> None:
+    def env(allow: bool) -> list[dict[str, str]]:
+        inputs = GatewayInputs(
+            gateway("dev"), (), {}, False, None, None, IMAGE, NOW, allow_link_local_upstreams=allow
+        )
+        deployment = child(render_gateway(inputs), "Deployment")
+        return deployment["spec"]["template"]["spec"]["containers"][0].get("env", [])
+
+    assert env(False) == []
+    assert env(True) == [{"name": "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL", "value": "1"}]
+
+
 def test_autoscaled_gateway_sets_replicas_only_at_creation() -> None:
     created = render(gateway("dev", replicas=4), autoscaled=True, min_replicas=2)
     assert created.replicas["spec"] == {"replicas": 2}

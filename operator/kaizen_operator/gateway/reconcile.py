@@ -45,7 +45,11 @@ async def _candidate_agents(kube: Kube, gateway: dict[str, Any]) -> list[dict[st
 
 
 async def resolve_gateway(
-    kube: Kube, gateway: dict[str, Any], image: str, now: datetime
+    kube: Kube,
+    gateway: dict[str, Any],
+    image: str,
+    now: datetime,
+    allow_link_local_upstreams: bool = False,
 ) -> GatewayInputs:
     """Read the Agents, their revisions, the ScalingPolicy and the live Deployment."""
     meta = gateway["metadata"]
@@ -72,6 +76,7 @@ async def resolve_gateway(
         deployment=deployment,
         image=image,
         now=now,
+        allow_link_local_upstreams=allow_link_local_upstreams,
     )
 
 
@@ -94,7 +99,13 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
         return True
     try:
         now = datetime.now(UTC)
-        inputs = await resolve_gateway(rt.kube, gateway, rt.config.gateway_image, now)
+        inputs = await resolve_gateway(
+            rt.kube,
+            gateway,
+            rt.config.gateway_image,
+            now,
+            rt.config.allow_link_local_upstreams,
+        )
         plan = render_gateway(inputs)
         await apply_all(rt.kube, plan.children)
         if plan.replicas is not None:

@@ -29,6 +29,9 @@ DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {
 POD_USER = 10001
 OPTIONAL_KINDS = (("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "Ingress"))
 
+# The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
+ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
+
 
 @dataclass(frozen=True)
 class GatewayInputs:
@@ -42,6 +45,8 @@ class GatewayInputs:
     deployment: dict[str, Any] | None
     image: str
     now: datetime
+    # Gateway pods may call link-local / metadata upstreams (operator flag; off by default).
+    allow_link_local_upstreams: bool = False
 
 
 @dataclass(frozen=True)
@@ -279,6 +284,11 @@ def render_deployment(
                             "failureThreshold": 3,
                         },
                         "resources": resources,
+                        **(
+                            {"env": [{"name": ALLOW_LINK_LOCAL_ENV, "value": "1"}]}
+                            if inputs.allow_link_local_upstreams
+                            else {}
+                        ),
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True,
