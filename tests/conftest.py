@@ -15,7 +15,7 @@ from kubernetes import client, config
 
 from localcluster import cluster
 from localdb import postgres
-from tests.reliability.figures import figures_file, table
+from tests.reliability.figures import Figures, figures_file, table
 from tests.support.kube import install_crds
 from tests.support.processes import LocalProcess, start_operator
 
@@ -135,6 +135,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         handle = getattr(item, "funcargs", {}).get("operator")
         if handle is not None:
             report.sections.append(("operator log", handle.process.tail(60)))
+
+
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Figures:
+    """Record a measured figure for the reliability table: ``figures.record("p99", 12, "ms")``."""
+    return Figures(request.node.name)
 
 
 # ------------------------------------------------------------------ databases

@@ -19,6 +19,7 @@ import pytest
 
 from kaizen_operator.agent.render import AgentInputs, render_agent
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+from tests.reliability.figures import Figures
 from tests.support.objects import agent, gateway
 from tests.support.processes import LocalProcess, free_port, start, wait_http_ok
 
@@ -259,7 +260,7 @@ def test_upstream_429_is_retried_and_a_dead_upstream_is_a_502(running: Running) 
 
 
 @pytest.mark.reliability  # config swapped under load: also part of `make reliability`
-def test_bundle_replaced_mid_traffic_drops_no_request(running: Running) -> None:
+def test_bundle_replaced_mid_traffic_drops_no_request(running: Running, figures: Figures) -> None:
     original = running.bundle.read_text()
     data = json.loads(original)
     next(a for a in data["agents"] if a["name"] == "echo")["revision"] = 2  # echo at a new revision
@@ -281,6 +282,8 @@ def test_bundle_replaced_mid_traffic_drops_no_request(running: Running) -> None:
         assert time.monotonic() < deadline, "bundle was not reloaded"
         time.sleep(0.2)
     running.bundle.write_text(original)
+    figures.record("requests while the bundle was replaced (8 clients)", len(revisions))
+    figures.record("requests answered by the new revision", revisions.count("2"))
 
 
 def test_health_readiness_and_metrics_endpoints(running: Running) -> None:

@@ -4,6 +4,7 @@ and when it dies (SIGKILL) the standby takes over and reconciles on its own."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from tests.reliability.figures import Figures
 from tests.support.kube import eventually
 from tests.support.processes import LocalProcess, start_operator
 
@@ -71,7 +73,7 @@ def ha_namespace(api_client: client.ApiClient) -> Iterator[str]:
 
 @pytest.mark.reliability  # HA fault: also part of `make reliability`
 def test_only_the_leader_acts_and_the_standby_takes_over_when_it_dies(
-    crds: Path, api_client: client.ApiClient, ha_namespace: str, tmp_path: Path
+    crds: Path, api_client: client.ApiClient, ha_namespace: str, tmp_path: Path, figures: Figures
 ) -> None:
     ns = ha_namespace
     custom = client.CustomObjectsApi(api_client)
@@ -111,11 +113,13 @@ def test_only_the_leader_acts_and_the_standby_takes_over_when_it_dies(
         assert "standing by" in replicas[standby][0].log.read_text()
 
         replicas[leader][0].kill()
+        killed = time.monotonic()
         eventually(
             lambda: coordination.read_namespaced_lease(LEASE, ns).spec.holder_identity == standby,
             timeout=30,
             what=f"{standby} to take the lease",
         )
+        took_over = time.monotonic() - killed
         lease = coordination.read_namespaced_lease(LEASE, ns)
         assert (
             lease.spec.lease_transitions >= 2
@@ -125,6 +129,7 @@ def test_only_the_leader_acts_and_the_standby_takes_over_when_it_dies(
         for plural in ("agents", "gateways"):
             eventually(lambda p=plural: is_ready(custom, ns, p, "second"), what=f"{plural} Ready")
         assert reconciles(replicas[standby][1]) > 0
+        serving = time.monotonic() - killed
 
         # A clean stop gives the lease up at once instead of letting it expire.
         replicas[standby][0].stop()
@@ -134,3 +139,6 @@ def test_only_the_leader_acts_and_the_standby_takes_over_when_it_dies(
     finally:
         for proc, _ in replicas.values():
             proc.stop()
+    figures.record("lease duration", 4, "s")
+    figures.record("standby held the lease after the leader's SIGKILL in", round(took_over, 1), "s")
+    figures.record("a new Agent and Gateway Ready after the SIGKILL in", round(serving, 1), "s")

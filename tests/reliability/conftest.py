@@ -8,14 +8,6 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client
 
-from tests.reliability.figures import Figures
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest) -> Figures:
-    """Record a measured figure: ``figures.record("p99", 12.5, "ms")``."""
-    return Figures(request.node.name)
-
 
 @pytest.fixture
 def own_namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
