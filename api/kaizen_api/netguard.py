@@ -11,20 +11,20 @@ addresses), and the metadata host names. Loopback and private ranges stay allowe
 in-cluster services and tests use them. ``allow_link_local=True`` lifts the address
 and name rules (an operator's explicit choice); the scheme rule always applies.
 
-Hosts are checked as literals (including the legacy decimal, hex and octal IPv4 forms
-the C resolver accepts) and, with ``resolve=True``, by every address they resolve to.
-A check made before connecting can be raced by DNS rebinding, so HTTP clients also
-check what their own resolver returns (``check_resolved``; see netguard_aiohttp).
+``check_url`` looks at what needs no DNS: the scheme, the metadata names, and hosts
+that are addresses (including the legacy decimal, hex and octal IPv4 forms the C
+resolver accepts). Host names are checked where the HTTP client resolves them, by
+every address it is about to connect to (``check_resolved``; see netguard_aiohttp): a
+lookup before the request would be repeated by the client anyway, and could be raced
+by DNS rebinding.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -52,25 +52,20 @@ class DestinationNotAllowed(ValueError):
         super().__init__(reason)
 
 
-class UnresolvableDestination(DestinationNotAllowed):
-    """A host that does not resolve: it cannot be checked (a caller may report it as
-    unreachable, as its HTTP client would)."""
-
-
 @dataclass(frozen=True)
 class Destination:
     """The parts of a URL the guard looks at."""
 
     scheme: str
     host: str  # lower case, without brackets or an IPv6 zone
-    port: int
 
 
 def parse(url: str) -> Destination:
-    """Scheme, host and port of ``url``; refuses other schemes and URLs without a host."""
+    """Scheme and host of ``url``; refuses other schemes, bad ports and URLs without a
+    host."""
     try:
         parts = urlsplit(url)
-        port = parts.port
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
     except ValueError as exc:
         raise DestinationNotAllowed("", f"{url[:200]!r} is not a valid URL: {exc}") from exc
     scheme = parts.scheme.lower()
@@ -83,7 +78,7 @@ def parse(url: str) -> Destination:
     host = (parts.hostname or "").split("%", 1)[0].rstrip(".")
     if not host:
         raise DestinationNotAllowed("", f"{url[:200]!r} has no host")
-    return Destination(scheme, host, port or (443 if scheme == "https" else 80))
+    return Destination(scheme, host)
 
 
 def literal(host: str) -> IPAddress | None:
@@ -148,11 +143,14 @@ def check_resolved(
             raise _refuse(host, address, why, how_to_allow)
 
 
-def _check_static(url: str, allow_link_local: bool, how_to_allow: str) -> Destination | None:
-    """The checks that need no DNS; the destination still to resolve, or None."""
+def check_url(
+    url: str, *, allow_link_local: bool = False, how_to_allow: str = DEFAULT_HOW_TO_ALLOW
+) -> None:
+    """Raise DestinationNotAllowed unless ``url`` may be called, as far as can be told
+    without DNS (a host name is checked by what it resolves to when connecting)."""
     destination = parse(url)
     if allow_link_local:
-        return None
+        return
     host = destination.host
     if host in BLOCKED_NAMES:
         raise DestinationNotAllowed(
@@ -163,53 +161,3 @@ def _check_static(url: str, allow_link_local: bool, how_to_allow: str) -> Destin
     address = literal(host)
     if address is not None:
         check_resolved(host, [address], how_to_allow)
-        return None
-    return destination
-
-
-def _addresses(infos: Sequence[tuple[Any, ...]]) -> set[str]:
-    return {str(info[4][0]) for info in infos}
-
-
-def _unresolvable(host: str, exc: OSError) -> UnresolvableDestination:
-    return UnresolvableDestination(
-        host, f"host {host!r} does not resolve ({exc}); it cannot be checked, so it is refused"
-    )
-
-
-def check_url(
-    url: str,
-    *,
-    allow_link_local: bool = False,
-    how_to_allow: str = DEFAULT_HOW_TO_ALLOW,
-    resolve: bool = True,
-) -> None:
-    """Raise DestinationNotAllowed unless ``url`` may be called (blocking DNS lookup;
-    ``resolve=False`` checks only the scheme, the name and a literal address)."""
-    destination = _check_static(url, allow_link_local, how_to_allow)
-    if destination is None or not resolve:
-        return
-    try:
-        infos = socket.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise _unresolvable(destination.host, exc) from exc
-    check_resolved(destination.host, _addresses(infos), how_to_allow)
-
-
-async def check_url_async(
-    url: str,
-    *,
-    allow_link_local: bool = False,
-    how_to_allow: str = DEFAULT_HOW_TO_ALLOW,
-    resolve: bool = True,
-) -> None:
-    """``check_url`` for event loops (the lookup runs in the loop's resolver)."""
-    destination = _check_static(url, allow_link_local, how_to_allow)
-    if destination is None or not resolve:
-        return
-    loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(destination.host, destination.port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise _unresolvable(destination.host, exc) from exc
-    check_resolved(destination.host, _addresses(infos), how_to_allow)

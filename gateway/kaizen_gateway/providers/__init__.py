@@ -125,7 +125,7 @@ def _refusal(url: str, allow_link_local: bool) -> DestinationNotAllowed | None:
     """The static part of the guard (scheme, metadata names, literal addresses), once per
     URL; names are checked where aiohttp resolves them (netguard_aiohttp)."""
     try:
-        check_url(url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW, resolve=False)
+        check_url(url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW)
     except DestinationNotAllowed as exc:
         return exc
     return None

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from kaizen_api.netguard import DestinationNotAllowed, UnresolvableDestination, check_url_async
+from kaizen_api.netguard import DestinationNotAllowed, check_url
 from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.common import parse_duration, quantity_value
 from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec, WebhookTarget
@@ -79,11 +79,7 @@ async def post_json(
     redirects are not followed (they could lead there).
     """
     try:
-        await check_url_async(
-            target.url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW
-        )
-    except UnresolvableDestination as exc:
-        return GateOutcome(False, f"webhook {target.url} unreachable: {exc.host} does not resolve")
+        check_url(target.url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW)
     except DestinationNotAllowed as exc:
         return GateOutcome(False, f"webhook destination not allowed: {exc}")
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
