@@ -42,19 +42,6 @@ from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
 
 log = logging.getLogger("kaizen_gateway")
 PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
-PASSTHROUGH = (
-    *PARAM_KEYS,
-    "tools",
-    "tool_choice",
-    "response_format",
-    "seed",
-    "n",
-    "user",
-    "presence_penalty",
-    "frequency_penalty",
-    "max_completion_tokens",
-    "parallel_tool_calls",
-)
 
 
 def _number(v: Any) -> bool:
@@ -93,6 +80,10 @@ PARAM_TYPES: dict[str, tuple[str, Any]] = {
     "parallel_tool_calls": ("a boolean", lambda v: isinstance(v, bool)),
     "stream": ("a boolean", lambda v: isinstance(v, bool)),
 }
+
+
+# The caller's parameters sent on to the provider ("stream" picks the answer's form).
+PASSTHROUGH = tuple(key for key in PARAM_TYPES if key != "stream")
 
 
 def check_params(body: dict[str, Any]) -> None:

@@ -9,12 +9,15 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import kopf
 from prometheus_client import Counter, Gauge, Histogram
 
+from kaizen_operator.conditions import CHILD_REJECTED, rejected_status
+from kaizen_operator.events import record
 from kaizen_operator.gateway.index import GatewayIndex
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
@@ -207,3 +210,19 @@ async def write_status(
     else:
         await kube.patch_status(*where, status)
     return True
+
+
+async def report_rejected(
+    kube: Kube,
+    obj: dict[str, Any],
+    summary: str,
+    message: str,
+    now: datetime,
+    *,
+    guard: bool = False,
+) -> None:
+    """Stall ``obj``: the apiserver refused what its spec makes (``message``). Status
+    says so (reason ChildRejected) and, when that is news, one Warning Event does."""
+    status = rejected_status(obj, f"{summary}: {message}", now)
+    if await write_status(kube, obj, status, guard=guard):
+        await record(kube, obj, CHILD_REJECTED, message, warning=True)

@@ -67,15 +67,13 @@ def clean(obj: dict[str, Any]) -> dict[str, Any]:
 def clean_namespace(ns: dict[str, Any]) -> dict[str, Any]:
     """A Namespace with its name, labels and annotations only (its spec is the
     apiserver's finalizers list)."""
-    cleaned = clean({"apiVersion": "v1", "kind": "Namespace", "metadata": ns["metadata"]})
-    return cleaned
+    return clean({"apiVersion": "v1", "kind": "Namespace", "metadata": ns["metadata"]})
 
 
 def ended(promotion: dict[str, Any]) -> bool:
     """Whether a Promotion is over: history, not desired state. Re-applied without its
     status it would run again, so it is not exported by default."""
-    phase = (promotion.get("status") or {}).get("phase")
-    return phase in {str(p) for p in TERMINAL_PHASES}
+    return (promotion.get("status") or {}).get("phase") in TERMINAL_PHASES
 
 
 def with_status_note(obj: dict[str, Any], cleaned: dict[str, Any]) -> dict[str, Any]:
@@ -172,27 +170,25 @@ class Cluster:
             if not token:
                 return items
 
-    def namespace(self, name: str) -> dict[str, Any] | None:
+    def _found(self, call: Any, *args: Any) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
         try:
-            found: dict[str, Any] = self._json(self.core.read_namespace, name)
+            found: dict[str, Any] = self._json(call, *args)
         except CLIError as exc:
             if str(exc).startswith("404"):
                 return None
             raise
         return found
+
+    def namespace(self, name: str) -> dict[str, Any] | None:
+        return self._found(self.core.read_namespace, name)
 
     def workspace_namespaces(self) -> list[str]:
         page = self._json(self.core.list_namespace, label_selector=WORKSPACE_LABEL)
         return [ns["metadata"]["name"] for ns in page.get("items", [])]
 
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            found: dict[str, Any] = self._json(self.core.read_namespaced_secret, name, namespace)
-        except CLIError as exc:
-            if str(exc).startswith("404"):
-                return None
-            raise
-        return found
+        return self._found(self.core.read_namespaced_secret, name, namespace)
 
 
 def collect(

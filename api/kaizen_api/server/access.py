@@ -16,7 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from kaizen_api.server.db import session
+from kaizen_api.server.db import aware, session
 from kaizen_api.server.kube import Caller
 from kaizen_api.server.models import (
     ApiKey,
@@ -91,12 +91,12 @@ def authenticate(token: str, state: AppState) -> Principal:
                 raise _unauthorized("unknown API key", guess=True)
             if key.revoked_at is not None:
                 raise _unauthorized("this API key was revoked")
-            if key.expires_at is not None and _aware(key.expires_at) <= now:
+            if key.expires_at is not None and aware(key.expires_at) <= now:
                 raise _unauthorized("this API key expired")
             key.last_used_at = now
             db.add(key)
             user = db.get(User, key.user_id)
-            valid_until = _aware(key.expires_at) if key.expires_at else None
+            valid_until = aware(key.expires_at) if key.expires_at else None
         else:
             try:
                 claims = state.keys.verify(
@@ -182,10 +182,6 @@ async def current_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from kaizen_api.server.db import session
+from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import AuditRecord
 from kaizen_api.server.problems import problem_response
 
@@ -126,19 +126,15 @@ class AuditWriter:
             return int(result.rowcount or 0)
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _not_yet_written(db: Session, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The kept records a failed attempt did not commit after all."""
     ids = {values["request_id"] for values in pending}
     rows = db.exec(select(AuditRecord).where(col(AuditRecord.request_id).in_(ids))).all()
-    there = {(r.request_id, _aware(r.time), r.action, r.resource, r.outcome) for r in rows}
+    there = {(r.request_id, aware(r.time), r.action, r.resource, r.outcome) for r in rows}
     return [
         v
         for v in pending
-        if (v["request_id"], _aware(v["time"]), v["action"], v["resource"], v["outcome"])
+        if (v["request_id"], aware(v["time"]), v["action"], v["resource"], v["outcome"])
         not in there
     ]
 

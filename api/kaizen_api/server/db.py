@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from alembic import command
@@ -12,6 +13,11 @@ from sqlalchemy import Engine, event
 from sqlmodel import Session, create_engine
 
 CONNECT_TIMEOUT_SECONDS = 5
+
+
+def aware(value: datetime) -> datetime:
+    """A time read back from the database, in UTC (SQLite drops the time zone)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def engine_for(url: str) -> Engine:

@@ -18,6 +18,11 @@ RESOURCE = f"{RESOURCES}/{{name}}"
 SAME_ORG = {"org": "$request.path.org"}
 SAME_WS = {**SAME_ORG, "ws": "$request.path.ws"}
 SAME_KIND = {**SAME_WS, "kind": "$request.path.kind"}
+NEW_ORG = {"org": "$response.body#/slug"}  # the organization just created
+NEW_WS = {**SAME_ORG, "ws": "$response.body#/name"}  # the workspace just created
+NEW_OBJECT = {**SAME_KIND, "name": "$response.body#/metadata/name"}  # the resource created
+SAME_OBJECT = {**SAME_KIND, "name": "$request.path.name"}
+IF_MATCH = {"header.if-match": "$response.header.etag"}
 
 # (method, path, status) -> link name -> (target method, target path, parameters, body).
 # No link leads to a call whose body names other objects (a key's workspace, a
@@ -26,21 +31,16 @@ SAME_KIND = {**SAME_WS, "kind": "$request.path.kind"}
 Link = tuple[str, str, dict[str, str], str | None]
 LINKS: dict[tuple[str, str, str], dict[str, Link]] = {
     ("post", f"{P}/orgs", "201"): {
-        "GetOrganization": ("get", ORG, {"org": "$response.body#/slug"}, None),
-        "ListMembers": ("get", f"{ORG}/members", {"org": "$response.body#/slug"}, None),
-        "CreateWorkspace": ("post", f"{ORG}/workspaces", {"org": "$response.body#/slug"}, None),
+        "GetOrganization": ("get", ORG, NEW_ORG, None),
+        "ListMembers": ("get", f"{ORG}/members", NEW_ORG, None),
+        "CreateWorkspace": ("post", f"{ORG}/workspaces", NEW_ORG, None),
     },
     ("post", f"{ORG}/workspaces", "201"): {
-        "GetWorkspace": ("get", WS, {**SAME_ORG, "ws": "$response.body#/name"}, None),
-        "ListWorkspaceMembers": (
-            "get",
-            f"{WS}/members",
-            {**SAME_ORG, "ws": "$response.body#/name"},
-            None,
-        ),
-        "CreateResource": ("post", RESOURCES, {**SAME_ORG, "ws": "$response.body#/name"}, None),
-        "ListResources": ("get", RESOURCES, {**SAME_ORG, "ws": "$response.body#/name"}, None),
-        "DeleteWorkspace": ("delete", WS, {**SAME_ORG, "ws": "$response.body#/name"}, None),
+        "GetWorkspace": ("get", WS, NEW_WS, None),
+        "ListWorkspaceMembers": ("get", f"{WS}/members", NEW_WS, None),
+        "CreateResource": ("post", RESOURCES, NEW_WS, None),
+        "ListResources": ("get", RESOURCES, NEW_WS, None),
+        "DeleteWorkspace": ("delete", WS, NEW_WS, None),
     },
     ("post", f"{ORG}/keys", "201"): {
         "RevokeApiKey": (
@@ -65,40 +65,16 @@ LINKS: dict[tuple[str, str, str], dict[str, Link]] = {
         ),
     },
     ("post", RESOURCES, "201"): {
-        "GetResource": (
-            "get",
-            RESOURCE,
-            {**SAME_KIND, "name": "$response.body#/metadata/name"},
-            None,
-        ),
-        "ReplaceResource": (
-            "put",
-            RESOURCE,
-            {
-                **SAME_KIND,
-                "name": "$response.body#/metadata/name",
-                "header.if-match": "$response.header.etag",
-            },
-            "$response.body",
-        ),
-        "DeleteResource": (
-            "delete",
-            RESOURCE,
-            {**SAME_KIND, "name": "$response.body#/metadata/name"},
-            None,
-        ),
+        "GetResource": ("get", RESOURCE, NEW_OBJECT, None),
+        "ReplaceResource": ("put", RESOURCE, {**NEW_OBJECT, **IF_MATCH}, "$response.body"),
+        "DeleteResource": ("delete", RESOURCE, NEW_OBJECT, None),
     },
     ("get", RESOURCE, "200"): {
-        "ReplaceResource": (
-            "put",
-            RESOURCE,
-            {**SAME_KIND, "name": "$request.path.name", "header.if-match": "$response.header.etag"},
-            "$response.body",
-        ),
-        "DeleteResource": ("delete", RESOURCE, {**SAME_KIND, "name": "$request.path.name"}, None),
+        "ReplaceResource": ("put", RESOURCE, {**SAME_OBJECT, **IF_MATCH}, "$response.body"),
+        "DeleteResource": ("delete", RESOURCE, SAME_OBJECT, None),
     },
     ("put", RESOURCE, "200"): {
-        "GetResource": ("get", RESOURCE, {**SAME_KIND, "name": "$request.path.name"}, None),
+        "GetResource": ("get", RESOURCE, SAME_OBJECT, None),
     },
 }
 

@@ -11,7 +11,6 @@ import kopf
 from kaizen_api.v1alpha1.common import LabelSelector
 from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
-from kaizen_operator.conditions import CHILD_REJECTED, rejected_status
 from kaizen_operator.events import record
 from kaizen_operator.gateway.render import (
     GatewayInputs,
@@ -19,7 +18,14 @@ from kaizen_operator.gateway.render import (
     selector_string,
 )
 from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube, refusal
-from kaizen_operator.runtime import Runtime, apply_all, owned_by, prune, write_status
+from kaizen_operator.runtime import (
+    Runtime,
+    apply_all,
+    owned_by,
+    prune,
+    report_rejected,
+    write_status,
+)
 
 API = "kaizen.studio/v1alpha1"
 
@@ -113,7 +119,15 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
     except ApiException as exc:
         if (message := refusal(exc)) is None:
             raise
-        return await _report_rejected(rt, gateway, message)
+        try:
+            await report_rejected(
+                rt.kube, gateway, "the apiserver refused", message, now, guard=True
+            )
+        except ApiException as conflict:
+            if conflict.status == 409:
+                return False  # the Gateway changed meanwhile: the pass is redone
+            raise
+        return True
     removed = await prune(rt.kube, namespace, gateway["metadata"]["uid"], plan.prune)
     served_before = (gateway.get("status") or {}).get("servedRevisions") or []
     before = {(s["agent"], s["revision"]) for s in served_before}
@@ -130,20 +144,6 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
         await record(rt.kube, gateway, "ServedRevisionsChanged", f"now serving {served}")
     if removed:
         await record(rt.kube, gateway, "Pruned", "deleted " + ", ".join(removed))
-    return True
-
-
-async def _report_rejected(rt: Runtime, gateway: dict[str, Any], message: str) -> bool:
-    """The spec makes an invalid child or query: say so, stop retrying until it changes."""
-    status = rejected_status(gateway, f"the apiserver refused: {message}", datetime.now(UTC))
-    try:
-        written = await write_status(rt.kube, gateway, status, guard=True)
-    except ApiException as exc:
-        if exc.status == 409:
-            return False
-        raise
-    if written:
-        await record(rt.kube, gateway, CHILD_REJECTED, message, warning=True)
     return True
 
 

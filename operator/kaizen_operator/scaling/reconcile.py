@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kaizen_operator import names
-from kaizen_operator.conditions import CHILD_REJECTED, READY, get_condition, rejected_status
+from kaizen_operator.conditions import READY, get_condition
 from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import controlling_policy
 from kaizen_operator.kube import ApiException, Kube, refusal
-from kaizen_operator.runtime import Runtime, owned_by, write_status
+from kaizen_operator.runtime import Runtime, owned_by, report_rejected, write_status
 from kaizen_operator.scaling.render import ScalingInputs, render_scaling_policy
 
 API = "kaizen.studio/v1alpha1"
@@ -56,9 +56,7 @@ async def reconcile_scaling_policy(rt: Runtime, namespace: str, name: str) -> No
             except ApiException as exc:
                 if (message := refusal(exc)) is None:
                     raise
-                status = rejected_status(policy, f"the HPA was refused: {message}", inputs.now)
-                if await write_status(rt.kube, policy, status):
-                    await record(rt.kube, policy, CHILD_REJECTED, message, warning=True)
+                await report_rejected(rt.kube, policy, "the HPA was refused", message, inputs.now)
                 return
         elif inputs.hpa is not None:
             await rt.kube.delete(*HPA, namespace, inputs.hpa["metadata"]["name"])

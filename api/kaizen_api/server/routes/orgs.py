@@ -17,7 +17,7 @@ from kaizen_api.server.access import (
     forget_accesses,
     org_access,
 )
-from kaizen_api.server.db import session
+from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import (
     Invitation,
     Membership,
@@ -291,7 +291,7 @@ def accept(body: AcceptIn, principal: CurrentPrincipal, state: State) -> OrgOut:
         if (
             invitation is None
             or invitation.accepted_at is not None
-            or invitation.expires_at.replace(tzinfo=invitation.expires_at.tzinfo or UTC) <= now
+            or aware(invitation.expires_at) <= now
         ):
             raise Problem(404, "not-found", "No such invitation", "it expired or was used")
         if invitation.email != principal.user.email:

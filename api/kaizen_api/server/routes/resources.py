@@ -329,7 +329,8 @@ async def _call(state: AppState, method: str, path: str, **options: Any) -> Json
 async def _merge_patch(
     state: AppState, access: WorkspaceAccess, kind: Kind, name: str, patch: Json
 ) -> Json:
-    data, _ = await state.kube.arequest(
+    return await _call(
+        state,
         "PATCH",
         kaizen_path(access.namespace, kind, name),
         caller=access.caller,
@@ -337,7 +338,6 @@ async def _merge_patch(
         params={"fieldManager": "kaizen-api"},
         content_type="application/merge-patch+json",
     )
-    return data
 
 
 @router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/approve")
