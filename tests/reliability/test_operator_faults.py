@@ -22,7 +22,7 @@ from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 from localcluster import cluster
 from tests.reliability.convergence import GROUP, VERSION, wait_converged
 from tests.reliability.figures import Figures, pick
-from tests.support.kube import CRD_DIR, cluster_cli, eventually
+from tests.support.kube import CRD_DIR, eventually, private_cluster
 from tests.support.processes import LocalProcess, start_operator
 
 TERMINAL = {str(p) for p in TERMINAL_PHASES}
@@ -252,12 +252,6 @@ def test_sigkill_at_random_points_of_a_burst_loses_nothing(
 
 
 # ---------------------------------------------------------------- apiserver + etcd restart
-
-
-def private_cluster(tmp_path: Path, *args: str) -> str:
-    done = cluster_cli(tmp_path / "cluster", *args)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    return done.stdout.strip()
 
 
 @pytest.mark.skipif(

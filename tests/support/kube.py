@@ -81,3 +81,11 @@ def cluster_cli(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
         check=False,
         timeout=600,
     )
+
+
+def private_cluster(tmp_path: Path, *args: str) -> str:
+    """`hack/cluster.py ARGS` on the private control plane under ``tmp_path``; its output
+    (for ``up``: the kubeconfig path on the last line). Fails the test if it fails."""
+    done = cluster_cli(tmp_path / "cluster", *args)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout.strip()

@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
         "KAIZEN_DATABASE_URL (default sqlite:///kaizen-api.db), KUBECONFIG, "
         "KAIZEN_JWT_KEY_DIR, KAIZEN_ACCESS_TTL, KAIZEN_REFRESH_TTL, "
         "KAIZEN_API_KEY_RATE_LIMIT, KAIZEN_AUDIT_RETENTION_DAYS, KAIZEN_MAX_BODY_BYTES, "
-        "KAIZEN_AUTH_FAILURE_LIMIT, KAIZEN_AUTH_FAILURE_WINDOW.",
+        "KAIZEN_AUTH_FAILURE_LIMIT, KAIZEN_AUTH_FAILURE_WINDOW, KAIZEN_QUOTA_WAIT.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
@@ -84,7 +84,7 @@ def sync_workspaces(settings: Settings) -> int:
     from kaizen_api.server.models import Organization, Workspace
     from kaizen_api.server.workspaces import sync_workspace
 
-    kube = Kube(settings.kubeconfig)
+    kube = Kube(settings.kubeconfig, quota_wait_seconds=settings.quota_wait_seconds)
     try:
         with session(engine_for(settings.database_url)) as db:
             rows = db.exec(

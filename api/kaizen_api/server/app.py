@@ -34,7 +34,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         engine = engine_for(settings.database_url)
         if run_migrations:
             migrate(engine)
-        kube = Kube(settings.kubeconfig)
+        kube = Kube(settings.kubeconfig, quota_wait_seconds=settings.quota_wait_seconds)
         writer = AuditWriter(engine)
         app.state.kaizen = AppState(
             settings=settings,

@@ -17,6 +17,7 @@ from kaizen_api.server.kube import KubeError
 log = logging.getLogger("kaizen_api")
 TYPE_BASE = "https://kaizen.studio/problems/"
 DATABASE_RETRY_AFTER = 5  # seconds a client is asked to wait while the database is away
+QUOTA_RETRY_AFTER = 5  # ... and after the facade waited in vain for the quota controller
 
 
 class Problem(Exception):
@@ -84,7 +85,9 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     428: _problem("If-Match required"),
     429: _problem("Rate limited, or too many failed authentications (see Retry-After)"),
     502: _problem("Kubernetes failed"),
-    503: _problem("The database is unreachable for now (see Retry-After)"),
+    503: _problem(
+        "The database is unreachable, or the workspace's quota not counted yet (see Retry-After)"
+    ),
 }
 
 
@@ -145,6 +148,15 @@ def install(app: FastAPI) -> None:
                 "quota-exceeded",
                 "The workspace's plan quota is used up",
                 exc.message,
+            )
+        if exc.quota_pending:
+            return problem_response(
+                request,
+                503,
+                "quota-pending",
+                "The workspace's quota is not counted yet; try again shortly",
+                exc.message,
+                headers={"retry-after": str(QUOTA_RETRY_AFTER)},
             )
         code, title = _KUBE_CODES.get(exc.status, ("upstream-error", "Kubernetes failed"))
         status = exc.status if exc.status in _KUBE_CODES else 502

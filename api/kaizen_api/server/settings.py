@@ -29,10 +29,13 @@ class Settings:
     # keys per address) allowed per window; then 429 until the oldest failure ages out.
     auth_failure_limit: int = 10
     auth_failure_window_seconds: int = 300
+    # How long a workspace's creation and a resource create wait for the quota controller
+    # to count a new quota ("status unknown for quota") before answering anyway / 503.
+    quota_wait_seconds: int = 30
 
     @classmethod
     def from_env(cls) -> Settings:
-        """KAIZEN_DATABASE_URL, KUBECONFIG, KAIZEN_JWT_KEY_DIR, KAIZEN_ACCESS_TTL, ..."""
+        """KAIZEN_DATABASE_URL, KUBECONFIG, KAIZEN_JWT_KEY_DIR, ... (docs/facade.md lists all)"""
         keys = os.environ.get("KAIZEN_JWT_KEY_DIR")
         return cls(
             database_url=os.environ.get("KAIZEN_DATABASE_URL", cls.database_url),
@@ -49,4 +52,5 @@ class Settings:
             auth_failure_window_seconds=_int(
                 "KAIZEN_AUTH_FAILURE_WINDOW", cls.auth_failure_window_seconds
             ),
+            quota_wait_seconds=_int("KAIZEN_QUOTA_WAIT", cls.quota_wait_seconds),
         )

@@ -3,7 +3,9 @@ RoleBindings of its members and the plan's ResourceQuota, rendered by ``tenancy`
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -17,6 +19,9 @@ from kaizen_api.server.tenancy import (
     team_group,
     user_name,
 )
+
+log = logging.getLogger(__name__)
+RECOUNT_AFTER_SECONDS = 2.0  # a new quota is counted within milliseconds, normally
 
 
 def members_of(db: Session, org: Organization, ws: Workspace) -> list[tuple[Subject, str]]:
@@ -42,17 +47,52 @@ def sync_workspace(kube: Kube, db: Session, org: Organization, ws: Workspace) ->
     quota = render_quota(org.slug, ws.name, org.plan)
     if quota is not None:
         kube.apply(quota)
-        wait_for_quota(kube, ws.namespace)
+        wait_for_quota(kube, quota)
     else:
         kube.delete(f"/api/v1/namespaces/{ws.namespace}/resourcequotas/kaizen-plan")
 
 
-def wait_for_quota(kube: Kube, namespace: str, timeout: float = 15.0) -> None:
-    """Until the quota controller has counted a new quota, the apiserver refuses every
-    create it covers ("status unknown for quota"); wait so the workspace works at once."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        quota = kube.request("GET", f"/api/v1/namespaces/{namespace}/resourcequotas/kaizen-plan")
-        if (quota.get("status") or {}).get("hard"):
-            return
-        time.sleep(0.1)
+def wait_for_quota(kube: Kube, quota: dict[str, Any]) -> bool:
+    """Wait, up to ``kube.quota_wait_seconds``, until the quota controller has counted
+    every resource of the (just applied) ``quota``: until then the apiserver refuses
+    each create it covers ("status unknown for quota"). False if it did not."""
+    meta = quota["metadata"]
+    path = f"/api/v1/namespaces/{meta['namespace']}/resourcequotas/{meta['name']}"
+    wanted = set(quota["spec"]["hard"])
+    now = time.monotonic()
+    deadline, recount_at = now + kube.quota_wait_seconds, now + RECOUNT_AFTER_SECONDS
+    while True:
+        if wanted <= set((kube.request("GET", path).get("status") or {}).get("used") or {}):
+            return True
+        now = time.monotonic()
+        if now >= deadline:
+            log.warning(
+                "the quota controller has not counted quota %s/%s after %ss; creates there "
+                "wait for it (then 503 quota-pending)",
+                meta["namespace"],
+                meta["name"],
+                kube.quota_wait_seconds,
+            )
+            return False
+        if now >= recount_at:
+            recount(kube, quota)
+            recount_at = now + RECOUNT_AFTER_SECONDS
+        time.sleep(0.2)
+
+
+def recount(kube: Kube, quota: dict[str, Any]) -> None:
+    """Make the quota controller count ``quota`` again. It counts a quota when the
+    quota's limits change, and otherwise only in its full resync (every 5 minutes): a
+    quota made before the controller knew a resource (CRDs installed moments ago) stays
+    uncounted that long. So change the limits: to zero (stricter, and every create is
+    refused while uncounted anyway), then back."""
+    zero = {**quota, "spec": {**quota["spec"], "hard": dict.fromkeys(quota["spec"]["hard"], "0")}}
+    kube.apply(zero)
+    kube.apply(quota)
+
+
+def recount_plan_quota(kube: Kube, org: Organization, ws: Workspace) -> None:
+    """:func:`recount` the workspace's plan quota (nothing for unlimited plans)."""
+    quota = render_quota(org.slug, ws.name, org.plan)
+    if quota is not None:
+        recount(kube, quota)

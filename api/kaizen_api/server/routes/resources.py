@@ -9,7 +9,9 @@ Optimistic concurrency: GET returns an ETag (the resourceVersion); PUT needs If-
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -25,9 +27,10 @@ from kaizen_api.server.access import (
     workspace_access,
 )
 from kaizen_api.server.db import session
-from kaizen_api.server.kube import kaizen_path
+from kaizen_api.server.kube import KubeError, kaizen_path
 from kaizen_api.server.problems import Problem
 from kaizen_api.server.state import AppState, app_state
+from kaizen_api.server.workspaces import recount_plan_quota
 from kaizen_api.v1alpha1.agent import Agent
 from kaizen_api.v1alpha1.common import KaizenModel
 from kaizen_api.v1alpha1.gateway import Gateway
@@ -42,6 +45,7 @@ AGENT_LABEL = "kaizen.studio/agent"  # label of an Agent's ControllerRevisions (
 # take any JSON, and the apiserver stores far deeper objects than the facade can
 # serialize back (about 250 levels): past that, every read of the object would fail.
 MAX_DEPTH = 100
+QUOTA_RETRY_SECONDS = 1.0  # between creates while the workspace's quota is recounted
 
 
 class Kind(StrEnum):
@@ -241,14 +245,31 @@ async def create_resource(
 ) -> Response:
     access = await _check(principal, state, org, ws, f"{kind}:create")
     obj = _validated(kind, body, access.namespace)
-    created, raw = await state.kube.arequest(
-        "POST",
-        kaizen_path(access.namespace, kind),
-        caller=access.caller,
-        body=obj,
-        params={"fieldManager": "kaizen-api"},
-    )
+    created, raw = await _create(state, access, kind, obj)
     return _passed_on(created, raw, 201)
+
+
+async def _create(
+    state: AppState, access: WorkspaceAccess, kind: Kind, obj: Json
+) -> tuple[Json, bytes]:
+    """POST as the caller. A refusal that only says the workspace's quota is not counted
+    yet is tried again, after having the quota recounted, for ``quota_wait_seconds``
+    (then it stands: 503 quota-pending)."""
+    deadline = time.monotonic() + state.kube.quota_wait_seconds
+    while True:
+        try:
+            return await state.kube.arequest(
+                "POST",
+                kaizen_path(access.namespace, kind),
+                caller=access.caller,
+                body=obj,
+                params={"fieldManager": "kaizen-api"},
+            )
+        except KubeError as exc:
+            if not exc.quota_pending or time.monotonic() + QUOTA_RETRY_SECONDS > deadline:
+                raise
+        await run_in_threadpool(recount_plan_quota, state.kube, access.org.org, access.workspace)
+        await asyncio.sleep(QUOTA_RETRY_SECONDS)
 
 
 @router.get("/orgs/{org}/workspaces/{ws}/{kind}/{name}", response_model=Json)
