@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import orjson
 import urllib3
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
@@ -187,7 +188,7 @@ class Kube:
 
 
 def _answer(status: int, reason: str, raw: bytes) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads(raw) if raw else {}
+    data: dict[str, Any] = orjson.loads(raw) if raw else {}
     if status >= 400:
         raise KubeError(
             status,
