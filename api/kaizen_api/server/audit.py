@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
-from sqlalchemy import Engine, delete
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Engine, Table, delete, insert, select
+from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +24,7 @@ from kaizen_api.server.problems import problem_response
 log = logging.getLogger("kaizen_api.audit")
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+AUDIT: Table = AuditRecord.__table__  # type: ignore[attr-defined]
 
 
 class AuditWriter:
@@ -65,9 +66,11 @@ class AuditWriter:
             if not pending:
                 return True
             try:
-                with session(self.engine) as db:
+                # Core, not the ORM: the unit of work cost a fifth of a create's CPU.
+                with self.engine.begin() as db:
                     fresh = _not_yet_written(db, pending) if uncertain else pending
-                    db.add_all(AuditRecord(**values) for values in fresh)
+                    if fresh:
+                        db.execute(insert(AUDIT), fresh)
             except Exception as exc:  # the database is unreachable: keep the records
                 with self._lock:
                     self._uncertain = True
@@ -126,10 +129,10 @@ class AuditWriter:
             return int(result.rowcount or 0)
 
 
-def _not_yet_written(db: Session, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _not_yet_written(db: Connection, pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The kept records a failed attempt did not commit after all."""
     ids = {values["request_id"] for values in pending}
-    rows = db.exec(select(AuditRecord).where(col(AuditRecord.request_id).in_(ids))).all()
+    rows = db.execute(select(AUDIT).where(AUDIT.c.request_id.in_(ids))).all()
     there = {(r.request_id, aware(r.time), r.action, r.resource, r.outcome) for r in rows}
     return [
         v
