@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pytest
-
-from tests.support.kube import cluster_cli
+from tests.support.kube import cluster_cli, local_control_plane_only
 
 
 def alive(pid: int) -> bool:
@@ -18,10 +15,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("KUBECONFIG")),
-    reason="KUBECONFIG names an external cluster; this test exercises the local control plane",
-)
+@local_control_plane_only
 def test_up_is_idempotent_and_down_leaves_no_stray_process(
     tmp_path: Path, kubeconfig: Path
 ) -> None:

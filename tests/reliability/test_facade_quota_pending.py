@@ -15,7 +15,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from kaizen_api.server.app import create_app
@@ -24,16 +23,13 @@ from kaizen_api.server.tenancy import render_cluster_roles
 from localcluster import cluster
 from tests.reliability.figures import Figures
 from tests.support.facade import Facade, agent
-from tests.support.kube import CRD_DIR, kubectl, private_cluster
+from tests.support.kube import CRD_DIR, kubectl, local_control_plane_only, private_cluster
 
 WAIT = 5  # the facade's quota_wait_seconds (30 by default)
 AGENTS = "count/agents.kaizen.studio"
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("KUBECONFIG")),
-    reason="KUBECONFIG names an external cluster; this test pauses a private local one",
-)
+@local_control_plane_only
 def test_creates_wait_until_the_quota_controller_has_counted(
     tmp_path: Path, figures: Figures
 ) -> None:

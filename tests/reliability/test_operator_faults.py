@@ -14,7 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
@@ -22,7 +21,7 @@ from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 from localcluster import cluster
 from tests.reliability.convergence import GROUP, VERSION, wait_converged
 from tests.reliability.figures import Figures, pick
-from tests.support.kube import CRD_DIR, eventually, private_cluster
+from tests.support.kube import CRD_DIR, eventually, local_control_plane_only, private_cluster
 from tests.support.processes import LocalProcess, start_operator
 
 TERMINAL = {str(p) for p in TERMINAL_PHASES}
@@ -254,10 +253,7 @@ def test_sigkill_at_random_points_of_a_burst_loses_nothing(
 # ---------------------------------------------------------------- apiserver + etcd restart
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("KUBECONFIG")),
-    reason="KUBECONFIG names an external cluster; this test restarts a private local one",
-)
+@local_control_plane_only
 def test_kube_apiserver_and_etcd_restart_under_the_operator(
     tmp_path: Path, figures: Figures
 ) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -89,3 +90,10 @@ def private_cluster(tmp_path: Path, *args: str) -> str:
     done = cluster_cli(tmp_path / "cluster", *args)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout.strip()
+
+
+# Tests that start, pause or restart control plane processes run only on local ones.
+local_control_plane_only = pytest.mark.skipif(
+    bool(os.environ.get("KUBECONFIG")),
+    reason="KUBECONFIG names an external cluster; this test runs its own local control plane",
+)
