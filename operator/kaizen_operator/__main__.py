@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
@@ -291,7 +292,10 @@ def main(argv: list[str] | None = None) -> int:
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,
     )
-    return asyncio.run(run(args, memo))
+    # uvloop, as `kopf run` uses when installed: kopf's watch and patch traffic and ours
+    # cost less event-loop CPU on it.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(run(args, memo))
 
 
 async def run(args: argparse.Namespace, memo: kopf.Memo) -> int:

@@ -14,6 +14,7 @@ import json
 import re
 from typing import Any
 
+import aiohttp
 from kubernetes_asyncio import client, config
 
 FIELD_MANAGER = "kaizen-operator"
@@ -113,6 +114,22 @@ _YAML_UNPRINTABLE = re.compile(
 )
 
 
+def _ignore_environment(api: client.ApiClient) -> None:
+    """Give ``api`` a session that does not read proxy settings and ~/.netrc from the
+    environment, as kopf's own sessions do not (kopf's ``networking.trust_env`` is off
+    by default). kubernetes_asyncio's session trusts the environment, and aiohttp then
+    looks both up in a worker thread on every request: two thread hops per call, a fifth
+    of the operator's CPU while it reconciles a thousand Agents after a restart."""
+    rest = api.rest_client
+    connector = rest.pool_manager.connector
+    rest.pool_manager.detach()  # keeps the connector (TLS settings, pool size) open
+    rest.pool_manager = aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        read_bufsize=2**21,  # as kubernetes_asyncio: large watch events fit
+    )
+
+
 def _digest(obj: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
@@ -143,7 +160,9 @@ class Kube:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             await config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        return cls(client.ApiClient(cfg))
+        api = client.ApiClient(cfg)
+        _ignore_environment(api)
+        return cls(api)
 
     async def close(self) -> None:
         """Close the connection pool."""
