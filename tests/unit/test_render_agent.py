@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from kaizen_operator.agent.render import AgentInputs, SecretState, content_hash, render_agent
+from kaizen_operator.agent.render import (
+    AgentInputs,
+    SecretState,
+    content_hash,
+    render_agent,
+    with_creation_times,
+)
+from kaizen_operator.runtime import status_changed
 from tests.support.objects import agent
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -118,3 +125,21 @@ def test_unchanged_condition_keeps_its_transition_time() -> None:
         )
     )
     assert _ready(later)["lastTransitionTime"] == _ready(first)["lastTransitionTime"]
+
+
+def test_the_status_of_a_new_revision_carries_the_apiservers_creation_time() -> None:
+    """The plan guesses "now" for a revision it is about to create; the status written
+    carries the time the apiserver gave it, so the next reconcile (which reads that
+    time from the revision) finds nothing to rewrite."""
+    plan = plan_for(agent())
+    stored = {**plan.create[0], "metadata": {**plan.create[0]["metadata"]}}
+    stored["metadata"]["creationTimestamp"] = "2026-05-01T00:00:01Z"  # a second after NOW
+    written = with_creation_times(plan.status, {"hello-r1": "2026-05-01T00:00:01Z"})
+    assert written["revisions"][0]["createdAt"] == "2026-05-01T00:00:01Z"
+    assert plan.status["revisions"][0]["createdAt"] == "2026-05-01T00:00:00Z"  # unchanged
+
+    again = plan_for({**agent(), "status": written}, [stored])
+    assert again.create == ()
+    assert not status_changed(written, again.status)
+    # what the operator wrote before: the guess, which the next reconcile rewrote
+    assert status_changed(plan.status, again.status)

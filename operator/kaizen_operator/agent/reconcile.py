@@ -8,7 +8,12 @@ from typing import Any
 import kopf
 
 from kaizen_operator import names
-from kaizen_operator.agent.render import AgentInputs, SecretState, render_agent
+from kaizen_operator.agent.render import (
+    AgentInputs,
+    SecretState,
+    render_agent,
+    with_creation_times,
+)
 from kaizen_operator.conditions import READY, get_condition
 from kaizen_operator.events import record
 from kaizen_operator.kube import ApiException, Kube
@@ -53,15 +58,17 @@ async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
         if agent is None or agent["metadata"].get("deletionTimestamp"):
             return None
         plan = render_agent(await resolve_agent(rt.kube, agent, datetime.now(UTC)))
+        created: dict[str, str] = {}
         for revision in plan.create:
             try:
-                await rt.kube.create(revision)
+                made = await rt.kube.create(revision)
             except ApiException as exc:
                 if exc.status == 409:
                     raise kopf.TemporaryError(
                         "revision created concurrently; retrying", delay=1
                     ) from exc
                 raise
+            created[made["metadata"]["name"]] = made["metadata"]["creationTimestamp"]
             await record(
                 rt.kube,
                 agent,
@@ -72,7 +79,8 @@ async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
             await rt.kube.delete("apps/v1", "ControllerRevision", namespace, old)
         before = get_condition((agent.get("status") or {}).get("conditions"), READY)
         after = get_condition(plan.status["conditions"], READY)
-        await write_status(rt.kube, agent, plan.status)
+        status = with_creation_times(plan.status, created)
+        await write_status(rt.kube, agent, status)
         if after and after["status"] == "False" and (before or {}).get("reason") != after["reason"]:
             await record(rt.kube, agent, after["reason"], after["message"], warning=True)
         return plan.latest_revision

@@ -92,6 +92,17 @@ def _record(rev: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
+def with_creation_times(status: dict[str, Any], created: dict[str, str]) -> dict[str, Any]:
+    """``status`` with the apiserver's creationTimestamp (``created``: revision name ->
+    time) for the revisions just created. The plan can only guess "now" for them, and a
+    guess a second off made the next reconcile (every Agent, after a restart) rewrite
+    the status for nothing."""
+    revisions = [
+        {**r, "createdAt": created.get(r["name"], r["createdAt"])} for r in status["revisions"]
+    ]
+    return {**status, "revisions": revisions}
+
+
 def render_agent(inputs: AgentInputs) -> AgentPlan:
     """Revisions to create/prune and the Agent's status."""
     agent = inputs.agent
