@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import kopf
-import uvloop
 from aiohttp import web
 from prometheus_client import start_http_server
 
@@ -292,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,
     )
-    # uvloop, as `kopf run` uses when installed: kopf's watch and patch traffic and ours
-    # cost less event-loop CPU on it.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(run(args, memo))
+    # Not uvloop (which `kopf run` would pick): when the apiserver was killed under it,
+    # uvloop refused a new connection with "File descriptor N is used by transport" and
+    # kopf's watchers died (tests/reliability/test_operator_faults.py).
+    return asyncio.run(run(args, memo))
 
 
 async def run(args: argparse.Namespace, memo: kopf.Memo) -> int:
