@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import re
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -142,15 +143,49 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
 Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 
+def _metadata_digest(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    return _digest(
+        {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+    )
+
+
+@dataclass(frozen=True)
+class Applied:
+    """One apply of one object by one field manager, as the apiserver answered it."""
+
+    digest: str  # of the object we sent
+    version: str  # resourceVersion of the answer (or of a later status-only change)
+    generation: int | None  # metadata.generation of the answer; None for kinds without
+    metadata: str  # digest of its labels and annotations
+
+    @classmethod
+    def of(cls, digest: str, answer: dict[str, Any]) -> Applied:
+        meta = answer["metadata"]
+        return cls(
+            digest, meta["resourceVersion"], meta.get("generation"), _metadata_digest(answer)
+        )
+
+    def untouched_by(self, obj: dict[str, Any]) -> bool:
+        """``obj`` (a later state) changed neither spec nor labels nor annotations. Only
+        kinds with a generation can tell: a ConfigMap's data never bumps one."""
+        generation = obj.get("metadata", {}).get("generation")
+        return (
+            self.generation is not None
+            and generation == self.generation
+            and _metadata_digest(obj) == self.metadata
+        )
+
+
 class Kube:
     """Async Kubernetes client for the operator (one per process)."""
 
     def __init__(self, api: client.ApiClient, max_concurrency: int = 32) -> None:
         self._api = api
         self._slots = asyncio.Semaphore(max_concurrency)
-        # object -> field manager -> (digest of what we applied, resourceVersion returned);
-        # keyed by object so that each child event looks up one entry, not all of them.
-        self._applied: dict[Ref, dict[str, tuple[str, str]]] = {}
+        # object -> field manager -> what we applied and what came back; keyed by object
+        # so that each child event looks up one entry, not all of them.
+        self._applied: dict[Ref, dict[str, Applied]] = {}
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -225,7 +260,7 @@ class Kube:
         ref = _key(obj)
         digest = _digest(obj)
         cached = self._applied.get(ref, {}).get(manager)
-        if cached and cached[0] == digest:
+        if cached and cached.digest == digest:
             return None
         path = resource_path(*ref)
         query = [("fieldManager", manager), ("force", "true")]
@@ -250,16 +285,16 @@ class Kube:
             applied = await self._call(
                 path, "PATCH", body=apply_body(obj), query=query, content_type=APPLY_CONTENT_TYPE
             )
-        self._applied.setdefault(ref, {})[manager] = (
-            digest,
-            applied["metadata"]["resourceVersion"],
-        )
+        self._applied.setdefault(ref, {})[manager] = Applied.of(digest, applied)
         return applied
 
     def observe(self, obj: dict[str, Any]) -> bool:
         """Note a child's current state; False when it is just the echo of our own write.
 
-        A change we did not make re-enables the next write of that object.
+        A change we did not make re-enables the next write of that object, unless it
+        left the object's generation, labels and annotations as we applied them: a
+        controller's status update (a Deployment rolling, an HPA's every sync) is news
+        for the parent's status, not drift to write over.
         """
         meta = obj.get("metadata", {})
         ref = (
@@ -272,10 +307,14 @@ class Kube:
         if not managers:
             return True
         version = meta.get("resourceVersion")
-        if all(rv == version for _, rv in managers.values()):
+        if all(entry.version == version for entry in managers.values()):
             return False
-        # Forget the writes this version does not match: the next apply of those goes out.
-        kept = {m: entry for m, entry in managers.items() if entry[1] == version}
+        # Forget the writes this version changed: the next apply of those goes out.
+        kept = {
+            m: replace(entry, version=str(version))
+            for m, entry in managers.items()
+            if entry.version == version or entry.untouched_by(obj)
+        }
         if kept:
             self._applied[ref] = kept
         else:

@@ -1,0 +1,114 @@
+"""The operator's skip-write memory against the real apiserver: the echo of its own
+apply and a controller's status update leave a child alone (no re-apply); an edit of
+its spec, labels or annotations, or of a ConfigMap's data, makes the next apply go out
+and put the child back."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kaizen_operator.kube import Kube
+
+LABELS = {"app.kubernetes.io/managed-by": "kaizen-studio", "kaizen.studio/gateway": "g"}
+
+
+@pytest.fixture
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A namespace no session operator watches (their scope is t-<worker>-*)."""
+    ns = f"apply-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    yield ns
+    core.delete_namespace(ns, propagation_policy="Background")
+
+
+def deployment(namespace: str, image: str = "kaizen:1") -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "g-gateway", "namespace": namespace, "labels": LABELS},
+        "spec": {
+            "selector": {"matchLabels": {"app": "g"}},
+            "template": {
+                "metadata": {"labels": {"app": "g"}},
+                "spec": {"containers": [{"name": "gateway", "image": image}]},
+            },
+        },
+    }
+
+
+def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
+    kubeconfig: Path, api_client: client.ApiClient, namespace: str
+) -> None:
+    apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
+
+    def live_deployment() -> dict[str, Any]:
+        read = apps.read_namespaced_deployment("g-gateway", namespace)
+        return dict(api_client.sanitize_for_serialization(read))
+
+    async def scenario() -> None:
+        kube = await Kube.connect(str(kubeconfig))
+        try:
+            desired = deployment(namespace)
+            assert await kube.apply(desired) is not None
+            assert kube.observe(live_deployment()) is False  # our own write's echo
+            assert await kube.apply(desired) is None
+
+            # A controller reports status: news for the parent, not drift.
+            apps.patch_namespaced_deployment_status(
+                "g-gateway", namespace, {"status": {"replicas": 3, "unavailableReplicas": 3}}
+            )
+            assert kube.observe(live_deployment()) is True
+            assert await kube.apply(desired) is None  # no write
+
+            # Someone edits the spec: the next apply goes out and undoes it.
+            apps.patch_namespaced_deployment(
+                "g-gateway",
+                namespace,
+                {
+                    "spec": {
+                        "template": {"spec": {"containers": [{"name": "gateway", "image": "x"}]}}
+                    }
+                },
+            )
+            assert kube.observe(live_deployment()) is True
+            assert await kube.apply(desired) is not None
+            image = live_deployment()["spec"]["template"]["spec"]["containers"][0]["image"]
+            assert image == "kaizen:1"
+            assert kube.observe(live_deployment()) is False
+
+            # ... or a label we set: no generation bump, still undone.
+            apps.patch_namespaced_deployment(
+                "g-gateway", namespace, {"metadata": {"labels": {"kaizen.studio/gateway": "h"}}}
+            )
+            assert kube.observe(live_deployment()) is True
+            assert await kube.apply(desired) is not None
+            assert live_deployment()["metadata"]["labels"]["kaizen.studio/gateway"] == "g"
+
+            # A ConfigMap has no generation: any change counts as an edit.
+            config_map = {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "g-bundle", "namespace": namespace, "labels": LABELS},
+                "data": {"bundle.json": "{}"},
+            }
+            assert await kube.apply(config_map) is not None
+            core.patch_namespaced_config_map(
+                "g-bundle", namespace, {"data": {"bundle.json": '{"x": 1}'}}
+            )
+            edited = core.read_namespaced_config_map("g-bundle", namespace)
+            assert kube.observe(dict(api_client.sanitize_for_serialization(edited))) is True
+            assert await kube.apply(config_map) is not None
+            restored = core.read_namespaced_config_map("g-bundle", namespace)
+            assert restored.data == {"bundle.json": "{}"}
+        finally:
+            await kube.close()
+
+    asyncio.run(scenario())
