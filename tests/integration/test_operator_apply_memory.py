@@ -15,6 +15,7 @@ import pytest
 from kubernetes import client
 
 from kaizen_operator.kube import Kube
+from tests.support.kube import eventually
 
 LABELS = {"app.kubernetes.io/managed-by": "kaizen-studio", "kaizen.studio/gateway": "g"}
 
@@ -53,12 +54,28 @@ def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
         read = apps.read_namespaced_deployment("g-gateway", namespace)
         return dict(api_client.sanitize_for_serialization(read))
 
+    def taken_in() -> dict[str, Any] | None:
+        live = live_deployment()
+        annotated = "deployment.kubernetes.io/revision" in live["metadata"].get("annotations", {})
+        observed = live.get("status", {}).get("observedGeneration")
+        return live if annotated and observed == live["metadata"]["generation"] else None
+
     async def scenario() -> None:
         kube = await Kube.connect(str(kubeconfig))
         try:
             desired = deployment(namespace)
+            applied = await kube.apply(desired)
+            assert applied is not None
+            assert kube.observe(applied) is False  # our own write's echo
+            assert await kube.apply(desired) is None
+
+            # The deployment controller annotates a new Deployment (its revision): a
+            # metadata change like any other, so the next apply goes out once more.
+            settled = eventually(
+                taken_in, what="the deployment controller to take the Deployment in"
+            )
+            assert kube.observe(settled) is True
             assert await kube.apply(desired) is not None
-            assert kube.observe(live_deployment()) is False  # our own write's echo
             assert await kube.apply(desired) is None
 
             # A controller reports status: news for the parent, not drift.
@@ -82,7 +99,6 @@ def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
             assert await kube.apply(desired) is not None
             image = live_deployment()["spec"]["template"]["spec"]["containers"][0]["image"]
             assert image == "kaizen:1"
-            assert kube.observe(live_deployment()) is False
 
             # ... or a label we set: no generation bump, still undone.
             apps.patch_namespaced_deployment(
