@@ -116,6 +116,18 @@ def namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> I
     core.delete_namespace(name, propagation_policy="Background")
 
 
+@pytest.fixture
+def own_namespace(api_client: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A namespace outside the session operators' t-<worker>-* scope, for a test that
+    runs its own operator or client and wants no other actor; deleted afterwards."""
+    prefix = request.node.name.removeprefix("test_").split("_")[0][:12]
+    ns = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    core = client.CoreV1Api(api_client)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
+    yield ns
+    core.delete_namespace(ns, propagation_policy="Background")
+
+
 def impersonating(api_client: client.ApiClient, user: str) -> client.ApiClient:
     """A client that acts as ``user`` through impersonation (admins may impersonate)."""
     other = client.ApiClient(api_client.configuration)

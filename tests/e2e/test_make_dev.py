@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.kube import local_control_plane_only
+
 ROOT = Path(__file__).resolve().parents[2]
 PORTS = (18000, 18081, 19090, 19443)  # the dev environment's fixed local ports
 
@@ -35,10 +37,7 @@ def dev(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.skipif(
-    bool(os.environ.get("KUBECONFIG")),
-    reason="KUBECONFIG names an external cluster; this test starts a private local one",
-)
+@local_control_plane_only
 def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> None:
     if any(_busy(p) for p in PORTS):
         pytest.skip("a dev environment already runs on this machine (its ports are taken)")

@@ -6,28 +6,15 @@ and put the child back."""
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from kaizen_operator.kube import Kube
 from tests.support.kube import eventually
 
 LABELS = {"app.kubernetes.io/managed-by": "kaizen-studio", "kaizen.studio/gateway": "g"}
-
-
-@pytest.fixture
-def namespace(api_client: client.ApiClient) -> Iterator[str]:
-    """A namespace no session operator watches (their scope is t-<worker>-*)."""
-    ns = f"apply-{uuid.uuid4().hex[:8]}"
-    core = client.CoreV1Api(api_client)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
-    yield ns
-    core.delete_namespace(ns, propagation_policy="Background")
 
 
 def deployment(namespace: str, image: str = "kaizen:1") -> dict[str, Any]:
@@ -46,8 +33,9 @@ def deployment(namespace: str, image: str = "kaizen:1") -> dict[str, Any]:
 
 
 def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
-    kubeconfig: Path, api_client: client.ApiClient, namespace: str
+    kubeconfig: Path, api_client: client.ApiClient, own_namespace: str
 ) -> None:
+    namespace = own_namespace
     apps, core = client.AppsV1Api(api_client), client.CoreV1Api(api_client)
 
     def live_deployment() -> dict[str, Any]:

@@ -23,7 +23,13 @@ from kaizen_api.server.tenancy import render_cluster_roles
 from localcluster import cluster
 from tests.reliability.figures import Figures
 from tests.support.facade import Facade, agent
-from tests.support.kube import CRD_DIR, kubectl, local_control_plane_only, private_cluster
+from tests.support.kube import (
+    CRD_DIR,
+    kubectl,
+    local_control_plane_only,
+    private_cluster,
+    private_control_plane,
+)
 
 WAIT = 5  # the facade's quota_wait_seconds (30 by default)
 AGENTS = "count/agents.kaizen.studio"
@@ -33,8 +39,7 @@ AGENTS = "count/agents.kaizen.studio"
 def test_creates_wait_until_the_quota_controller_has_counted(
     tmp_path: Path, figures: Figures
 ) -> None:
-    kubeconfig = Path(private_cluster(tmp_path, "up").splitlines()[-1])
-    try:
+    with private_control_plane(tmp_path) as kubeconfig:
         for role in render_cluster_roles():
             kubectl(kubeconfig, "apply", "--server-side", "-f", "-", stdin=json.dumps(role))
         status = json.loads(private_cluster(tmp_path, "status"))
@@ -88,8 +93,6 @@ def test_creates_wait_until_the_quota_controller_has_counted(
             assert [a["metadata"]["name"] for a in listed["items"]] == ["a"]
             quota = quota_status(kubeconfig, namespace)
             assert quota["hard"][AGENTS] == "10" and quota["used"][AGENTS] == "1", quota
-    finally:
-        private_cluster(tmp_path, "down")
     figures.record("workspace with an uncounted quota created after", round(workspace_wait, 1), "s")
     figures.record("create refused 503 quota-pending after", round(refused_after, 1), "s")
     figures.record(

@@ -21,7 +21,13 @@ from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 from localcluster import cluster
 from tests.reliability.convergence import GROUP, VERSION, wait_converged
 from tests.reliability.figures import Figures, pick
-from tests.support.kube import CRD_DIR, eventually, local_control_plane_only, private_cluster
+from tests.support.kube import (
+    CRD_DIR,
+    eventually,
+    local_control_plane_only,
+    private_cluster,
+    private_control_plane,
+)
 from tests.support.processes import LocalProcess, start_operator
 
 TERMINAL = {str(p) for p in TERMINAL_PHASES}
@@ -257,8 +263,7 @@ def test_sigkill_at_random_points_of_a_burst_loses_nothing(
 def test_kube_apiserver_and_etcd_restart_under_the_operator(
     tmp_path: Path, figures: Figures
 ) -> None:
-    kubeconfig = Path(private_cluster(tmp_path, "up").splitlines()[-1])
-    try:
+    with private_control_plane(tmp_path) as kubeconfig:
         cluster.install_crds(kubeconfig, CRD_DIR)
         api_client = config.new_client_from_config(config_file=str(kubeconfig))
         custom = client.CustomObjectsApi(api_client)
@@ -285,8 +290,6 @@ def test_kube_apiserver_and_etcd_restart_under_the_operator(
             assert proc.proc.poll() is None, f"the operator exited:\n{proc.tail()}"
         finally:
             proc.stop()
-    finally:
-        private_cluster(tmp_path, "down")
     figures.record("apiserver+etcd restarts (SIGKILL, SIGTERM)", 2)
     figures.record("operations across the restarts", operations)
     figures.record("apiserver back after SIGKILL in", restarts["kill"]["kube-apiserver"], "s")

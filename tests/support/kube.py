@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -90,6 +91,17 @@ def private_cluster(tmp_path: Path, *args: str) -> str:
     done = cluster_cli(tmp_path / "cluster", *args)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return done.stdout.strip()
+
+
+@contextmanager
+def private_control_plane(tmp_path: Path) -> Iterator[Path]:
+    """A second local control plane under ``tmp_path`` for one test (its kubeconfig),
+    stopped afterwards whatever happened."""
+    kubeconfig = Path(private_cluster(tmp_path, "up").splitlines()[-1])
+    try:
+        yield kubeconfig
+    finally:
+        private_cluster(tmp_path, "down")
 
 
 # Tests that start, pause or restart control plane processes run only on local ones.
