@@ -1,8 +1,9 @@
 """The request body limit: bodies over ``max_bytes`` are answered 413 problem+json.
 
 Plain ASGI, so nothing is buffered here: a declared Content-Length over the limit is
-refused before the app runs (the body is never read), and a chunked body is counted
-as the app reads it; reading stops at the first chunk past the limit and the app's
+refused before the app runs (the body is never read), one within it passes untouched
+(the HTTP parser reads no more than declared), and a chunked body is counted as the
+app reads it; reading stops at the first chunk past the limit and the app's
 answer to the cut body is replaced by the 413.
 """
 
@@ -29,9 +30,15 @@ class BodyLimit:
         if scope["type"] != "http" or self.max_bytes <= 0:
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length", b"")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
+            return
+        if b"transfer-encoding" not in headers:
+            # The body is at most the declared length (none declared: no body), which
+            # the HTTP parser enforces: nothing to count, and no wrappers to pay for.
+            await self.app(scope, receive, send)
             return
         received = 0
         over = started = False
