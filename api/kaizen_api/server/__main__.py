@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sync-workspaces":
         return sync_workspaces(settings)
     app = create_app(settings, run_migrations=not args.no_migrate)
-    # Access logs carry no Authorization header; query strings never hold secrets here.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # The audit middleware writes the access log (with request ids); it carries no
+    # Authorization header, and query strings never hold secrets here.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
     return 0
 
 

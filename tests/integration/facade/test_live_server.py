@@ -4,6 +4,7 @@ matches the documented status codes and schemas), and the README's Python exampl
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -120,3 +121,30 @@ def test_the_cli_through_the_facade(
     assert "hello" in listed.output and "mock" in listed.output
     denied = runner.invoke(app, ["--workspace", "elsewhere", "agents", "list"])
     assert denied.exit_code == 1 and "404" in denied.output
+
+
+def test_one_access_log_line_per_request_with_its_request_id(server: Server) -> None:
+    """Operators correlate a request's log line with its audit record and problem+json
+    answers by the request id; the line names method, path and query, never the token."""
+    request_id = f"trace-{uuid.uuid4().hex[:12]}"
+    path = f"/api/v1/orgs/{server.org}/workspaces/ml/agents"
+    answer = httpx.get(
+        server.url + path,
+        params={"limit": 5},
+        headers={**server.headers, "x-request-id": request_id},
+    )
+    assert answer.status_code == 200 and answer.headers["x-request-id"] == request_id
+    refused = httpx.get(server.url + path)  # no token: 401, still one line
+    lines: list[str] = []
+    for _ in range(50):  # the line is written as the request ends
+        log = server.process.log.read_text()
+        lines = [line for line in log.splitlines() if request_id in line]
+        if lines and refused.headers["x-request-id"] in log:
+            break
+        time.sleep(0.1)
+    assert len(lines) == 1, lines
+    assert f'"GET {path}?limit=5" 200 {request_id}' in lines[0]
+    assert server.headers["authorization"].split()[1] not in log
+    refused_lines = [line for line in log.splitlines() if refused.headers["x-request-id"] in line]
+    assert len(refused_lines) == 1 and f'"GET {path}" 401' in refused_lines[0]
+    assert "uvicorn.access" not in log and '" 200 OK' not in log  # not logged twice
