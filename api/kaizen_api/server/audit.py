@@ -19,7 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import AuditRecord
-from kaizen_api.server.problems import problem_response
+from kaizen_api.server.problems import API_PREFIX, problem_response
 
 log = logging.getLogger("kaizen_api.audit")
 access_log = logging.getLogger("kaizen_api.access")
@@ -214,7 +214,7 @@ class AuditMiddleware:
                 org=params.get("org"),
                 actor=state.get("actor") or "anonymous",
                 key_id=state.get("key_id"),
-                action=f"{scope['method']} {getattr(route, 'path', scope['path'])}"[:100],
+                action=f"{scope['method']} {_action_path(route, scope['path'])}"[:100],
                 resource=scope["path"][:500],
                 outcome=status,
                 request_id=request_id,
@@ -222,6 +222,13 @@ class AuditMiddleware:
                 user_agent=headers.get(b"user-agent", b"").decode("latin-1")[:300],
             )
         )
+
+
+def _action_path(route: Any, path: str) -> str:
+    """The route's template as the docs name it (``/orgs/{org}``, without ``/api/v1``);
+    a request no route matched keeps its path."""
+    template = getattr(route, "path", None)
+    return template.removeprefix(API_PREFIX) if isinstance(template, str) else path
 
 
 def install(app: FastAPI) -> None:

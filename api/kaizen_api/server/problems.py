@@ -73,6 +73,7 @@ def _problem(description: str) -> dict[str, Any]:
 
 
 # Documented on every /api/v1 route, so clients (and schemathesis) know the error shape.
+API_PREFIX = "/api/v1"  # every facade route but health, JWKS and the documents
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _problem("Bad request (e.g. Impersonate-* headers sent)"),
     401: _problem("Not authenticated"),

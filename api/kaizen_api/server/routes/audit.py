@@ -12,10 +12,11 @@ from sqlmodel import col, select
 from kaizen_api.server.access import CurrentPrincipal
 from kaizen_api.server.db import session
 from kaizen_api.server.models import AuditRecord
+from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.state import AppState, app_state
 
-router = APIRouter(tags=["audit"])
+router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["audit"])
 State = Annotated[AppState, Depends(app_state)]
 
 

@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 from kaizen_api.server.access import CurrentPrincipal
 from kaizen_api.server.db import session
 from kaizen_api.server.models import Membership, Organization, RefreshToken, User, new_id
-from kaizen_api.server.problems import Problem
+from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.security import (
     Email,
     InvalidToken,
@@ -23,7 +23,7 @@ from kaizen_api.server.security import (
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.throttle import client_address
 
-router = APIRouter(tags=["users"])
+router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["users"])
 State = Annotated[AppState, Depends(app_state)]
 
 

@@ -13,12 +13,12 @@ from kaizen_api.server.access import CurrentPrincipal, workspace_access
 from kaizen_api.server.db import session
 from kaizen_api.server.models import ApiKey, Workspace
 from kaizen_api.server.permissions import PERMISSION_PATTERN
-from kaizen_api.server.problems import Problem
+from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.security import new_api_key
 from kaizen_api.server.state import AppState, app_state
 
-router = APIRouter(tags=["api keys"])
+router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["api keys"])
 State = Annotated[AppState, Depends(app_state)]
 
 

@@ -26,12 +26,17 @@ from kaizen_api.server.models import (
     TeamMember,
     User,
 )
-from kaizen_api.server.problems import Problem
+from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.security import Email, sha256_hex
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import PLANS
 
-router = APIRouter(tags=["organizations"], dependencies=[Depends(forget_accesses)])
+router = APIRouter(
+    prefix=API_PREFIX,
+    responses=PROBLEM_RESPONSES,
+    tags=["organizations"],
+    dependencies=[Depends(forget_accesses)],
+)
 State = Annotated[AppState, Depends(app_state)]
 SLUG = r"^[a-z0-9]([-a-z0-9]{0,18}[a-z0-9])?$"
 OrgRoleName = Literal["org_owner", "org_admin", "developer", "viewer", "billing_admin"]

@@ -28,7 +28,7 @@ from kaizen_api.server.access import (
 )
 from kaizen_api.server.db import session
 from kaizen_api.server.kube import KubeError, kaizen_path
-from kaizen_api.server.problems import Problem
+from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.workspaces import recount_plan_quota
 from kaizen_api.v1alpha1.agent import Agent
@@ -37,7 +37,7 @@ from kaizen_api.v1alpha1.gateway import Gateway
 from kaizen_api.v1alpha1.promotion import Promotion
 from kaizen_api.v1alpha1.scaling import ScalingOverride, ScalingPolicy
 
-router = APIRouter(tags=["resources"])
+router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["resources"])
 State = Annotated[AppState, Depends(app_state)]
 Json = dict[str, Any]
 AGENT_LABEL = "kaizen.studio/agent"  # label of an Agent's ControllerRevisions (operator)

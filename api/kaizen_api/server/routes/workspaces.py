@@ -11,13 +11,18 @@ from sqlmodel import Session, col, select
 from kaizen_api.server.access import CurrentPrincipal, forget_accesses, workspace_access
 from kaizen_api.server.db import session
 from kaizen_api.server.models import Membership, Team, User, Workspace, WorkspaceMember
-from kaizen_api.server.problems import Problem
+from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import namespace_name
 from kaizen_api.server.workspaces import sync_workspace
 
-router = APIRouter(tags=["workspaces"], dependencies=[Depends(forget_accesses)])
+router = APIRouter(
+    prefix=API_PREFIX,
+    responses=PROBLEM_RESPONSES,
+    tags=["workspaces"],
+    dependencies=[Depends(forget_accesses)],
+)
 State = Annotated[AppState, Depends(app_state)]
 NAME = r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$"
 
