@@ -135,3 +135,26 @@ def test_malformed_and_oversized_requests_are_refused_cleanly(
     assert gateway.process.proc.poll() is None, gateway.process.tail()
     figures.record("malformed or oversized requests", len(cases) + 1)
     figures.record("refused with a 4xx (or connection closed)", refused + 1)
+
+
+def test_integers_past_64_bits_are_passed_on_exactly(gateway: Running) -> None:
+    """The upstream body is encoded with orjson, which refuses integers past 64 bits; such
+    a value (a seed, a tool schema's bound) still reaches the provider unchanged."""
+    big = 2**70 + 1
+    tool = {
+        "type": "function",
+        "function": {"name": "f", "parameters": {"type": "integer", "maximum": big}},
+    }
+    resp = httpx.post(
+        f"{gateway.url}/v1/chat/completions",
+        json={
+            "model": "helper",
+            "messages": [{"role": "user", "content": "hi"}],
+            "seed": big,
+            "tools": [tool],
+        },
+        timeout=10,
+    )
+    assert resp.status_code == 200, resp.text
+    raw = httpx.get(f"{gateway.stub}/_control", timeout=5).text
+    assert str(big) in raw and f'"seed":{big}' in raw.replace(" ", "")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
+import orjson
 
 from kaizen_api.netguard import DestinationNotAllowed, check_url
 from kaizen_api.v1alpha1.agent import ModelSpec
@@ -164,13 +165,13 @@ async def post_json(
     with _network_errors(cfg):
         async with cfg.session.post(
             url,
-            json=body,
-            headers=headers,
+            data=encode(body),
+            headers={**headers, "content-type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=cfg.timeout),
             allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
-            data: dict[str, Any] = await resp.json(content_type=None)
+            data: dict[str, Any] = orjson.loads(await resp.read())
             return data
 
 
@@ -182,8 +183,8 @@ async def sse_lines(
     with _network_errors(cfg):
         async with cfg.session.post(
             url,
-            json=body,
-            headers=headers,
+            data=encode(body),
+            headers={**headers, "content-type": "application/json"},
             timeout=aiohttp.ClientTimeout(total=None, sock_read=cfg.timeout),
             allow_redirects=False,
         ) as resp:
@@ -231,6 +232,15 @@ def provider_for(spec: ModelSpec, cfg: UpstreamConfig, on_retry: Callable[[str],
     return OpenAIProvider(spec, cfg, on_retry)
 
 
+def encode(obj: Any) -> bytes:
+    """Compact JSON as bytes: orjson (a tenth of the standard library's time), or the
+    standard library for what orjson refuses, such as integers past 64 bits."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
 def dumps(obj: Any) -> str:
     """Compact JSON."""
-    return json.dumps(obj, separators=(",", ":"))
+    return encode(obj).decode()
