@@ -3,6 +3,12 @@
 both in front of the same local OpenAI-protocol stub, with the stub alone as the floor.
 
     python bench/gateway_latency.py [--seconds 5] [--concurrency 1 16 64] [--no-litellm]
+                                    [--reference]
+
+--reference adds two logic-free proxies in front of the same stub (bench/reference_proxy.py):
+the gateway's libraries alone (bare ASGI on uvicorn + aiohttp), and a hand-written
+httptools proxy, roughly Python's ceiling here; their share of the floor is what any
+Python gateway could reach on this machine.
 
 LiteLLM (PyPI `litellm[proxy]`) is installed into its own virtualenv under the cache
 folder on first use, so its dependencies never touch the project's. Everything runs
@@ -15,6 +21,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +49,47 @@ def litellm_bin() -> Path:
     return exe
 
 
-def start_targets(tmp: Path, with_litellm: bool, procs: list[LocalProcess]) -> dict[str, str]:
+def wait_port(port: int, process: LocalProcess, timeout: float = 30) -> None:
+    """Wait until something accepts connections on ``port`` (the reference proxies have
+    no health endpoint)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"process exited ({process.proc.returncode}):\n{process.tail()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
+
+
+def start_references(tmp: Path, stub_port: int, procs: list[LocalProcess]) -> dict[str, str]:
+    """The logic-free reference proxies of bench/reference_proxy.py."""
+    targets = {}
+    for name, kind in (("ref asgi+aiohttp", "asgi-aiohttp"), ("ref httptools", "httptools")):
+        port = free_port()
+        proc = start(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "reference_proxy.py"),
+                "--kind",
+                kind,
+                "--port",
+                str(port),
+                "--upstream-port",
+                str(stub_port),
+            ],
+            tmp / f"{kind}.log",
+        )
+        procs.append(proc)
+        wait_port(port, proc)
+        targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
+    return targets
+
+
+def start_targets(
+    tmp: Path, with_litellm: bool, procs: list[LocalProcess], with_references: bool = False
+) -> dict[str, str]:
     """Start the stub, the gateway and LiteLLM; ``procs`` collects them for cleanup."""
     stub_port = free_port()
     env = {"PYTHONPATH": str(ROOT / "hack")}
@@ -92,6 +139,8 @@ def start_targets(tmp: Path, with_litellm: bool, procs: list[LocalProcess]) -> d
     procs.append(gw)
     wait_http_ok(f"http://127.0.0.1:{gw_port}/readyz", gw)
     targets["kaizen-gateway"] = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+    if with_references:
+        targets.update(start_references(tmp, stub_port, procs))
 
     if with_litellm:
         config = tmp / "litellm.yaml"
@@ -161,11 +210,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--reference", action="store_true", help="add the reference proxies")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="kaizen-bench-"))
     procs: list[LocalProcess] = []
     try:
-        targets = start_targets(tmp, not args.no_litellm, procs)
+        targets = start_targets(tmp, not args.no_litellm, procs, args.reference)
         results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
         for clients in args.concurrency:
             for name, url in targets.items():
@@ -197,6 +247,13 @@ def main() -> int:
                     else ""
                 )
             print(line)
+        for name in targets:
+            if name.startswith("ref "):
+                shares = ", ".join(
+                    f"{results[(name, c)][0] / results[('stub (floor)', c)][0]:.2f}x"
+                    for c in args.concurrency
+                )
+                print(f"{name} (no gateway logic): {shares} floor at clients={args.concurrency}")
     finally:
         for proc in procs:
             proc.stop()
