@@ -2,18 +2,23 @@
 """Benchmark: Agents created, listed and read through the REST facade vs the same calls
 made directly to the kube-apiserver with the Python client, in the same run.
 
-    python bench/facade_overhead.py [--n 200]
+    python bench/facade_overhead.py [--n 200] [--reference]
 
 The facade runs as its real server process (`kaizen-api`, uvicorn, SQLite); the direct
 calls impersonate the same Kubernetes user the facade impersonates, so both sides do
 the same RBAC work on the apiserver. Prints p50/p99 per operation and the ratio of
 p50s (target: at most 1.3x). The two sides alternate call by call, so a slow moment
 of the machine slows both.
+
+--reference adds a third side, bench/reference_facade.py: the same hop with no facade
+logic (bare ASGI on uvicorn, the facade's apiserver client, one fixed impersonated
+user), i.e. the ratio any Python facade could reach on this machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -33,9 +38,10 @@ from kubernetes import client, config  # noqa: E402
 from kaizen_api.server.tenancy import render_cluster_roles  # noqa: E402
 from localcluster import cluster  # noqa: E402
 from tests.support.kube import install_crds, kubectl  # noqa: E402
-from tests.support.processes import free_port, start, wait_http_ok  # noqa: E402
+from tests.support.processes import free_port, start, wait_http_ok, wait_port  # noqa: E402
 
-Pair = tuple[list[float], list[float]]  # (via the facade, direct) in ms
+Calls = dict[str, Callable[[], object]]  # one operation on each side, by side
+SIDES = ("facade", "direct", "reference")
 PASSWORD = "benchmark passphrase"  # noqa: S105 - a throwaway local user
 
 
@@ -48,15 +54,16 @@ def agent(name: str) -> dict:
     }
 
 
-def paired(via_facade: Callable[[], object], direct: Callable[[], object], n: int) -> Pair:
-    """``n`` calls of each, alternating (which goes first alternates too), so both sides
-    see the same machine: a slow moment slows both, not the ratio."""
-    out: Pair = ([], [])
+def alternating(calls: Calls, n: int) -> dict[str, list[float]]:
+    """``n`` calls on each side in turn, in rotating order, so every side sees the same
+    machine: a slow moment slows all of them, not the ratio. Latencies in ms."""
+    sides = list(calls)
+    out: dict[str, list[float]] = {side: [] for side in sides}
     for i in range(n):
-        order = ((0, via_facade), (1, direct)) if i % 2 else ((1, direct), (0, via_facade))
-        for side, fn in order:
+        for k in range(len(sides)):
+            side = sides[(i + k) % len(sides)]
             started = time.perf_counter()
-            fn()
+            calls[side]()
             out[side].append((time.perf_counter() - started) * 1000)
     return out
 
@@ -70,6 +77,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--reference", action="store_true", help="add the logic-free side")
     args = parser.parse_args()
     kubeconfig = cluster.ensure_cluster()
     install_crds(kubeconfig)
@@ -91,6 +99,7 @@ def main() -> int:
         folder / "api.log",
         {**os.environ, **env},
     )
+    procs = [proc]
     api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
     org = f"b{uuid.uuid4().hex[:8]}"
     try:
@@ -109,45 +118,85 @@ def main() -> int:
         custom = client.CustomObjectsApi(direct)
         ws = f"/orgs/{org}/workspaces/facade/agents"
         ns = f"kz-{org}-direct"
-        facade_names, direct_names = (
-            (f"f{i}" for i in range(10**9)),
-            (f"d{i}" for i in range(10**9)),
-        )
-        results: dict[str, Pair] = {}
-        results["create"] = paired(
-            lambda: api.post(ws, json=agent(next(facade_names))).raise_for_status(),
-            lambda: custom.create_namespaced_custom_object(
-                "kaizen.studio", "v1alpha1", ns, "agents", agent(next(direct_names))
-            ),
-            args.n,
-        )
-        results["get"] = paired(
-            lambda: api.get(f"{ws}/f0").raise_for_status(),
-            lambda: custom.get_namespaced_custom_object(
-                "kaizen.studio", "v1alpha1", ns, "agents", "d0"
-            ),
-            args.n,
-        )
-        results["list (100)"] = paired(
-            lambda: api.get(ws, params={"limit": 100}).raise_for_status(),
-            lambda: custom.list_namespaced_custom_object(
-                "kaizen.studio", "v1alpha1", ns, "agents", limit=100
-            ),
-            args.n // 4,
-        )
+        names = {side: map(f"{side[0]}{{}}".format, itertools.count()) for side in SIDES}
+        via = {"facade": (api, ws)}
+        if args.reference:
+            api.post(f"/orgs/{org}/workspaces", json={"name": "ref"}).raise_for_status()
+            ref_port = free_port()
+            ref = start(
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "reference_facade.py"),
+                    "--port",
+                    str(ref_port),
+                    "--user",
+                    f"kaizen:{email}",
+                    "--group",
+                    f"kaizen:org:{org}:org_owner",
+                ],
+                folder / "reference.log",
+                {**os.environ, **env},
+            )
+            procs.append(ref)
+            wait_port(ref_port, ref)
+            ref_api = httpx.Client(base_url=f"http://127.0.0.1:{ref_port}", timeout=30)
+            via["reference"] = (ref_api, f"/orgs/{org}/workspaces/ref/agents")
+
+        def create(side: str) -> Callable[[], object]:
+            if side == "direct":
+                return lambda: custom.create_namespaced_custom_object(
+                    "kaizen.studio", "v1alpha1", ns, "agents", agent(next(names[side]))
+                )
+            http, path = via[side]
+            return lambda: http.post(path, json=agent(next(names[side]))).raise_for_status()
+
+        def get(side: str) -> Callable[[], object]:
+            if side == "direct":
+                return lambda: custom.get_namespaced_custom_object(
+                    "kaizen.studio", "v1alpha1", ns, "agents", "d0"
+                )
+            http, path = via[side]
+            return lambda: http.get(f"{path}/{side[0]}0").raise_for_status()
+
+        def page(side: str) -> Callable[[], object]:
+            if side == "direct":
+                return lambda: custom.list_namespaced_custom_object(
+                    "kaizen.studio", "v1alpha1", ns, "agents", limit=100
+                )
+            http, path = via[side]
+            return lambda: http.get(path, params={"limit": 100}).raise_for_status()
+
+        sides = ["facade", "direct", *(["reference"] if args.reference else [])]
+        results = {
+            op: alternating({side: make(side) for side in sides}, n)
+            for op, make, n in (
+                ("create", create, args.n),
+                ("get", get, args.n),
+                ("list (100)", page, args.n // 4),
+            )
+        }
         print(
             f"{'operation':<12} {'direct p50':>11} {'facade p50':>11} {'ratio':>6} "
-            f"{'direct p99':>11} {'facade p99':>11}   (ms, n={args.n})"
+            f"{'direct p99':>11} {'facade p99':>11}"
+            + (f" {'reference p50':>14} {'ratio':>6}" if args.reference else "")
+            + f"   (ms, n={args.n})"
         )
-        for name, (via_facade, straight) in results.items():
-            f50, d50 = statistics.median(via_facade), statistics.median(straight)
-            print(
-                f"{name:<12} {d50:>11.2f} {f50:>11.2f} {f50 / d50:>6.2f} "
-                f"{pct(straight, 99):>11.2f} {pct(via_facade, 99):>11.2f}",
-                flush=True,
+        for name, latencies in results.items():
+            f50, d50 = (
+                statistics.median(latencies["facade"]),
+                statistics.median(latencies["direct"]),
             )
+            line = (
+                f"{name:<12} {d50:>11.2f} {f50:>11.2f} {f50 / d50:>6.2f} "
+                f"{pct(latencies['direct'], 99):>11.2f} {pct(latencies['facade'], 99):>11.2f}"
+            )
+            if args.reference:
+                r50 = statistics.median(latencies["reference"])
+                line += f" {r50:>14.2f} {r50 / d50:>6.2f}"
+            print(line, flush=True)
     finally:
-        proc.stop()
+        for started in procs:
+            started.stop()
         core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
         for ns in core.list_namespace(label_selector=f"kaizen.studio/org={org}").items:
             core.delete_namespace(ns.metadata.name)

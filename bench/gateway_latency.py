@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "hack"), str(ROOT)]
 
 from localcluster.versions import cache_root  # noqa: E402
-from tests.support.processes import LocalProcess, free_port, start, wait_http_ok  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    LocalProcess,
+    free_port,
+    start,
+    wait_http_ok,
+    wait_port,
+)
 
 BODY = {"model": "helper", "messages": [{"role": "user", "content": "benchmark me"}]}
 
@@ -47,20 +52,6 @@ def litellm_bin() -> Path:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "litellm[proxy]"], check=True)
     return exe
-
-
-def wait_port(port: int, process: LocalProcess, timeout: float = 30) -> None:
-    """Wait until something accepts connections on ``port`` (the reference proxies have
-    no health endpoint)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.proc.poll() is not None:
-            raise RuntimeError(f"process exited ({process.proc.returncode}):\n{process.tail()}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port}")
 
 
 def start_references(tmp: Path, stub_port: int, procs: list[LocalProcess]) -> dict[str, str]:

@@ -153,3 +153,17 @@ def start_operator(
         proc.stop()
         raise
     return proc, metrics
+
+
+def wait_port(port: int, process: LocalProcess, timeout: float = 30) -> None:
+    """Wait until something accepts connections on ``port`` (the reference proxies have
+    no health endpoint)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.proc.poll() is not None:
+            raise RuntimeError(f"process exited ({process.proc.returncode}):\n{process.tail()}")
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on port {port}")
