@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 import uvicorn
+from reference_proxy import lifespan_or_body  # bench/, this script's folder
 
 from kaizen_api.server.kube import Caller, Kube
 
@@ -26,17 +27,9 @@ def build_app(kube: Kube, caller: Caller) -> Any:
     """The pass-through ASGI app."""
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await kube.aclose()
-            await send({"type": "lifespan.shutdown.complete"})
+        body = await lifespan_or_body(scope, receive, send)
+        if body is None:
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
         _, org, _, ws, *rest = scope["path"].strip("/").split("/")
         path = f"/apis/kaizen.studio/v1alpha1/namespaces/kz-{org}-{ws}/{'/'.join(rest)}"
         params = dict(parse_qsl(scope["query_string"].decode())) or None

@@ -43,6 +43,21 @@ def rewrite_answer(body: bytes) -> bytes:
     return orjson.dumps(answer)
 
 
+async def lifespan_or_body(scope: dict[str, Any], receive: Any, send: Any) -> bytes | None:
+    """Answer the lifespan protocol (None once it ends) or read an HTTP request's body."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return None
+    body, more = b"", True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
 def serve_asgi_aiohttp(port: int, upstream: int) -> None:
     import aiohttp
     import uvicorn
@@ -51,16 +66,9 @@ def serve_asgi_aiohttp(port: int, upstream: int) -> None:
     session: list[aiohttp.ClientSession] = []
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+        body = await lifespan_or_body(scope, receive, send)
+        if body is None:
             return
-        body, more = b"", True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
         if not session:
             session.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000)))
         headers = {"content-type": "application/json"}
