@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,24 @@ TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
 # taken the quota in but not counted a resource of it (a CRD it did not know yet; see
 # workspaces.recount). Transient: the facade has it recounted and tries again.
 QUOTA_PENDING = "status unknown for quota"
+
+
+class TokenFile:
+    """A projected ServiceAccount token, re-read at most once per ``max_age`` seconds
+    (client-go re-reads it every minute too): the kubelet rotates it long before it
+    expires, so a file read per request bought nothing."""
+
+    def __init__(self, path: Path, max_age: float = 60.0) -> None:
+        self.path, self.max_age = path, max_age
+        self._cached: tuple[float, str] | None = None  # (read at, token); swapped whole
+
+    def value(self) -> str:
+        """The current token."""
+        cached, now = self._cached, time.monotonic()
+        if cached is None or now - cached[0] >= self.max_age:
+            cached = (now, self.path.read_text().strip())
+            self._cached = cached
+        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -68,10 +87,10 @@ class Kube:
         cfg = k8s_client.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            self._token_file: Path | None = TOKEN_FILE
+            self._token: TokenFile | None = TokenFile(TOKEN_FILE)
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
-            self._token_file = None
+            self._token = None
         self._auth = cfg.api_key.get("authorization")
         tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
         if cfg.cert_file:
@@ -111,8 +130,8 @@ class Kube:
             headers["impersonate-user"] = caller.user
             for group in caller.groups:
                 headers.add("impersonate-group", group)
-        if self._token_file is not None:  # projected tokens rotate: read each time
-            headers["authorization"] = f"Bearer {self._token_file.read_text().strip()}"
+        if self._token is not None:
+            headers["authorization"] = f"Bearer {self._token.value()}"
         elif self._auth:
             headers["authorization"] = self._auth
         return headers
