@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         log_level="warning",
         access_log=False,
-        loop="uvloop",
+        # asyncio's own loop, as in the operator and the facade: uvloop measured no faster
+        # here (bench/gateway_latency, same run) and has an open fd-reuse bug with aiohttp
+        # client connections that are cancelled (MagicStack/uvloop#653).
+        loop="asyncio",
         http="httptools",
         timeout_graceful_shutdown=20,
     )

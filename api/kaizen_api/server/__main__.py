@@ -70,8 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         return sync_workspaces(settings)
     app = create_app(settings, run_migrations=not args.no_migrate)
     # The audit middleware writes the access log (with request ids); it carries no
-    # Authorization header, and query strings never hold secrets here.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", access_log=False)
+    # Authorization header, and query strings never hold secrets here. asyncio's own
+    # loop: uvloop measured no faster (A/B, same p50) and has an open fd-reuse bug with
+    # aiohttp client connections (MagicStack/uvloop#653).
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level="info", access_log=False, loop="asyncio"
+    )
     return 0
 
 
