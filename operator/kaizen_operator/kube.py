@@ -143,10 +143,26 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
 Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 
 
-def _metadata_digest(obj: dict[str, Any]) -> str:
+MetaKeys = tuple[tuple[str, ...], tuple[str, ...]]  # (label keys, annotation keys)
+
+
+def _own_keys(sent: dict[str, Any]) -> MetaKeys:
+    """The label and annotation keys an apply of ``sent`` owns."""
+    meta = sent.get("metadata", {})
+    return tuple(sorted(meta.get("labels") or {})), tuple(sorted(meta.get("annotations") or {}))
+
+
+def _metadata_digest(obj: dict[str, Any], keys: MetaKeys) -> str:
+    """Digest of ``obj``'s values for the label and annotation keys we apply: another
+    manager's keys (the deployment controller's revision annotation) are not ours to
+    put back, so their changes are no drift."""
     meta = obj.get("metadata", {})
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
     return _digest(
-        {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}}
+        {
+            "labels": {k: labels.get(k) for k in keys[0]},
+            "annotations": {k: annotations.get(k) for k in keys[1]},
+        }
     )
 
 
@@ -157,23 +173,28 @@ class Applied:
     digest: str  # of the object we sent
     version: str  # resourceVersion of the answer (or of a later status-only change)
     generation: int | None  # metadata.generation of the answer; None for kinds without
-    metadata: str  # digest of its labels and annotations
+    keys: MetaKeys  # the labels and annotations we sent
+    metadata: str  # digest of the answer's values for those keys
 
     @classmethod
-    def of(cls, digest: str, answer: dict[str, Any]) -> Applied:
-        meta = answer["metadata"]
+    def of(cls, digest: str, sent: dict[str, Any], answer: dict[str, Any]) -> Applied:
+        meta, keys = answer["metadata"], _own_keys(sent)
         return cls(
-            digest, meta["resourceVersion"], meta.get("generation"), _metadata_digest(answer)
+            digest,
+            meta["resourceVersion"],
+            meta.get("generation"),
+            keys,
+            _metadata_digest(answer, keys),
         )
 
     def untouched_by(self, obj: dict[str, Any]) -> bool:
-        """``obj`` (a later state) changed neither spec nor labels nor annotations. Only
-        kinds with a generation can tell: a ConfigMap's data never bumps one."""
+        """``obj`` (a later state) changed neither spec nor our labels and annotations.
+        Only kinds with a generation can tell: a ConfigMap's data never bumps one."""
         generation = obj.get("metadata", {}).get("generation")
         return (
             self.generation is not None
             and generation == self.generation
-            and _metadata_digest(obj) == self.metadata
+            and _metadata_digest(obj, self.keys) == self.metadata
         )
 
 
@@ -285,16 +306,17 @@ class Kube:
             applied = await self._call(
                 path, "PATCH", body=apply_body(obj), query=query, content_type=APPLY_CONTENT_TYPE
             )
-        self._applied.setdefault(ref, {})[manager] = Applied.of(digest, applied)
+        self._applied.setdefault(ref, {})[manager] = Applied.of(digest, obj, applied)
         return applied
 
     def observe(self, obj: dict[str, Any]) -> bool:
         """Note a child's current state; False when it is just the echo of our own write.
 
         A change we did not make re-enables the next write of that object, unless it
-        left the object's generation, labels and annotations as we applied them: a
-        controller's status update (a Deployment rolling, an HPA's every sync) is news
-        for the parent's status, not drift to write over.
+        left the object's generation and our labels and annotations as we applied them:
+        a controller's status update (a Deployment rolling, an HPA's every sync) or its
+        own annotation (the Deployment's revision) is news for the parent's status, not
+        drift to write over.
         """
         meta = obj.get("metadata", {})
         ref = (

@@ -1,7 +1,7 @@
 """The operator's skip-write memory against the real apiserver: the echo of its own
-apply and a controller's status update leave a child alone (no re-apply); an edit of
-its spec, labels or annotations, or of a ConfigMap's data, makes the next apply go out
-and put the child back."""
+apply, a controller's status update and the deployment controller's revision annotation
+leave a child alone (no re-apply); an edit of its spec or of the labels and annotations it sets, or of
+a ConfigMap's data, makes the next apply go out and put the child back."""
 
 from __future__ import annotations
 
@@ -21,7 +21,12 @@ def deployment(namespace: str, image: str = "kaizen:1") -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "g-gateway", "namespace": namespace, "labels": LABELS},
+        "metadata": {
+            "name": "g-gateway",
+            "namespace": namespace,
+            "labels": LABELS,
+            "annotations": {"kaizen.studio/bundle-hash": "abc"},
+        },
         "spec": {
             "selector": {"matchLabels": {"app": "g"}},
             "template": {
@@ -57,13 +62,12 @@ def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
             assert kube.observe(applied) is False  # our own write's echo
             assert await kube.apply(desired) is None
 
-            # The deployment controller annotates a new Deployment (its revision): a
-            # metadata change like any other, so the next apply goes out once more.
+            # The deployment controller annotates a new Deployment (its revision): its
+            # key, not ours, so news for the parent but nothing to write back.
             settled = eventually(
                 taken_in, what="the deployment controller to take the Deployment in"
             )
             assert kube.observe(settled) is True
-            assert await kube.apply(desired) is not None
             assert await kube.apply(desired) is None
 
             # A controller reports status: news for the parent, not drift.
@@ -95,6 +99,18 @@ def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
             assert kube.observe(live_deployment()) is True
             assert await kube.apply(desired) is not None
             assert live_deployment()["metadata"]["labels"]["kaizen.studio/gateway"] == "g"
+
+            # ... or an annotation we set (beside one of someone else's, which stays).
+            apps.patch_namespaced_deployment(
+                "g-gateway",
+                namespace,
+                {"metadata": {"annotations": {"kaizen.studio/bundle-hash": "zzz", "team": "ml"}}},
+            )
+            assert kube.observe(live_deployment()) is True
+            assert await kube.apply(desired) is not None
+            annotations = live_deployment()["metadata"]["annotations"]
+            assert annotations["kaizen.studio/bundle-hash"] == "abc"
+            assert annotations["team"] == "ml"  # not ours: left as it was
 
             # A ConfigMap has no generation: any change counts as an edit.
             config_map = {
