@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import re
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -141,6 +142,9 @@ def _key(obj: dict[str, Any]) -> tuple[str, str, str, str]:
 
 
 Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
+# How long a child found missing is trusted to stay missing without a watch event saying
+# otherwise (a bound on what a missed event could cost).
+ABSENT_SECONDS = 300.0
 
 
 MetaKeys = tuple[tuple[str, ...], tuple[str, ...]]  # (label keys, annotation keys)
@@ -207,6 +211,8 @@ class Kube:
         # object -> field manager -> what we applied and what came back; keyed by object
         # so that each child event looks up one entry, not all of them.
         self._applied: dict[Ref, dict[str, Applied]] = {}
+        # object -> when it was found missing (or seen deleted); see find().
+        self._absent: dict[Ref, float] = {}
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -262,6 +268,23 @@ class Kube:
             raise
         return obj
 
+    async def find(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """Like :meth:`get`, for a child that is usually missing (an optional PDB or
+        Ingress that prune looks for on every reconcile): a miss is remembered until the
+        object shows up in a watch event or is applied, at most ``ABSENT_SECONDS``."""
+        ref = (api_version, kind, namespace, name)
+        missing_since = self._absent.get(ref)
+        if missing_since is not None and time.monotonic() - missing_since < ABSENT_SECONDS:
+            return None
+        obj = await self.get(api_version, kind, namespace, name)
+        if obj is None:
+            self._absent[ref] = time.monotonic()
+        else:
+            self._absent.pop(ref, None)
+        return obj
+
     async def list(
         self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
@@ -307,6 +330,7 @@ class Kube:
                 path, "PATCH", body=apply_body(obj), query=query, content_type=APPLY_CONTENT_TYPE
             )
         self._applied.setdefault(ref, {})[manager] = Applied.of(digest, obj, applied)
+        self._absent.pop(ref, None)
         return applied
 
     def observe(self, obj: dict[str, Any]) -> bool:
@@ -325,6 +349,7 @@ class Kube:
             meta.get("namespace", ""),
             meta.get("name", ""),
         )
+        self._absent.pop(ref, None)
         managers = self._applied.get(ref)
         if not managers:
             return True
@@ -344,8 +369,11 @@ class Kube:
         return True
 
     def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        """Drop the skip-write memory of one object (it was deleted or replaced)."""
-        self._applied.pop((api_version, kind, namespace, name), None)
+        """Drop the skip-write memory of one object: it was deleted (so find() may take
+        it as missing) or is being replaced."""
+        ref = (api_version, kind, namespace, name)
+        self._applied.pop(ref, None)
+        self._absent[ref] = time.monotonic()
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj``; raises ApiException(409) when it exists."""

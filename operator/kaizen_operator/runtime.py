@@ -180,7 +180,7 @@ async def prune(
     """Delete children the parent no longer wants (only ones it owns)."""
     deleted = []
     for api_version, kind, name in unwanted:
-        live = await kube.get(api_version, kind, namespace, name)
+        live = await kube.find(api_version, kind, namespace, name)
         if live is not None and owned_by(live, owner_uid):
             await kube.delete(api_version, kind, namespace, name)
             deleted.append(f"{kind}/{name}")

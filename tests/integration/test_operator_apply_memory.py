@@ -132,3 +132,42 @@ def test_status_updates_keep_the_write_skipped_and_edits_undo_it(
             await kube.close()
 
     asyncio.run(scenario())
+
+
+def test_a_missing_optional_child_is_looked_up_again_only_after_news_of_it(
+    kubeconfig: Path, api_client: client.ApiClient, own_namespace: str
+) -> None:
+    """prune looks for optional children (a PDB, an Ingress) on every reconcile; a miss is
+    remembered until a watch event shows the object (or the operator applies it)."""
+    namespace = own_namespace
+    policy = client.PolicyV1Api(api_client)
+    ref = ("policy/v1", "PodDisruptionBudget", namespace, "g-gateway")
+    pdb = {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "g-gateway", "namespace": namespace, "labels": LABELS},
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "g"}}},
+    }
+
+    async def scenario() -> None:
+        kube = await Kube.connect(str(kubeconfig))
+        try:
+            assert await kube.find(*ref) is None
+            made = policy.create_namespaced_pod_disruption_budget(namespace, pdb)
+            assert await kube.find(*ref) is None  # remembered: no new GET
+            assert await kube.get(*ref) is not None  # (it does exist)
+            # Its watch event arrives: the next look finds it.
+            assert kube.observe(dict(api_client.sanitize_for_serialization(made))) is True
+            found = await kube.find(*ref)
+            assert found is not None and found["spec"]["maxUnavailable"] == 1
+            # Deleted (its DELETED event): missing again without asking.
+            policy.delete_namespaced_pod_disruption_budget("g-gateway", namespace)
+            kube.forget(*ref)
+            assert await kube.find(*ref) is None
+            # Applied by the operator itself: known to exist again.
+            assert await kube.apply(pdb) is not None
+            assert await kube.find(*ref) is not None
+        finally:
+            await kube.close()
+
+    asyncio.run(scenario())
