@@ -67,7 +67,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # The modules' routes go straight into the app's route list (their routers carry the
     # /api/v1 prefix and the problem responses): FastAPI 0.165 matches an included router
     # lazily, candidate by candidate, and that cost a get a tenth of its CPU. Workspaces
-    # come before the resources' /{kind}.
+    # come before the resources' /{kind}. (Routes built this way do not see
+    # app.dependency_overrides; nothing here uses overrides.)
     for module in (auth, orgs, keys, workspaces, resources, audit_routes):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)

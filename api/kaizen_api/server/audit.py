@@ -11,6 +11,7 @@ import threading
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from sqlalchemy import Connection, Engine, Table, delete, insert, select
@@ -184,14 +185,16 @@ class AuditMiddleware:
         finally:
             # The access log is this line, not uvicorn's: it carries the request id that
             # the audit record and problem+json answers carry, and costs less.
-            query = scope.get("query_string", b"")
+            # Percent-encoded as uvicorn's line was: a decoded %0a in a path must not
+            # start a forged line of its own.
+            query = scope.get("query_string", b"").decode("latin-1")
             access_log.info(
                 '%s - "%s %s%s%s" %d %s',
                 scope["client"][0] if scope.get("client") else "-",
                 scope["method"],
-                scope["path"],
+                quote(scope["path"]),
                 "?" if query else "",
-                query.decode("latin-1"),
+                quote(query, safe="=&+%;,/:@"),
                 status,
                 request_id,
             )

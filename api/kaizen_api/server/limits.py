@@ -35,9 +35,9 @@ class BodyLimit:
         if declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, receive, send)
             return
-        if b"transfer-encoding" not in headers:
-            # The body is at most the declared length (none declared: no body), which
-            # the HTTP parser enforces: nothing to count, and no wrappers to pay for.
+        if b"transfer-encoding" not in headers and scope.get("http_version") in ("1.0", "1.1"):
+            # In HTTP/1 the body is at most the declared length (none declared: no body),
+            # which the parser enforces: nothing to count, and no wrappers to pay for.
             await self.app(scope, receive, send)
             return
         received = 0

@@ -148,3 +148,14 @@ def test_one_access_log_line_per_request_with_its_request_id(server: Server) -> 
     refused_lines = [line for line in log.splitlines() if refused.headers["x-request-id"] in line]
     assert len(refused_lines) == 1 and f'"GET {path}" 401' in refused_lines[0]
     assert "uvicorn.access" not in log and '" 200 OK' not in log  # not logged twice
+
+    # A decoded %0a in a path cannot start a forged line of its own.
+    forged = '10.0.0.9 - "DELETE /api/v1/orgs/acme" 204 forged'
+    httpx.get(server.url + "/api/v1/x%0a" + forged.replace(" ", "%20").replace('"', "%22"))
+    for _ in range(50):
+        log = server.process.log.read_text()
+        if "/api/v1/x%0A" in log:
+            break
+        time.sleep(0.1)
+    assert "/api/v1/x%0A10.0.0.9%20-%20%22DELETE" in log
+    assert not any(line.startswith(forged) for line in log.splitlines())
