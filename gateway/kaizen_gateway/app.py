@@ -87,6 +87,11 @@ PARAM_TYPES: dict[str, tuple[str, Any]] = {
 PASSTHROUGH = tuple(key for key in PARAM_TYPES if key != "stream")
 
 
+def _refuse_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (Python's parser takes them; providers do not)."""
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
+
+
 def check_params(body: dict[str, Any]) -> None:
     """Refuse a request parameter of the wrong type, naming it (null means unset)."""
     for key, (kind, valid) in PARAM_TYPES.items():
@@ -280,7 +285,7 @@ class Gateway:
                     413, f"request body larger than {limit} bytes", code="request_too_large"
                 )
         try:
-            data = json.loads(body)
+            data = json.loads(body, parse_constant=_refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise GatewayError(400, f"malformed JSON body: {exc}", code="invalid_json") from exc
         except RecursionError as exc:

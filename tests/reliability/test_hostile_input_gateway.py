@@ -158,3 +158,18 @@ def test_integers_past_64_bits_are_passed_on_exactly(gateway: Running) -> None:
     assert resp.status_code == 200, resp.text
     raw = httpx.get(f"{gateway.stub}/_control", timeout=5).text
     assert str(big) in raw and f'"seed":{big}' in raw.replace(" ", "")
+
+
+def test_nan_and_infinity_are_refused_as_malformed_json(gateway: Running) -> None:
+    """Python's parser takes NaN and Infinity; JSON and the providers do not."""
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        body = '{"model": "helper", "messages": [{"role": "user", "content": "hi"}], '
+        resp = httpx.post(
+            f"{gateway.url}/v1/chat/completions",
+            content=body + f'"temperature": {constant}}}',
+            headers={"content-type": "application/json"},
+            timeout=10,
+        )
+        assert resp.status_code == 400, resp.text
+        assert resp.json()["error"]["code"] == "invalid_json"
+        assert constant.lstrip("-") in resp.json()["error"]["message"]

@@ -110,6 +110,21 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         )
 
 
+def _answer(raw: bytes) -> dict[str, Any]:
+    """An upstream's JSON answer; anything else is the upstream's failure (502), which the
+    fallback model may cover. The standard library, not orjson: orjson turns integers
+    past 64 bits into floats, which would change a tool call's arguments."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise UpstreamError(
+            502, f"upstream answered invalid JSON: {exc}"[:300], retryable=False
+        ) from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(502, "upstream answered JSON that is not an object", retryable=False)
+    return data
+
+
 def _not_allowed(exc: DestinationNotAllowed) -> GatewayError:
     """A refused upstream: 502 like other upstream failures (the caller did nothing
     wrong; the agent's configuration did), neither retried nor sent to the fallback."""
@@ -171,8 +186,7 @@ async def post_json(
             allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
-            data: dict[str, Any] = orjson.loads(await resp.read())
-            return data
+            return _answer(await resp.read())
 
 
 async def sse_lines(
