@@ -369,11 +369,9 @@ class Kube:
         return True
 
     def forget(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        """Drop the skip-write memory of one object: it was deleted (so find() may take
-        it as missing) or is being replaced."""
-        ref = (api_version, kind, namespace, name)
-        self._applied.pop(ref, None)
-        self._absent[ref] = time.monotonic()
+        """Drop the skip-write memory of one object (it was deleted or replaced). Its
+        next find() asks the apiserver: a delete that failed must not pass for done."""
+        self._applied.pop((api_version, kind, namespace, name), None)
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj``; raises ApiException(409) when it exists."""

@@ -160,10 +160,15 @@ def test_a_missing_optional_child_is_looked_up_again_only_after_news_of_it(
             assert kube.observe(dict(api_client.sanitize_for_serialization(made))) is True
             found = await kube.find(*ref)
             assert found is not None and found["spec"]["maxUnavailable"] == 1
-            # Deleted (its DELETED event): missing again without asking.
+            # Deleted (its DELETED event): the next look asks, and finds it missing.
             policy.delete_namespaced_pod_disruption_budget("g-gateway", namespace)
             kube.forget(*ref)
             assert await kube.find(*ref) is None
+            # A delete of ours that failed must not pass for done: find() asks again.
+            made = policy.create_namespaced_pod_disruption_budget(namespace, pdb)
+            kube.observe(dict(api_client.sanitize_for_serialization(made)))
+            kube.forget(*ref)  # what delete() does before its DELETE goes out
+            assert await kube.find(*ref) is not None
             # Applied by the operator itself: known to exist again.
             assert await kube.apply(pdb) is not None
             assert await kube.find(*ref) is not None
