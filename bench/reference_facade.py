@@ -55,7 +55,15 @@ def main() -> None:
     parser.add_argument("--group", required=True)
     args = parser.parse_args()
     app = build_app(Kube(), Caller(args.user, (args.group,)))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(  # the loop and HTTP parser kaizen-api runs on
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="asyncio",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":

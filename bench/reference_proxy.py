@@ -7,8 +7,9 @@ read against what is reachable.
     python bench/reference_proxy.py --kind asgi-aiohttp --port P --upstream-port U
     python bench/reference_proxy.py --kind httptools --port P --upstream-port U
 
-``asgi-aiohttp``: a bare ASGI app on uvicorn (httptools, uvloop) that forwards with one
-aiohttp session: the libraries the gateway is built on, and nothing else.
+``asgi-aiohttp``: a bare ASGI app on uvicorn (httptools, asyncio's loop, as the gateway)
+that forwards with one aiohttp session: the libraries the gateway is built on, and
+nothing else.
 ``httptools``: a hand-written keep-alive proxy on uvloop with httptools parsers on both
 sides (no chunked bodies, no TLS, no timeouts): roughly Python's ceiling. It exists only
 to measure; the gateway itself stays on well-kept libraries.
@@ -87,7 +88,15 @@ def serve_asgi_aiohttp(port: int, upstream: int) -> None:
         )
         await send({"type": "http.response.body", "body": data})
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    uvicorn.run(  # the loop and HTTP parser kaizen-gateway runs on
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop="asyncio",
+        http="httptools",
+    )
 
 
 class _Upstream(asyncio.Protocol):
@@ -125,6 +134,7 @@ class _Upstream(asyncio.Protocol):
 
 def serve_httptools(port: int, upstream: int) -> None:
     idle: list[_Upstream] = []
+    running: set[asyncio.Task[None]] = set()
 
     async def forward(body: bytes) -> tuple[int, bytes]:
         loop = asyncio.get_running_loop()
@@ -153,7 +163,9 @@ def serve_httptools(port: int, upstream: int) -> None:
 
         def on_message_complete(self) -> None:
             body, self.chunks = b"".join(self.chunks), []
-            asyncio.get_running_loop().create_task(self.answer(body))
+            task = asyncio.get_running_loop().create_task(self.answer(body))
+            running.add(task)  # a task nothing refers to may be collected mid-flight
+            task.add_done_callback(running.discard)
 
         async def answer(self, body: bytes) -> None:
             status, answer = await forward(rewrite_request(body))
