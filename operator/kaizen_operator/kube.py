@@ -211,7 +211,7 @@ class Kube:
         # object -> field manager -> what we applied and what came back; keyed by object
         # so that each child event looks up one entry, not all of them.
         self._applied: dict[Ref, dict[str, Applied]] = {}
-        # object -> when it was found missing (or seen deleted); see find().
+        # object -> when find() last found it missing.
         self._absent: dict[Ref, float] = {}
 
     @classmethod

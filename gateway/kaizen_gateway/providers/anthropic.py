@@ -147,7 +147,7 @@ class AnthropicProvider:
         self.spec, self.cfg, self.on_retry = spec, cfg, on_retry
 
     def _target(self) -> tuple[str, dict[str, str]]:
-        headers = {"content-type": "application/json", "anthropic-version": VERSION}
+        headers = {"anthropic-version": VERSION}  # content-type: post_json/sse_lines
         key = read_secret(self.cfg, self.spec)
         if key:
             headers["x-api-key"] = key

@@ -31,7 +31,7 @@ class OpenAIProvider:
 
     def _target(self) -> tuple[str, dict[str, str]]:
         key = read_secret(self.cfg, self.spec)
-        headers = {"content-type": "application/json"}
+        headers: dict[str, str] = {}  # content-type: post_json/sse_lines, which encode
         if self.spec.provider == "azure-openai":
             parts = urlsplit((self.spec.endpoint or "").rstrip("/"))  # required for azure-openai
             version = parse_qs(parts.query).get("api-version", [AZURE_API_VERSION])[0]
