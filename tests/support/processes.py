@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,20 +85,29 @@ def start(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Loca
     return LocalProcess(proc, log)
 
 
-def wait_http_ok(url: str, process: LocalProcess, timeout: float = 60) -> None:
-    """Wait until ``url`` answers 200, failing early if the process dies."""
+def _wait_for(ready: Callable[[], bool], what: str, process: LocalProcess, timeout: float) -> None:
+    """Poll ``ready`` until it holds, failing early if ``process`` dies."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.proc.poll() is not None:
             raise RuntimeError(f"process exited ({process.proc.returncode}):\n{process.tail()}")
+        if ready():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} within {timeout}s:\n{process.tail()}")
+
+
+def wait_http_ok(url: str, process: LocalProcess, timeout: float = 60) -> None:
+    """Wait until ``url`` answers 200, failing early if the process dies."""
+
+    def answers() -> bool:
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback test URL
-                if resp.status == 200:
-                    return
+                return bool(resp.status == 200)
         except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout}s:\n{process.tail()}")
+            return False
+
+    _wait_for(answers, f"{url} did not answer", process, timeout)
 
 
 def start_operator(
@@ -157,13 +167,10 @@ def start_operator(
 
 def wait_port(port: int, process: LocalProcess, timeout: float = 30) -> None:
     """Wait until something accepts connections on ``port`` (the reference proxies have
-    no health endpoint)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.proc.poll() is not None:
-            raise RuntimeError(f"process exited ({process.proc.returncode}):\n{process.tail()}")
+    no health endpoint), failing early if the process dies."""
+
+    def listens() -> bool:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"nothing listens on port {port}")
+            return probe.connect_ex(("127.0.0.1", port)) == 0
+
+    _wait_for(listens, f"nothing listened on port {port}", process, timeout)
