@@ -296,7 +296,8 @@ def test_password_brute_force_is_throttled_even_for_the_right_password(
     assert {r.ip for r in records() or []} >= {"203.0.113.66", "198.51.100.1"}
 
     # Once the window has passed, the right password works again (here: 3 per 2 s).
-    facade.client.app.state.kaizen.auth_throttle = AuthThrottle(3, 2.0)
+    state = facade.client.app.state.kaizen
+    state.auth_throttle = AuthThrottle(state.engine, 3, 2.0)
     carl = facade.user("carl")
     for _ in range(3):
         login(attacker, carl.email, "wrong password!")
@@ -361,13 +362,24 @@ def test_api_key_guessing_is_throttled(facade: Facade, figures: Figures) -> None
     figures.record("API-key guesses allowed before throttling", FAILURES)
 
 
-def test_throttle_state_is_bounded() -> None:
-    """Each failure key is client-chosen (an address, an email): idle keys are dropped,
-    so a stream of distinct ones cannot grow memory without bound."""
-    from kaizen_api.server.ratelimit import PRUNE_AT, SlidingWindow
+def test_throttle_state_is_bounded(database_url: str) -> None:
+    """Each failure key is client-chosen (an address, an email): the rows of idle keys
+    are deleted once past the window, so a stream of distinct ones cannot grow the
+    database without bound."""
+    from kaizen_api.server.db import engine_for, migrate
+    from kaizen_api.server.ratelimit import PRUNE_EVERY, SlidingWindow
 
-    window = SlidingWindow(3, 1.0)
-    for n in range(PRUNE_AT * 3):
-        window.hit(f"login-account:{uuid.uuid4().hex}@example.com", now=n * 0.001)
-    assert len(window) <= PRUNE_AT * 2
-    assert window.wait("never-seen") == 0
+    engine = engine_for(database_url)
+    migrate(engine)
+    window = SlidingWindow(engine, "auth-failure", 3, 1.0)
+    try:
+        # 3,000 distinct keys over 60 s of the limiter's clock: the prune at 30 s drops
+        # the first half, and nothing that is still in the window.
+        for n in range(3_000):
+            window.hit(f"login-account:{uuid.uuid4().hex}@example.com", now=1000 + n * 0.02)
+        assert 1_450 <= window.rows() <= 1_550
+        window.hit("login-account:last@example.com", now=1002 + 2 * PRUNE_EVERY)
+        assert window.rows() == 1
+        assert window.wait("never-seen", now=1002 + 2 * PRUNE_EVERY) == 0
+    finally:
+        engine.dispose()

@@ -148,26 +148,34 @@ class PrincipalCache:
                 del self._items[token]
 
 
+def authenticate_throttled(token: str, state: AppState, counted: str) -> Principal:
+    """:func:`authenticate` behind the brute-force throttle of ``counted`` (the client's
+    address): 429 past its failures, and a wrong guess counted (reads the database)."""
+    state.auth_throttle.check(counted)
+    try:
+        return authenticate(token, state)
+    except Unauthorized as exc:
+        if exc.guess:
+            state.auth_throttle.failed(counted)
+        raise
+
+
 async def current_principal(
     request: Request, state: Annotated[AppState, Depends(app_state)]
 ) -> Principal:
     """The caller; 401 without valid credentials, 429 when an API key is over its limit
     or the client's address has made too many failed attempts (even with a valid
-    credential: otherwise a throttled guesser would still learn which guess is right)."""
+    credential: otherwise a throttled guesser would still learn which guess is right).
+    The throttle is consulted whenever the credential is not one this replica accepted
+    in the last seconds: a guess never is one."""
     token = bearer_token(request)
-    counted = f"token-address:{client_address(request)}"
-    state.auth_throttle.check(counted)
     principal = state.principals.get(token)
     if principal is None:
-        try:
-            principal = await run_in_threadpool(authenticate, token, state)
-        except Unauthorized as exc:
-            if exc.guess:
-                state.auth_throttle.failed(counted)
-            raise
+        counted = f"token-address:{client_address(request)}"
+        principal = await run_in_threadpool(authenticate_throttled, token, state, counted)
         state.principals.put(token, principal)
     if principal.key is not None:
-        wait = state.key_limiter.hit(principal.key.id)
+        wait = await run_in_threadpool(state.key_limiter.hit, principal.key.id)
         if wait:
             raise Problem(
                 429,

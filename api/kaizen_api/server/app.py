@@ -41,9 +41,9 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             engine=engine,
             keys=SigningKeys.load(settings.jwt_key_dir),
             kube=kube,
-            key_limiter=SlidingWindow(settings.api_key_requests_per_minute),
+            key_limiter=SlidingWindow(engine, "api-key", settings.api_key_requests_per_minute),
             auth_throttle=AuthThrottle(
-                settings.auth_failure_limit, settings.auth_failure_window_seconds
+                engine, settings.auth_failure_limit, settings.auth_failure_window_seconds
             ),
             audit=writer,
             principals=PrincipalCache(),

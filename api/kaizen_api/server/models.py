@@ -1,5 +1,6 @@
 """The facade's own tables (SQLModel): organizations, users, memberships, teams,
-workspaces, API keys, refresh tokens and the append-only audit log.
+workspaces, API keys, refresh tokens, the append-only audit log and the rate-limit hits
+every replica shares.
 
 Kubernetes holds the resources themselves; these tables hold who may do what.
 Alembic migrations (``migrations/``) create them; the models are their shape.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -162,3 +163,20 @@ class AuditRecord(SQLModel, table=True):
     request_id: str = Field(max_length=64)
     ip: str = Field(default="", max_length=64)
     user_agent: str = Field(default="", max_length=300)
+
+
+class RateHit(SQLModel, table=True):
+    """One counted hit of a rate limit (an API key's request, a failed authentication),
+    shared by every replica; see ``ratelimit``. Rows past their window are deleted."""
+
+    __tablename__ = "rate_hits"
+    __table_args__ = (Index("ix_rate_hits_window", "limiter", "key", "at"),)
+
+    # BIGINT: a busy facade makes billions of hits over its life (SQLite: its rowid).
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    limiter: str = Field(max_length=32)
+    key: str = Field(max_length=400)
+    at: float  # seconds since the epoch

@@ -1,6 +1,6 @@
 """What every request shares: settings, database engine, signing keys, Kubernetes
 client, the API-key rate limiter and the failed-authentication throttle (kept on
-``app.state``)."""
+``app.state``; the limits themselves are counted in the database)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,15 @@
 """The brute-force throttle: failed authentications are counted per client address
-(and, for logins, per account) in a SlidingWindow. Past the limit every attempt is
-answered 429 with Retry-After, even with the right credentials, until the oldest
-failure leaves the window; refused attempts are not checked, so they cost no
-password hash and reveal nothing. A success resets nothing: it would let one
-client clear another's count.
+(and, for logins, per account) in a SlidingWindow, shared by every replica through the
+database. Past the limit every attempt is answered 429 with Retry-After, even with the
+right credentials, until the oldest failure leaves the window; refused attempts are not
+checked, so they cost no password hash and reveal nothing. A success resets nothing:
+it would let one client clear another's count.
 """
 
 from __future__ import annotations
 
 from fastapi import Request
+from sqlalchemy import Engine
 
 from kaizen_api.server.problems import Problem
 from kaizen_api.server.ratelimit import SlidingWindow
@@ -17,9 +18,9 @@ from kaizen_api.server.ratelimit import SlidingWindow
 class AuthThrottle:
     """Failed authentications per key; ``limit`` 0 turns the throttle off."""
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(self, engine: Engine, limit: int, window: float) -> None:
         self.limit, self.window = limit, window
-        self.failures = SlidingWindow(limit, window) if limit > 0 else None
+        self.failures = SlidingWindow(engine, "auth-failure", limit, window) if limit > 0 else None
 
     def check(self, *keys: str) -> None:
         """429 problem+json when any of ``keys`` has used up its failures."""
