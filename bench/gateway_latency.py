@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import aiohttp
 
@@ -43,6 +44,31 @@ from tests.support.processes import (  # noqa: E402
 )
 
 BODY = {"model": "helper", "messages": [{"role": "user", "content": "benchmark me"}]}
+CORES = os.cpu_count() or 1
+
+
+class Target(NamedTuple):
+    url: str
+    pid: int  # the process serving it (the stub for the floor)
+
+
+class Cell(NamedTuple):
+    """One target at one concurrency: throughput, latency, and CPU seconds per request
+    of the load generator (this process), the stub and the target's own process."""
+
+    rps: float
+    p50: float
+    p99: float
+    errors: int
+    cpu_client: float
+    cpu_stub: float
+    cpu_target: float
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def litellm_bin() -> Path:
@@ -54,7 +80,7 @@ def litellm_bin() -> Path:
     return exe
 
 
-def start_references(tmp: Path, stub_port: int, procs: list[LocalProcess]) -> dict[str, str]:
+def start_references(tmp: Path, stub_port: int, procs: list[LocalProcess]) -> dict[str, Target]:
     """The logic-free reference proxies of bench/reference_proxy.py."""
     targets = {}
     for name, kind in (("ref asgi+aiohttp", "asgi-aiohttp"), ("ref httptools", "httptools")):
@@ -74,13 +100,13 @@ def start_references(tmp: Path, stub_port: int, procs: list[LocalProcess]) -> di
         )
         procs.append(proc)
         wait_port(port, proc)
-        targets[name] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        targets[name] = Target(f"http://127.0.0.1:{port}/v1/chat/completions", proc.proc.pid)
     return targets
 
 
 def start_targets(
     tmp: Path, with_litellm: bool, procs: list[LocalProcess], with_references: bool = False
-) -> dict[str, str]:
+) -> dict[str, Target]:
     """Start the stub, the gateway and LiteLLM; ``procs`` collects them for cleanup."""
     stub_port = free_port()
     env = {"PYTHONPATH": str(ROOT / "hack")}
@@ -92,7 +118,7 @@ def start_targets(
     procs.append(stub)
     stub_url = f"http://127.0.0.1:{stub_port}"
     wait_http_ok(f"{stub_url}/_control", stub)
-    targets = {"stub (floor)": f"{stub_url}/v1/chat/completions"}
+    targets = {"stub (floor)": Target(f"{stub_url}/v1/chat/completions", stub.proc.pid)}
 
     bundle = {
         "gateway": "bench",
@@ -129,7 +155,9 @@ def start_targets(
     )
     procs.append(gw)
     wait_http_ok(f"http://127.0.0.1:{gw_port}/readyz", gw)
-    targets["kaizen-gateway"] = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
+    targets["kaizen-gateway"] = Target(
+        f"http://127.0.0.1:{gw_port}/v1/chat/completions", gw.proc.pid
+    )
     if with_references:
         targets.update(start_references(tmp, stub_port, procs))
 
@@ -159,12 +187,15 @@ def start_targets(
         )
         procs.append(ll)
         wait_http_ok(f"http://127.0.0.1:{ll_port}/health/liveliness", ll, timeout=180)
-        targets["litellm proxy"] = f"http://127.0.0.1:{ll_port}/v1/chat/completions"
+        targets["litellm proxy"] = Target(
+            f"http://127.0.0.1:{ll_port}/v1/chat/completions", ll.proc.pid
+        )
     return targets
 
 
-async def run_cell(url: str, clients: int, seconds: float) -> tuple[float, float, float, int]:
-    """Closed-loop load; (requests/s, p50 ms, p99 ms, errors)."""
+async def run_cell(target: Target, stub_pid: int, clients: int, seconds: float) -> Cell:
+    """Closed-loop load on ``target``, with the CPU each process spent meanwhile."""
+    url = target.url
     latencies: list[float] = []
     errors = 0
     deadline = time.perf_counter() + seconds
@@ -187,11 +218,40 @@ async def run_cell(url: str, clients: int, seconds: float) -> tuple[float, float
         for _ in range(20):  # warm-up
             async with session.post(url, data=payload, headers=headers) as resp:
                 await resp.read()
+        cpu = (time.process_time(), cpu_seconds(stub_pid), cpu_seconds(target.pid))
         started = time.perf_counter()
         await asyncio.gather(*(client(session) for _ in range(clients)))
         elapsed = time.perf_counter() - started
+        used = (time.process_time(), cpu_seconds(stub_pid), cpu_seconds(target.pid))
     q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
-    return len(latencies) / elapsed, q[49], q[98], errors
+    n = max(1, len(latencies) + errors)
+    client_cpu, stub_cpu, target_cpu = ((b - a) / n for a, b in zip(cpu, used, strict=True))
+    if target.pid == stub_pid:  # the floor: the stub is the target
+        target_cpu = 0.0
+    return Cell(len(latencies) / elapsed, q[49], q[98], errors, client_cpu, stub_cpu, target_cpu)
+
+
+def print_cpu_budget(
+    results: dict[tuple[str, int], Cell], names: list[str], concurrency: list[int]
+) -> None:
+    """CPU per request of each process, against what two thirds of the floor leaves a
+    proxy: every request passes through the load generator, the proxy and the stub on
+    the same cores, so a proxy reaches 2/3 of the floor only if its CPU per request is
+    at most cores / (2/3 x floor req/s) - client - stub."""
+    print(
+        f"\nCPU per request (us) on {CORES} cores; budget = what a proxy may spend for "
+        "2/3 of the floor"
+    )
+    print(f"{'target':<16}{'clients':>8}{'client':>8}{'stub':>8}{'proxy':>8}{'budget':>8}")
+    for clients in concurrency:
+        floor = results[("stub (floor)", clients)]
+        for name in names:
+            cell = results[(name, clients)]
+            budget = CORES / (2 / 3 * floor.rps) - cell.cpu_client - cell.cpu_stub
+            print(
+                f"{name:<16}{clients:>8}{cell.cpu_client * 1e6:>8.0f}{cell.cpu_stub * 1e6:>8.0f}"
+                f"{cell.cpu_target * 1e6:>8.0f}{budget * 1e6:>8.0f}"
+            )
 
 
 def main() -> int:
@@ -207,10 +267,13 @@ def main() -> int:
     procs: list[LocalProcess] = []
     try:
         targets = start_targets(tmp, not args.no_litellm, procs, args.reference)
-        results: dict[tuple[str, int], tuple[float, float, float, int]] = {}
+        results: dict[tuple[str, int], Cell] = {}
+        stub_pid = targets["stub (floor)"].pid
         for clients in args.concurrency:
-            for name, url in targets.items():
-                results[(name, clients)] = asyncio.run(run_cell(url, clients, args.seconds))
+            for name, target in targets.items():
+                results[(name, clients)] = asyncio.run(
+                    run_cell(target, stub_pid, clients, args.seconds)
+                )
         print(
             f"{'target':<16}{'clients':>8}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}"
             f"{'+p50 ms':>9}{'+p99 ms':>9}{'errors':>8}"
@@ -218,7 +281,7 @@ def main() -> int:
         for clients in args.concurrency:
             floor = results[("stub (floor)", clients)]
             for name in targets:
-                rps, p50, p99, errs = results[(name, clients)]
+                rps, p50, p99, errs = results[(name, clients)][:4]
                 print(
                     f"{name:<16}{clients:>8}{rps:>10.0f}{p50:>9.2f}{p99:>9.2f}"
                     f"{p50 - floor[1]:>9.2f}{p99 - floor[2]:>9.2f}{errs:>8}"
@@ -245,6 +308,7 @@ def main() -> int:
                     for c in args.concurrency
                 )
                 print(f"{name} (no gateway logic): {shares} floor at clients={args.concurrency}")
+        print_cpu_budget(results, list(targets), args.concurrency)
     finally:
         for proc in procs:
             proc.stop()
