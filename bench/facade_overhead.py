@@ -68,6 +68,42 @@ def alternating(calls: Calls, n: int) -> dict[str, list[float]]:
     return out
 
 
+server_timings: list[tuple[float, float]] = []  # the facade's (kube, total) ms, in order
+
+
+def keep(side: str, response: httpx.Response) -> None:
+    """Check an answer; for the facade, keep its Server-Timing (kube and total ms)."""
+    response.raise_for_status()
+    if side == "facade":
+        parts = dict(
+            item.strip().split(";dur=") for item in response.headers["server-timing"].split(",")
+        )
+        server_timings.append((float(parts["kube"]), float(parts["total"])))
+
+
+def print_breakdown(
+    results: dict[str, dict[str, list[float]]], timings: dict[str, list[tuple[float, float]]]
+) -> None:
+    """Where a facade call's time goes, from its Server-Timing header: waiting for the
+    apiserver, the facade's own work, and the hop (client, loopback, HTTP server) the
+    direct call does not make. Medians of each part, per call."""
+    print(
+        f"\n{'operation':<12} {'direct p50':>11} {'facade p50':>11} = {'kube':>6} + "
+        f"{'facade':>6} + {'hop':>6}   (ms; Server-Timing of each facade call)"
+    )
+    for op, latencies in results.items():
+        parts = [
+            (kube, total - kube, latency - total)
+            for (kube, total), latency in zip(timings[op], latencies["facade"], strict=True)
+        ]
+        kube, own, hop = (statistics.median(column) for column in zip(*parts, strict=True))
+        print(
+            f"{op:<12} {statistics.median(latencies['direct']):>11.2f} "
+            f"{statistics.median(latencies['facade']):>11.2f}   {kube:>6.2f}   {own:>6.2f}   "
+            f"{hop:>6.2f}"
+        )
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1]
 
@@ -148,7 +184,7 @@ def main() -> int:
                     "kaizen.studio", "v1alpha1", ns, "agents", agent(next(names[side]))
                 )
             http, path = via[side]
-            return lambda: http.post(path, json=agent(next(names[side]))).raise_for_status()
+            return lambda: keep(side, http.post(path, json=agent(next(names[side]))))
 
         def get(side: str) -> Callable[[], object]:
             if side == "direct":
@@ -156,7 +192,7 @@ def main() -> int:
                     "kaizen.studio", "v1alpha1", ns, "agents", "d0"
                 )
             http, path = via[side]
-            return lambda: http.get(f"{path}/{side[0]}0").raise_for_status()
+            return lambda: keep(side, http.get(f"{path}/{side[0]}0"))
 
         def page(side: str) -> Callable[[], object]:
             if side == "direct":
@@ -164,17 +200,17 @@ def main() -> int:
                     "kaizen.studio", "v1alpha1", ns, "agents", limit=100
                 )
             http, path = via[side]
-            return lambda: http.get(path, params={"limit": 100}).raise_for_status()
+            return lambda: keep(side, http.get(path, params={"limit": 100}))
 
         sides = ["facade", "direct", *(["reference"] if args.reference else [])]
-        results = {
-            op: alternating({side: make(side) for side in sides}, n)
-            for op, make, n in (
-                ("create", create, args.n),
-                ("get", get, args.n),
-                ("list (100)", page, args.n // 4),
-            )
-        }
+        results, timings = {}, {}
+        for op, make, n in (
+            ("create", create, args.n),
+            ("get", get, args.n),
+            ("list (100)", page, args.n // 4),
+        ):
+            results[op] = alternating({side: make(side) for side in sides}, n)
+            timings[op], server_timings[:] = list(server_timings), []
         print(
             f"{'operation':<12} {'direct p50':>11} {'facade p50':>11} {'ratio':>6} "
             f"{'direct p99':>11} {'facade p99':>11}"
@@ -194,6 +230,7 @@ def main() -> int:
                 r50 = statistics.median(latencies["reference"])
                 line += f" {r50:>14.2f} {r50 / d50:>6.2f}"
             print(line, flush=True)
+        print_breakdown(results, timings)
     finally:
         for started in procs:
             started.stop()

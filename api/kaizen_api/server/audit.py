@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import AuditRecord
 from kaizen_api.server.problems import API_PREFIX, problem_response
+from kaizen_api.server.timing import RequestTiming
 
 log = logging.getLogger("kaizen_api.audit")
 access_log = logging.getLogger("kaizen_api.access")
@@ -145,8 +146,8 @@ def _not_yet_written(db: Connection, pending: list[dict[str, Any]]) -> list[dict
 
 
 class AuditMiddleware:
-    """Request ids, the impersonation guard, and the audit record of each mutation
-    (plain ASGI: no per-request task or body buffering)."""
+    """Request ids, Server-Timing, the impersonation guard, the access log line and the
+    audit record of each mutation (plain ASGI: no per-request task or body buffering)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -162,12 +163,13 @@ class AuditMiddleware:
         state["request_id"] = request_id
         status = 500
         id_header = (b"x-request-id", request_id.encode())
+        timing = RequestTiming()
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), id_header]
+                message["headers"] = [*message.get("headers", []), id_header, timing.header()]
             await send(message)
 
         try:
@@ -183,6 +185,7 @@ class AuditMiddleware:
             else:
                 await self.app(scope, receive, send_with_id)
         finally:
+            timing.close()
             # The access log is this line, not uvicorn's: it carries the request id that
             # the audit record and problem+json answers carry, and costs less.
             # Percent-encoded as uvicorn's line was: a decoded %0a in a path must not

@@ -29,6 +29,8 @@ from urllib3 import HTTPHeaderDict
 from urllib3.util import parse_url
 from yarl import URL
 
+from kaizen_api.server.timing import kube_call
+
 FIELD_MANAGER = "kaizen-api"
 TIMEOUT_SECONDS = 30.0
 TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
@@ -159,11 +161,12 @@ class Kube:
         url = URL(parse_url(self._url(path, params)).url, encoded=True)  # as urllib3 encodes
         data = json.dumps(body).encode() if body is not None else None
         try:
-            async with self._async_session().request(
-                method, url, headers=headers, data=data, allow_redirects=False
-            ) as resp:
-                raw = await resp.read()
-                status, reason = resp.status, resp.reason or ""
+            with kube_call():
+                async with self._async_session().request(
+                    method, url, headers=headers, data=data, allow_redirects=False
+                ) as resp:
+                    raw = await resp.read()
+                    status, reason = resp.status, resp.reason or ""
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise KubeError(502, "BadGateway", f"the apiserver is unreachable: {exc!r}") from exc
         return _answer(status, reason, raw), raw
@@ -179,13 +182,14 @@ class Kube:
         content_type: str = "application/json",
     ) -> dict[str, Any]:
         """One call; raises KubeError with the apiserver's status and message."""
-        response = self._http.request(
-            method,
-            self._url(path, params),
-            headers=self._headers(caller, body, content_type),
-            body=json.dumps(body).encode() if body is not None else None,
-            retries=False,
-        )
+        with kube_call():
+            response = self._http.request(
+                method,
+                self._url(path, params),
+                headers=self._headers(caller, body, content_type),
+                body=json.dumps(body).encode() if body is not None else None,
+                retries=False,
+            )
         return _answer(response.status, response.reason or "", response.data)
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:

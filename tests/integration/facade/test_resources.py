@@ -92,3 +92,25 @@ def test_overrides_and_gateway_status(facade: Facade) -> None:
     assert cleared.status_code == 200 and "override" not in cleared.json()["spec"]
     status = facade.call("GET", f"{ws}/gateways/prod/status", owner).json()
     assert status["name"] == "prod" and status["servedRevisions"] == []
+
+
+def server_timing(r: Any) -> dict[str, float]:
+    parts = (item.strip().split(";dur=") for item in r.headers["server-timing"].split(","))
+    return {name: float(ms) for name, ms in parts}
+
+
+def test_answers_say_how_long_kubernetes_took(facade: Facade) -> None:
+    """Server-Timing tells the facade's own time from the apiserver's: a create and a
+    read spent time in Kubernetes, within the facade's total; a call that makes no
+    Kubernetes call (the caller's own profile) reports none."""
+    owner, _org, ws = setup(facade)
+    created = facade.call("POST", f"{ws}/agents", owner, json=agent("timed"))
+    read = facade.call("GET", f"{ws}/agents/timed", owner)
+    for r in (created, read):
+        assert r.status_code in (200, 201), r.text
+        timing = server_timing(r)
+        assert 0 < timing["kube"] <= timing["total"], timing
+    me = server_timing(facade.call("GET", "/auth/me", owner))
+    assert me["kube"] == 0 and me["total"] > 0
+    refused = facade.call("GET", f"{ws}/agents/nothing-here", owner)
+    assert refused.status_code == 404 and server_timing(refused)["kube"] > 0
