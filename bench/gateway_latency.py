@@ -134,18 +134,24 @@ def start_targets(
                         "provider": "openai-compatible",
                         "name": "gpt-4o-mini",
                         "endpoint": f"{stub_url}/v1",
+                        # as in production: the key comes from a mounted Secret
+                        "credentialsSecretRef": {"name": "bench-openai", "key": "apiKey"},
                     }
                 },
             }
         ],
     }
     (tmp / "bundle.json").write_text(json.dumps(bundle))
+    (tmp / "secrets" / "bench-openai").mkdir(parents=True)
+    (tmp / "secrets" / "bench-openai" / "apiKey").write_text("sk-bench")
     gw_port = free_port()
     gw = start(
         [
             "kaizen-gateway",
             "--bundle",
             str(tmp / "bundle.json"),
+            "--secrets-dir",
+            str(tmp / "secrets"),
             "--port",
             str(gw_port),
             "--log-level",

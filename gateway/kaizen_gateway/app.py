@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
 from kaizen_gateway import metrics
@@ -33,6 +34,7 @@ from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.errors import GatewayError, UpstreamError
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
+    SECRET_MAX_AGE,
     ChatRequest,
     UpstreamConfig,
     dumps,
@@ -152,6 +154,7 @@ class Gateway:
         self.total_limit: TokenBucket | None = None
         self.key_limits: KeyedBuckets | None = None
         self._keys: tuple[float, frozenset[str]] = (0.0, frozenset())
+        self.secrets = MountedFiles(SECRET_MAX_AGE)  # provider credentials, by path
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -357,6 +360,7 @@ class Gateway:
             self.settings.upstream_retries,
             secrets_dir=self.settings.secrets_dir,
             allow_link_local=self.settings.allow_link_local,
+            secrets=self.secrets,
         )
         return provider_for(
             agent.spec.model,

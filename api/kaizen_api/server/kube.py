@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,33 +28,17 @@ from urllib3 import HTTPHeaderDict
 from urllib3.util import parse_url
 from yarl import URL
 
+from kaizen_api.mounted import MountedFiles
 from kaizen_api.server.timing import kube_call
 
 FIELD_MANAGER = "kaizen-api"
 TIMEOUT_SECONDS = 30.0
 TOKEN_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+TOKEN_MAX_AGE = 60.0  # seconds a read of the rotating in-cluster token is used
 # Quota admission refuses every create a quota covers while the quota controller has
 # taken the quota in but not counted a resource of it (a CRD it did not know yet; see
 # workspaces.recount). Transient: the facade has it recounted and tries again.
 QUOTA_PENDING = "status unknown for quota"
-
-
-class TokenFile:
-    """A projected ServiceAccount token, re-read at most once per ``max_age`` seconds
-    (client-go re-reads it every minute too): the kubelet rotates it long before it
-    expires, so a file read per request bought nothing."""
-
-    def __init__(self, path: Path, max_age: float = 60.0) -> None:
-        self.path, self.max_age = path, max_age
-        self._cached: tuple[float, str] | None = None  # (read at, token); swapped whole
-
-    def value(self) -> str:
-        """The current token."""
-        cached, now = self._cached, time.monotonic()
-        if cached is None or now - cached[0] >= self.max_age:
-            cached = (now, self.path.read_text().strip())
-            self._cached = cached
-        return cached[1]
 
 
 @dataclass(frozen=True)
@@ -89,11 +72,12 @@ class Kube:
         cfg = k8s_client.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-            self._token: TokenFile | None = TokenFile(TOKEN_FILE)
+            self._token: Path | None = TOKEN_FILE
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
             self._token = None
         self._auth = cfg.api_key.get("authorization")
+        self._files = MountedFiles(TOKEN_MAX_AGE)
         tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
         if cfg.cert_file:
             tls.load_cert_chain(cfg.cert_file, cfg.key_file)
@@ -133,7 +117,7 @@ class Kube:
             for group in caller.groups:
                 headers.add("impersonate-group", group)
         if self._token is not None:
-            headers["authorization"] = f"Bearer {self._token.value()}"
+            headers["authorization"] = f"Bearer {self._files.read(self._token)}"
         elif self._auth:
             headers["authorization"] = self._auth
         return headers

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 import aiohttp
 import orjson
 
+from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard import DestinationNotAllowed, check_url
 from kaizen_api.v1alpha1.agent import ModelSpec
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT
@@ -23,6 +24,9 @@ from kaizen_gateway.errors import GatewayError, UpstreamError
 
 T = TypeVar("T")
 HOW_TO_ALLOW = "start kaizen-gateway with KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1"
+# Seconds a read credential is used: a rotated key is in use within this long of the
+# kubelet updating the mounted Secret (which itself takes up to about a minute).
+SECRET_MAX_AGE = 10.0
 
 
 @dataclass
@@ -44,6 +48,7 @@ class UpstreamConfig:
     backoff: float = 0.25
     secrets_dir: Path = Path(SECRETS_MOUNT)
     allow_link_local: bool = False  # the SSRF guard is off (see kaizen_api.netguard)
+    secrets: MountedFiles = field(default_factory=lambda: MountedFiles(SECRET_MAX_AGE))
 
 
 class Provider(Protocol):
@@ -57,13 +62,13 @@ class Provider(Protocol):
 
 
 def read_secret(cfg: UpstreamConfig, spec: ModelSpec) -> str | None:
-    """The API key from the mounted Secret, read per call so rotation needs no restart."""
+    """The API key from the mounted Secret (re-read every few seconds, so rotation needs
+    no restart)."""
     ref = spec.credentials_secret_ref
     if ref is None:
         return None
-    path = cfg.secrets_dir / ref.name / ref.key
     try:
-        return path.read_text().strip()
+        return cfg.secrets.read(cfg.secrets_dir / ref.name / ref.key)
     except OSError as exc:
         raise GatewayError(
             503,
