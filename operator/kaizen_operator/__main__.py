@@ -18,6 +18,7 @@ import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
+from kaizen_operator import kopf_fixes
 from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
@@ -272,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    kopf_fixes.apply()
     # Handlers register on import; importing here keeps `--help` fast.
     from kaizen_operator.agent import handlers as _agent  # noqa: F401
     from kaizen_operator.gateway import handlers as _gateway  # noqa: F401
