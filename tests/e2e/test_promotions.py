@@ -489,7 +489,11 @@ def test_metric_gates_read_the_source_gateways_traffic(
         gate = next(g for g in done["status"]["gates"] if g["name"] == "metrics")
         assert gate["status"] == "Passed"
         assert "errorRate 0%" in gate["message"] and "req/s" in gate["message"]
-        assert "MetricGatePassed" in event_reasons(api_client, live, "healthy")
+        # Events are posted after the status is written: wait for it, as a user would.
+        eventually(
+            lambda: "MetricGatePassed" in event_reasons(api_client, live, "healthy"),
+            what="a MetricGatePassed Event",
+        )
         assert staging_serves(api_client, live) == [{"agent": "hello", "revision": 2}]
 
         slow = {"metrics": [{"metric": "latencyP95", "max": "1u"}]}  # one nanosecond
