@@ -177,14 +177,7 @@ def test_database_restart_answers_503_recovers_and_loses_no_audit_record(
     with live_facade(
         facade_cluster, api_client, tmp_path, database_url, env=env, plan="enterprise"
     ) as server:
-        created = httpx.post(
-            f"{server.api}/orgs/{server.org}/keys",
-            json={"name": "restart", "permissions": ["*:*"]},
-            headers=server.headers,
-            timeout=30,
-        )
-        assert created.status_code == 201, created.text
-        run = Run(server, created.json()["key"])
+        run = Run(server, server.api_key("restart", ["*:*"]))
         recovered = asyncio.run(drive(run, root))
         log = server.process.tail(400)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import Engine, func, select
 
 PASSWORD = "correct horse battery staple"
 API = "/api/v1"
@@ -74,3 +75,11 @@ def agent(name: str, prompt: str = "Be brief.") -> dict[str, Any]:
         "metadata": {"name": name},
         "spec": {"model": {"provider": "mock", "name": "echo"}, "systemPrompt": prompt},
     }
+
+
+def rate_hit_rows(engine: Engine, limiter: str) -> int:
+    """How many hits of one rate limiter the facade's database holds."""
+    from kaizen_api.server.ratelimit import HITS
+
+    with engine.connect() as db:
+        return int(db.execute(select(func.count()).where(HITS.c.limiter == limiter)).scalar_one())

@@ -34,6 +34,17 @@ class Server:
     def api(self) -> str:
         return self.url + "/api/v1"
 
+    def api_key(self, name: str, permissions: list[str]) -> str:
+        """A new API key of the owner's organization (its secret, shown once)."""
+        created = httpx.post(
+            f"{self.api}/orgs/{self.org}/keys",
+            json={"name": name, "permissions": permissions},
+            headers=self.headers,
+            timeout=30,
+        )
+        assert created.status_code == 201, created.text
+        return str(created.json()["key"])
+
 
 def start_facade(
     kubeconfig: Path, folder: Path, database_url: str, env: dict[str, str] | None = None

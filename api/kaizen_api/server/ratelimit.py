@@ -151,10 +151,3 @@ class SlidingWindow:
             str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
         )
         return 0
-
-    def rows(self) -> int:
-        """How many hits of this limiter the database holds."""
-        with self.engine.connect() as db:
-            return int(
-                db.execute(select(func.count()).where(HITS.c.limiter == self.name)).scalar_one()
-            )
