@@ -59,7 +59,11 @@ async def one_client(load: Load, number: int) -> None:
     async with httpx.AsyncClient(
         base_url=load.server.api, headers=load.server.headers, timeout=120
     ) as http:
-        while time.monotonic() < load.deadline:
+        first = True
+        # At least one request per client however slow the machine is, so all 200 are
+        # in flight together; then more until the deadline.
+        while first or time.monotonic() < load.deadline:
+            first = False
             op = rng.choices(ops, weights)[0]
             started = time.perf_counter()
             try:
@@ -126,5 +130,4 @@ def test_200_concurrent_clients_get_no_errors(
     figures.record("p99", round(percentile(latencies, 0.99), 1), "ms")
     figures.record("max", round(max(latencies), 1), "ms")
     figures.record("throughput", round(len(results) / elapsed, 1), "req/s")
-    assert len(results) >= CLIENTS, "every client made at least one request"
     assert not failed, f"{len(failed)} of {len(results)} failed: {failed[:5]}\n{log[-2000:]}"
