@@ -110,7 +110,7 @@ class HTTPToolRunner:
         headers = self._headers()
         if isinstance(headers, ToolResult):
             return headers
-        method = self.http.method.value
+        method = str(self.http.method)
         limit = min(self.timeout, timeout)
         options: dict[str, Any] = (
             {"params": query(arguments)} if method == "GET" else {"json": arguments}
