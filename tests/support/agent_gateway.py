@@ -41,6 +41,9 @@ class Served:
     def model_requests(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.stub}/_control", timeout=5).json()["requests"])
 
+    def model_request_count(self) -> int:
+        return int(httpx.get(f"{self.stub}/_control", timeout=5).json()["count"])
+
     def tool_requests(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.tools}/_requests", timeout=5).json()["requests"])
 
