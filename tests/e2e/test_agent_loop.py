@@ -52,7 +52,15 @@ def agents(stub: str, tools: str) -> list[dict[str, Any]]:
                 },
                 {"name": "ask_user", "description": "Ask the user (the caller runs it)"},
             ],
-        )
+        ),
+        agent(
+            "patient",
+            model=stub_model(stub, "patient-model"),
+            tools=[
+                {"name": "slow", "type": "http", "http": {"url": f"{tools}/slow", "method": "GET"}}
+            ],
+            runtime={"maxConcurrentTools": 2},
+        ),
     ]
 
 
@@ -265,3 +273,26 @@ def test_the_tool_headers_secret_never_reaches_logs_or_answers(served: Served) -
     assert TOOL_TOKEN not in answer
     assert TOOL_TOKEN not in json.dumps(served.model_requests())
     assert TOOL_TOKEN not in served.process.log.read_text()
+
+
+def test_tool_calls_of_one_step_run_concurrently_up_to_the_cap(served: Served) -> None:
+    served.script(
+        "patient-model",
+        [
+            {"tool_calls": [{"name": "slow", "arguments": {"seconds": 0.3}}] * 5},
+            {"content": "{tools}"},
+        ],
+    )
+    events: list[dict[str, Any]] = []
+    with httpx.stream(
+        "POST",
+        f"{served.url}/agents/patient/invoke",
+        json={"input": "x", "stream": True},
+        timeout=20,
+    ) as resp:
+        events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+    done = events[-1]
+    assert done["output"].count('{"slept":true}') == 5
+    assert len(done["toolRuns"]) == 5 and all(r["ok"] for r in done["toolRuns"])
+    most = httpx.get(f"{served.tools}/_requests", timeout=5).json()["most_in_flight"]
+    assert most == 2  # maxConcurrentTools: more than one at a time, never more than two
