@@ -503,3 +503,36 @@ def test_metric_gates_read_the_source_gateways_traffic(
     finally:
         stop.set()
         sender.join()
+
+
+def test_a_promoted_revision_outlives_fifteen_newer_ones(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    objects = client.CustomObjectsApi(api_client)
+    objects.patch_namespaced_custom_object(
+        "kaizen.studio", "v1alpha1", stage, "agents", "hello", {"spec": {"revisionHistoryLimit": 2}}
+    )
+    apply_yaml(crds, stage, [promotion("keep-r1", revision=1)])
+    wait_phase(api_client, stage, "keep-r1", "Succeeded")
+    eventually(lambda: staging_bundle(api_client, stage) == [("hello", 1)], what="staging on r1")
+    for n in range(3, 18):
+        objects.patch_namespaced_custom_object(
+            "kaizen.studio",
+            "v1alpha1",
+            stage,
+            "agents",
+            "hello",
+            {"spec": {"systemPrompt": f"v{n}"}},
+        )
+        eventually(
+            lambda n=n: get(api_client, stage, "agents", "hello")["status"]["latestRevision"] == n,
+            what=f"r{n}",
+        )
+    status = get(api_client, stage, "agents", "hello")["status"]
+    kept = {r["revision"]: r for r in status["revisions"]}
+    assert sorted(kept) == [1, 16, 17]
+    assert kept[1]["retainedBy"] == ["served by Gateway 'staging'"]
+    revisions = client.AppsV1Api(api_client).list_namespaced_controller_revision(stage)
+    assert {r.metadata.name for r in revisions.items} == {"hello-r1", "hello-r16", "hello-r17"}
+    assert staging_bundle(api_client, stage) == [("hello", 1)]
+    assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]

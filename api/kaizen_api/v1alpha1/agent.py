@@ -324,6 +324,15 @@ class RevisionRecord(KaizenModel):
     name: str = Field(max_length=253, description="Name of the ControllerRevision holding it.")
     hash: str = Field(max_length=64, description="Content hash of the spec.")
     created_at: datetime | None = Field(default=None, description="When it was created.")
+    retained_by: list[Annotated[str, Field(max_length=300)]] | None = Field(
+        default=None,
+        max_length=50,
+        description=(
+            "Why this revision is kept although it is older than revisionHistoryLimit: "
+            "the Gateways that serve it and the unfinished Promotions that target it. "
+            "It is pruned once none does."
+        ),
+    )
 
 
 class AgentStatus(ResourceStatus):
@@ -334,8 +343,11 @@ class AgentStatus(ResourceStatus):
     )
     revisions: list[RevisionRecord] | None = Field(
         default=None,
-        max_length=100,
-        description="Kept revisions, newest last (bounded by revisionHistoryLimit).",
+        max_length=200,
+        description=(
+            "Kept revisions, newest last: the newest revisionHistoryLimit ones, plus older "
+            "ones still served by a Gateway or targeted by a Promotion (see retainedBy)."
+        ),
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["revision"]),
     )
 

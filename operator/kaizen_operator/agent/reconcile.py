@@ -22,7 +22,23 @@ from kaizen_operator.runtime import Runtime, owned_by, write_status
 API = "kaizen.studio/v1alpha1"
 
 
-async def resolve_agent(kube: Kube, agent: dict[str, Any], now: datetime) -> AgentInputs:
+def retained_revisions(rt: Runtime, namespace: str, agent: str) -> dict[int, tuple[str, ...]]:
+    """Revisions of ``agent`` in use, with why: served by a Gateway (the Gateway index)
+    or targeted by an unfinished Promotion (the Promotion index). From memory, no reads."""
+    reasons: dict[int, list[str]] = {}
+    for revision, gateways in rt.gateways.serving(namespace, agent).items():
+        reasons.setdefault(revision, []).extend(f"served by Gateway {g!r}" for g in gateways)
+    for revision, promotions in rt.promotions.targeting(namespace, agent).items():
+        reasons.setdefault(revision, []).extend(f"target of Promotion {p!r}" for p in promotions)
+    return {revision: tuple(why) for revision, why in reasons.items()}
+
+
+async def resolve_agent(
+    kube: Kube,
+    agent: dict[str, Any],
+    now: datetime,
+    retained: dict[int, tuple[str, ...]] | None = None,
+) -> AgentInputs:
     """Read the Agent's revisions and referenced objects (Secret values are never kept)."""
     meta = agent["metadata"]
     ns, name = meta["namespace"], meta["name"]
@@ -48,6 +64,7 @@ async def resolve_agent(kube: Kube, agent: dict[str, Any], now: datetime) -> Age
         gateway_exists=gateway_exists,
         secret_state=secret_state,
         now=now,
+        retained=retained or {},
     )
 
 
@@ -57,7 +74,8 @@ async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
         agent = await rt.kube.get(API, "Agent", namespace, name)
         if agent is None or agent["metadata"].get("deletionTimestamp"):
             return None
-        plan = render_agent(await resolve_agent(rt.kube, agent, datetime.now(UTC)))
+        retained = retained_revisions(rt, namespace, name)
+        plan = render_agent(await resolve_agent(rt.kube, agent, datetime.now(UTC), retained))
         created: dict[str, str] = {}
         for revision in plan.create:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,9 @@ class AgentInputs:
     gateway_exists: bool | None  # None: no gatewayRef
     secret_state: str | None  # None: no credentialsSecretRef
     now: datetime
+    # Revision -> why it must outlive revisionHistoryLimit ("served by Gateway 'prod'",
+    # "target of Promotion 'p1'"): pruning it would make a Gateway drop the agent.
+    retained: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -83,13 +87,29 @@ def render_revision(agent: dict[str, Any], spec: dict[str, Any], number: int) ->
     }
 
 
-def _record(rev: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {
+def _record(rev: dict[str, Any], now: datetime, retained_by: tuple[str, ...]) -> dict[str, Any]:
+    record = {
         "revision": revision_number(rev),
         "name": rev["metadata"]["name"],
         "hash": rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
         "createdAt": rev["metadata"].get("creationTimestamp") or timestamp(now),
     }
+    if retained_by:
+        record["retainedBy"] = list(retained_by)
+    return record
+
+
+def split_history(
+    revisions: list[dict[str, Any]], limit: int, retained: Mapping[int, tuple[str, ...]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
+    """(kept, pruned, kept beyond the limit): the newest ``limit`` revisions are kept,
+    and so is every older one that ``retained`` names (a Gateway serves it or an
+    unfinished Promotion targets it)."""
+    old = revisions[:-limit] if len(revisions) > limit else []
+    beyond = {revision_number(r) for r in old if retained.get(revision_number(r))}
+    pruned = [r for r in old if revision_number(r) not in beyond]
+    kept = [r for r in revisions if r not in pruned]
+    return kept, pruned, beyond
 
 
 def with_creation_times(status: dict[str, Any], created: dict[str, str]) -> dict[str, Any]:
@@ -122,8 +142,7 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
         create.append(revision)
         kept.append(revision)
     limit = int(spec.get("revisionHistoryLimit", 10))
-    pruned = kept[:-limit] if len(kept) > limit else []
-    kept = kept[len(pruned) :]
+    kept, pruned, beyond = split_history(kept, limit, inputs.retained)
 
     generation = agent["metadata"].get("generation")
     ready, reason, message = (
@@ -153,7 +172,14 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
     status = {
         "observedGeneration": generation,
         "latestRevision": revision_number(kept[-1]),
-        "revisions": [_record(r, inputs.now) for r in kept],
+        "revisions": [
+            _record(
+                r,
+                inputs.now,
+                inputs.retained.get(revision_number(r), ()) if revision_number(r) in beyond else (),
+            )
+            for r in kept
+        ],
         "conditions": conditions,
     }
     return AgentPlan(

@@ -25,6 +25,7 @@ class GatewayEntry:
     names: frozenset[str] | None
     selector: LabelSelector | None
     served: frozenset[str]
+    served_revisions: frozenset[tuple[str, int]] = frozenset()
 
     def wants(self, agent: dict[str, Any]) -> bool:
         """True when the Gateway selects or currently serves ``agent``."""
@@ -59,9 +60,21 @@ class GatewayIndex:
             names=frozenset(selection.names) if selection.names is not None else None,
             selector=selection.selector,
             served=frozenset(str(s.get("agent")) for s in served),
+            served_revisions=frozenset(
+                (str(s.get("agent")), int(s.get("revision") or 0)) for s in served
+            ),
         )
 
     def wanting(self, namespace: str, agent: dict[str, Any]) -> list[str]:
         """Names of the Gateways in ``namespace`` that select or serve ``agent``."""
         entries = self.by_namespace.get(namespace, {})
         return sorted(name for name, entry in entries.items() if entry.wants(agent))
+
+    def serving(self, namespace: str, agent: str) -> dict[int, list[str]]:
+        """Revisions of ``agent`` that Gateways of ``namespace`` serve -> those Gateways."""
+        found: dict[int, list[str]] = {}
+        for name, entry in sorted(self.by_namespace.get(namespace, {}).items()):
+            for served_agent, revision in entry.served_revisions:
+                if served_agent == agent:
+                    found.setdefault(revision, []).append(name)
+        return found
