@@ -28,10 +28,27 @@ def with_revisions(*bodies):
     return tuple(agents), revisions
 
 
-def render(gw, agents=(), revisions=None, *, autoscaled=False, min_replicas=None, deployment=None):
+def render(
+    gw,
+    agents=(),
+    revisions=None,
+    *,
+    autoscaled=False,
+    min_replicas=None,
+    deployment=None,
+    http_route_api=True,
+):
     return render_gateway(
         GatewayInputs(
-            gw, tuple(agents), revisions or {}, autoscaled, min_replicas, deployment, IMAGE, NOW
+            gw,
+            tuple(agents),
+            revisions or {},
+            autoscaled,
+            min_replicas,
+            deployment,
+            IMAGE,
+            NOW,
+            http_route_api=http_route_api,
         )
     )
 
@@ -228,6 +245,55 @@ def test_service_network_policy_and_ingress_mapping() -> None:
         "port": {"name": "http"},
     }
     assert plan.status["endpoint"] == "http://prod-gateway.team-a.svc.cluster.local:8443"
+
+
+ROUTE = {
+    "port": 8443,
+    "httpRoute": {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["ai.example.com"],
+    },
+}
+
+
+def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
+    plan = render(gateway("prod", "production", exposure=ROUTE))
+    route = child(plan, "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["name"] == "prod-gateway"
+    assert route["metadata"]["ownerReferences"][0]["name"] == "prod"
+    assert route["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["ai.example.com"],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": "prod-gateway", "port": 8443}],
+            }
+        ],
+    }
+    applied = next(c for c in plan.status["conditions"] if c["type"] == "RouteApplied")
+    assert (applied["status"], applied["reason"]) == ("True", "Applied")
+    assert ("gateway.networking.k8s.io/v1", "HTTPRoute", "prod-gateway") not in plan.prune
+
+
+def test_http_route_is_pruned_when_removed_and_its_condition_goes() -> None:
+    before = render(gateway("prod", "production", exposure=ROUTE))
+    gw = gateway("prod", "production")
+    gw["status"] = before.status
+    after = render(gw)
+    assert "HTTPRoute" not in [c["kind"] for c in after.children]
+    assert ("gateway.networking.k8s.io/v1", "HTTPRoute", "prod-gateway") in after.prune
+    assert "RouteApplied" not in [c["type"] for c in after.status["conditions"]]
+
+
+def test_http_route_without_the_gateway_api_is_a_condition_not_a_failure() -> None:
+    plan = render(gateway("prod", "production", exposure=ROUTE), http_route_api=False)
+    assert "HTTPRoute" not in [c["kind"] for c in plan.children]
+    applied = next(c for c in plan.status["conditions"] if c["type"] == "RouteApplied")
+    assert (applied["status"], applied["reason"]) == ("False", "GatewayAPINotInstalled")
+    assert "install the Gateway API CRDs" in applied["message"]
+    assert _ready(plan)["reason"] != "GatewayAPINotInstalled"  # the gateway still serves
 
 
 def test_pdb_only_with_more_than_one_replica_and_pruned_otherwise() -> None:

@@ -13,6 +13,7 @@ from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.render import (
+    HTTP_ROUTE,
     GatewayInputs,
     render_gateway,
     selector_string,
@@ -73,6 +74,9 @@ async def resolve_gateway(
     if policy is not None:
         min_replicas = int(policy["spec"].get("minReplicas", 1))
     deployment = await kube.get("apps/v1", "Deployment", ns, names.gateway_workload(meta["name"]))
+    exposure = (gateway.get("spec") or {}).get("exposure") or {}
+    # Asked only when needed: discovery is a call, and most Gateways have no route.
+    route_api = await kube.serves(*HTTP_ROUTE) if exposure.get("httpRoute") else True
     return GatewayInputs(
         gateway=gateway,
         agents=tuple(agents),
@@ -83,6 +87,7 @@ async def resolve_gateway(
         image=image,
         now=now,
         allow_link_local_upstreams=allow_link_local_upstreams,
+        http_route_api=route_api,
     )
 
 

@@ -23,11 +23,18 @@ from kaizen_api.v1alpha1.bundle import (
 from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
 from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy
 from kaizen_operator import names
-from kaizen_operator.conditions import ready_conditions
+from kaizen_operator.conditions import ready_conditions, set_condition
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 POD_USER = 10001
-OPTIONAL_KINDS = (("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "Ingress"))
+HTTP_ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+# Set only while spec.exposure.httpRoute is: False when the cluster lacks the Gateway API.
+ROUTE_APPLIED = "RouteApplied"
+OPTIONAL_KINDS = (
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "Ingress"),
+    HTTP_ROUTE,
+)
 
 # The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
@@ -47,6 +54,8 @@ class GatewayInputs:
     now: datetime
     # Gateway pods may call link-local / metadata upstreams (operator flag; off by default).
     allow_link_local_upstreams: bool = False
+    # The cluster serves the Gateway API's HTTPRoute (its CRD is installed).
+    http_route_api: bool = True
 
 
 @dataclass(frozen=True)
@@ -423,6 +432,32 @@ def render_ingress(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] |
     }
 
 
+def render_http_route(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] | None:
+    """A Gateway API HTTPRoute to the Service, when the Gateway asks for one."""
+    if not spec.exposure or not spec.exposure.http_route:
+        return None
+    route = spec.exposure.http_route
+    workload = names.gateway_workload(inputs.gateway["metadata"]["name"])
+    parents = [p.to_wire() for p in route.parent_refs]
+    body: dict[str, Any] = {
+        "parentRefs": parents,
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": workload, "port": spec.exposure.port}],
+            }
+        ],
+    }
+    if route.hostnames:
+        body["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": HTTP_ROUTE[0],
+        "kind": HTTP_ROUTE[1],
+        "metadata": _meta(inputs, workload),
+        "spec": body,
+    }
+
+
 def _rollout(inputs: GatewayInputs, desired: int | None) -> tuple[bool, str, dict[str, Any]]:
     dep = inputs.deployment
     if dep is None:
@@ -470,6 +505,11 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         children.append(ingress)
     else:
         prune.append(("networking.k8s.io/v1", "Ingress", workload))
+    route = render_http_route(inputs, spec)
+    if route and inputs.http_route_api:
+        children.append(route)
+    elif inputs.http_route_api:
+        prune.append((*HTTP_ROUTE, workload))
 
     ready, message, observed = _rollout(inputs, None if inputs.autoscaled else spec.replicas)
     if problems:
@@ -493,6 +533,22 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
             reconciling=not ready,
         ),
     }
+    if route is None:
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != ROUTE_APPLIED]
+    else:
+        status["conditions"] = set_condition(
+            status["conditions"],
+            ROUTE_APPLIED,
+            inputs.http_route_api,
+            "Applied" if inputs.http_route_api else "GatewayAPINotInstalled",
+            f"HTTPRoute {workload} routes to the gateway's Service"
+            if inputs.http_route_api
+            else "spec.exposure.httpRoute is set, but this cluster does not serve "
+            "gateway.networking.k8s.io/v1 HTTPRoute: install the Gateway API CRDs "
+            "(and an implementation), or remove spec.exposure.httpRoute",
+            generation=meta.get("generation"),
+            now=inputs.now,
+        )
     return GatewayPlan(
         children=tuple(children),
         replicas=render_replicas(inputs, spec),
