@@ -437,6 +437,31 @@ class Kube:
             raise
         return True
 
+    async def patch_guarded(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str,
+        *,
+        manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """JSON merge patch of the object as ``manager``; 409 if it changed since read."""
+        body = {
+            **patch,
+            "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
+        }
+        patched: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace, name),
+            "PATCH",
+            body=body,
+            query=[("fieldManager", manager)],
+            content_type="application/merge-patch+json",
+        )
+        return patched
+
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
     ) -> dict[str, Any]:

@@ -168,12 +168,35 @@ def test_promoted_gateway_serves_only_what_promotions_set() -> None:
     agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
     nothing = render(gateway("prod", "production"), agents, revs)
     assert nothing.status["servedRevisions"] == []
-    promoted = gateway(
-        "prod", "production", status={"servedRevisions": [{"agent": "hello", "revision": 1}]}
-    )
+    promoted = gateway("prod", "production", promotedRevisions=[{"agent": "hello", "revision": 1}])
     plan = render(promoted, agents, revs)
     assert plan.status["servedRevisions"] == [{"agent": "hello", "revision": 1}]
     assert bundle(plan)["agents"][0]["spec"]["systemPrompt"] == "Be kind."
+    # What status says is an observation, not the source: spec wins.
+    promoted["status"] = {"servedRevisions": [{"agent": "hello", "revision": 2}]}
+    assert render(promoted, agents, revs).status["servedRevisions"][0]["revision"] == 1
+
+
+def test_a_gateway_promoted_before_promoted_revisions_existed_keeps_serving() -> None:
+    agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
+    legacy = gateway(
+        "prod", "production", status={"servedRevisions": [{"agent": "hello", "revision": 1}]}
+    )
+    assert render(legacy, agents, revs).status["servedRevisions"] == [
+        {"agent": "hello", "revision": 1}
+    ]
+
+
+def test_a_promoted_revision_with_other_content_is_not_served() -> None:
+    agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
+    entry = {"agent": "hello", "revision": 1, "hash": "0123456789abcdef"}
+    plan = render(gateway("prod", "production", promotedRevisions=[entry]), agents, revs)
+    assert plan.status["servedRevisions"] == []
+    assert "revision 1 has content" in _ready(plan)["message"]
+    real = revs["hello"][0]["metadata"]["labels"]["kaizen.studio/revision-hash"]
+    entry["hash"] = real
+    plan = render(gateway("prod", "production", promotedRevisions=[entry]), agents, revs)
+    assert plan.status["servedRevisions"] == [{"agent": "hello", "revision": 1}]
 
 
 def test_bundle_change_changes_pod_template_hash() -> None:

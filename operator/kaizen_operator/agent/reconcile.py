@@ -61,6 +61,7 @@ async def resolve_agent(
     return AgentInputs(
         agent=agent,
         revisions=tuple(r for r in revisions if owned_by(r, meta["uid"])),
+        orphans=tuple(r for r in revisions if not r["metadata"].get("ownerReferences")),
         gateway_exists=gateway_exists,
         secret_state=secret_state,
         now=now,
@@ -75,7 +76,27 @@ async def reconcile_agent(rt: Runtime, namespace: str, name: str) -> int | None:
         if agent is None or agent["metadata"].get("deletionTimestamp"):
             return None
         retained = retained_revisions(rt, namespace, name)
-        plan = render_agent(await resolve_agent(rt.kube, agent, datetime.now(UTC), retained))
+        inputs = await resolve_agent(rt.kube, agent, datetime.now(UTC), retained)
+        plan = render_agent(inputs)
+        orphans = {r["metadata"]["name"]: r for r in inputs.orphans}
+        for adopted in plan.adopt:
+            try:
+                await rt.kube.patch_guarded(
+                    "apps/v1",
+                    "ControllerRevision",
+                    namespace,
+                    adopted,
+                    {"metadata": {"ownerReferences": [names.owner_reference(agent)]}},
+                    orphans[adopted]["metadata"]["resourceVersion"],
+                )
+            except ApiException as exc:
+                if exc.status in (404, 409):  # changed or gone meanwhile: read again
+                    raise kopf.TemporaryError("restored revision changed", delay=1) from exc
+                raise
+        if plan.adopt:
+            await record(
+                rt.kube, agent, "RevisionsAdopted", "adopted restored " + ", ".join(plan.adopt)
+            )
         created: dict[str, str] = {}
         for revision in plan.create:
             try:

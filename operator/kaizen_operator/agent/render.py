@@ -38,6 +38,9 @@ class AgentInputs:
     # Revision -> why it must outlive revisionHistoryLimit ("served by Gateway 'prod'",
     # "target of Promotion 'p1'"): pruning it would make a Gateway drop the agent.
     retained: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # Revisions labelled with this Agent's name that nobody owns: a restore from
+    # `kaizen export` re-applies them before (or after) the Agent.
+    orphans: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class AgentPlan:
     """What to write: revisions to create and delete, and the status."""
 
     create: tuple[dict[str, Any], ...] = ()
+    adopt: tuple[str, ...] = ()  # orphaned revisions to take ownership of
     delete: tuple[str, ...] = ()
     status: dict[str, Any] = field(default_factory=dict)
     latest_revision: int | None = None
@@ -123,12 +127,23 @@ def with_creation_times(status: dict[str, Any], created: dict[str, str]) -> dict
     return {**status, "revisions": revisions}
 
 
+def adoptable(revision: dict[str, Any]) -> bool:
+    """Whether an orphaned revision holds what its hash label says (a restored one does;
+    one edited by hand since its export does not, and is left alone)."""
+    labels = revision["metadata"].get("labels") or {}
+    content = (revision.get("data") or {}).get("spec") or {}
+    return bool(labels.get(names.REVISION_HASH_LABEL)) and labels[
+        names.REVISION_HASH_LABEL
+    ] == content_hash(content)
+
+
 def render_agent(inputs: AgentInputs) -> AgentPlan:
-    """Revisions to create/prune and the Agent's status."""
+    """Revisions to create/adopt/prune and the Agent's status."""
     agent = inputs.agent
     spec = AgentSpec.model_validate(agent["spec"]).to_wire()
     digest = content_hash(spec)
-    existing = sorted(inputs.revisions, key=revision_number)
+    adopted = [r for r in inputs.orphans if adoptable(r)]
+    existing = sorted((*inputs.revisions, *adopted), key=revision_number)
     latest = existing[-1] if existing else None
     create: list[dict[str, Any]] = []
     kept = list(existing)
@@ -137,7 +152,8 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
         or latest["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL) != digest
     )
     if new:
-        number = (revision_number(latest) if latest else 0) + 1
+        # Past every name in use, unadoptable orphans included (their names are taken).
+        number = max((revision_number(r) for r in (*existing, *inputs.orphans)), default=0) + 1
         revision = render_revision(agent, spec, number)
         create.append(revision)
         kept.append(revision)
@@ -184,6 +200,7 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
     }
     return AgentPlan(
         create=tuple(create),
+        adopt=tuple(r["metadata"]["name"] for r in adopted if r not in pruned),
         delete=tuple(r["metadata"]["name"] for r in pruned),
         status=status,
         latest_revision=revision_number(kept[-1]),

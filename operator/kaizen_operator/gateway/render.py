@@ -21,7 +21,7 @@ from kaizen_api.v1alpha1.bundle import (
     secret_volume_name,
 )
 from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
-from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy
+from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_operator import names
 from kaizen_operator.conditions import ready_conditions, set_condition
 
@@ -120,33 +120,39 @@ def _revision(revs: tuple[dict[str, Any], ...], number: int | None) -> dict[str,
 def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[BundledAgent], list[str]]:
     """Which revision of each selected Agent this Gateway serves, and what it cannot serve."""
     policy = spec.effective_revision_policy()
-    current = {
-        s["agent"]: int(s["revision"])
-        for s in (inputs.gateway.get("status") or {}).get("servedRevisions") or []
-    }
+    promoted = promoted_revisions(inputs.gateway)
     served, problems = [], []
     for agent in selected_agents(spec, inputs.agents):
         name = agent["metadata"]["name"]
         if agent["spec"].get("lifecycle", Lifecycle.ACTIVE) != Lifecycle.ACTIVE:
             continue
         revs = inputs.revisions.get(name, ())
+        expected_hash = None
         if policy == RevisionPolicy.LATEST:
             number = (agent.get("status") or {}).get("latestRevision")
         else:
-            number = current.get(name)
-            if number is None:
+            entry = promoted.get(name)
+            if entry is None:
                 continue  # nothing promoted here yet
+            number, expected_hash = int(entry["revision"]), entry.get("hash")
         rev = _revision(revs, number)
         if rev is None:
             if number is not None:
                 problems.append(f"agent {name}: revision {number} not found")
+            continue
+        actual_hash = rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, "")
+        if expected_hash and actual_hash != expected_hash:
+            problems.append(
+                f"agent {name}: revision {number} has content {actual_hash}, not the promoted "
+                f"{expected_hash}; promote the revision to serve again"
+            )
             continue
         content = dict(rev["data"]["spec"])
         served.append(
             BundledAgent(
                 name=name,
                 revision=int(rev["revision"]),
-                hash=rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
+                hash=actual_hash,
                 spec=AgentSpec.model_validate(content),
             )
         )
