@@ -12,7 +12,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.test_operator_reconciles import apply_yaml, condition, custom, gateway, get
 from tests.e2e.test_operator_reconciles import mock_agent as agent
-from tests.support.kube import eventually
+from tests.support.kube import eventually, kubectl
 
 ROUTES = ("gateway.networking.k8s.io", "v1")
 
@@ -86,13 +86,14 @@ def test_http_route_is_created_updated_repaired_and_pruned(
         what="edit repaired",
     )
 
-    objects.patch_namespaced_custom_object(
-        "kaizen.studio",
-        "v1alpha1",
+    kubectl(
+        crds,
+        "patch",
+        "gateway.kaizen.studio/prod",
+        "-n",
         namespace,
-        "gateways",
-        "prod",
-        [{"op": "remove", "path": "/spec/exposure/httpRoute"}],
+        "--type=json",
+        '-p=[{"op": "remove", "path": "/spec/exposure/httpRoute"}]',
     )
     eventually(lambda: route(api_client, namespace) is None, timeout=30, what="HTTPRoute pruned")
     eventually(
