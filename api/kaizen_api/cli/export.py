@@ -210,7 +210,9 @@ class Cluster:
                 o.get("uid") == agent.get("uid") for o in r["metadata"].get("ownerReferences") or []
             )
         ]
-        return sorted(owned, key=lambda r: int(r.get("revision", 0)))
+        # Items of a list carry no apiVersion/kind of their own.
+        typed = [{"apiVersion": "apps/v1", "kind": "ControllerRevision", **r} for r in owned]
+        return sorted(typed, key=lambda r: int(r.get("revision", 0)))
 
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._found(self.core.read_namespaced_secret, name, namespace)

@@ -18,6 +18,16 @@ from kaizen_api.v1alpha1.gateway import AgentSelection
 from kaizen_operator.gateway.render import selector_matches
 
 
+def revisions_in_use(gateway: dict[str, Any]) -> frozenset[tuple[str, int]]:
+    """(agent, revision) pairs a Gateway serves (its status) or is to serve (its
+    spec.promotedRevisions, written before the Gateway controller gets to it)."""
+    served = (gateway.get("status") or {}).get("servedRevisions") or []
+    promoted = (gateway.get("spec") or {}).get("promotedRevisions") or []
+    return frozenset(
+        (str(s.get("agent")), int(s.get("revision") or 0)) for s in (*served, *promoted)
+    )
+
+
 @dataclass(frozen=True)
 class GatewayEntry:
     """What the index keeps of one Gateway: its agent selection and served agents."""
@@ -60,9 +70,7 @@ class GatewayIndex:
             names=frozenset(selection.names) if selection.names is not None else None,
             selector=selection.selector,
             served=frozenset(str(s.get("agent")) for s in served),
-            served_revisions=frozenset(
-                (str(s.get("agent")), int(s.get("revision") or 0)) for s in served
-            ),
+            served_revisions=revisions_in_use(gateway),
         )
 
     def wanting(self, namespace: str, agent: dict[str, Any]) -> list[str]:

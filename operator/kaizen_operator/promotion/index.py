@@ -15,19 +15,25 @@ class PromotionIndex:
 
     by_namespace: dict[str, dict[str, tuple[str, int]]] = field(default_factory=dict)
 
+    @staticmethod
+    def target_of(promotion: dict[str, Any]) -> tuple[str, int] | None:
+        """(agent, revision) an unfinished Promotion targets; None once it ended."""
+        spec = promotion.get("spec") or {}
+        agent = (spec.get("agentRef") or {}).get("name")
+        revision = spec.get("revision")
+        if (promotion.get("status") or {}).get("phase") in TERMINAL_PHASES:
+            return None
+        return (str(agent), revision) if agent and isinstance(revision, int) else None
+
     def observe(self, event_type: str | None, promotion: dict[str, Any]) -> None:
         """Record a watch event of a Promotion (DELETED or an ended phase forgets it)."""
         meta = promotion["metadata"]
         entries = self.by_namespace.setdefault(meta["namespace"], {})
-        spec = promotion.get("spec") or {}
-        phase = (promotion.get("status") or {}).get("phase")
-        agent = (spec.get("agentRef") or {}).get("name")
-        revision = spec.get("revision")
-        if event_type == "DELETED" or phase in TERMINAL_PHASES or not agent:
+        target = self.target_of(promotion)
+        if event_type == "DELETED" or target is None:
             entries.pop(meta["name"], None)
-            return
-        if isinstance(revision, int):
-            entries[meta["name"]] = (str(agent), revision)
+        else:
+            entries[meta["name"]] = target
 
     def targeting(self, namespace: str, agent: str) -> dict[int, list[str]]:
         """Revisions of ``agent`` that unfinished Promotions target -> those Promotions."""
