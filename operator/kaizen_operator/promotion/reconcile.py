@@ -132,6 +132,9 @@ def promoted_after_switch(
     return [entries[k] for k in sorted(entries)]
 
 
+SWITCH_ATTEMPTS = 5
+
+
 async def switch_served_revision(
     kube: Kube,
     target: dict[str, Any],
@@ -141,24 +144,30 @@ async def switch_served_revision(
     promotion: str,
 ) -> None:
     """Make ``target`` serve ``revision`` of ``agent`` by writing its
-    spec.promotedRevisions as the promotion controller's own field manager, guarded
-    against concurrent writes. The Gateway controller alone writes the Gateway's status."""
+    spec.promotedRevisions as the promotion controller's own field manager. The write is
+    guarded by resourceVersion (two Promotions to one Gateway must not lose each other's
+    switch) on a fresh read, retried while the Gateway's status keeps moving it on.
+    The Gateway controller alone writes the Gateway's status."""
     meta = target["metadata"]
-    await kube.patch_guarded(
-        API,
-        "Gateway",
-        meta["namespace"],
-        meta["name"],
-        {
-            "spec": {
-                "promotedRevisions": promoted_after_switch(
-                    target, agent, revision, revision_hash, promotion
-                )
-            }
-        },
-        meta["resourceVersion"],
-        manager=PROMOTION_FIELD_MANAGER,
-    )
+    for attempt in range(SWITCH_ATTEMPTS):
+        current = await kube.get(API, "Gateway", meta["namespace"], meta["name"])
+        if current is None:
+            return  # deleted meanwhile: the next reconcile reports the missing target
+        entries = promoted_after_switch(current, agent, revision, revision_hash, promotion)
+        try:
+            await kube.patch_guarded(
+                API,
+                "Gateway",
+                meta["namespace"],
+                meta["name"],
+                {"spec": {"promotedRevisions": entries}},
+                current["metadata"]["resourceVersion"],
+                manager=PROMOTION_FIELD_MANAGER,
+            )
+            return
+        except ApiException as exc:
+            if exc.status != 409 or attempt == SWITCH_ATTEMPTS - 1:
+                raise
 
 
 async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
@@ -190,9 +199,8 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
                         "target Gateway changed; retrying the switch", delay=1
                     ) from exc
                 raise
-            # Requested, not awaited under this Promotion's lock; the Gateway's own
-            # spec watch would get there too, a little later.
-            rt.request("Gateway", namespace, inputs.target["metadata"]["name"], reconcile_gateway)
+            # Awaited: a Promotion is Succeeded only once its target's status shows it.
+            await reconcile_gateway(rt, namespace, inputs.target["metadata"]["name"])
         await write_status(rt.kube, promotion, plan.status)
         for reason, message, warning in plan.events:
             await record(rt.kube, promotion, reason, message, warning=warning)
