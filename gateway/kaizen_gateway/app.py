@@ -28,10 +28,11 @@ from starlette.routing import Route
 
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
-from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
-from kaizen_gateway import metrics
+from kaizen_api.v1alpha1.bundle import KNOWLEDGE_MOUNT, SECRETS_MOUNT, BundledAgent
+from kaizen_gateway import metrics, tracing
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.errors import GatewayError, UpstreamError
+from kaizen_gateway.knowledge import KnowledgeBase
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
     SECRET_MAX_AGE,
@@ -44,6 +45,7 @@ from kaizen_gateway.providers import (
 from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
 
 log = logging.getLogger("kaizen_gateway")
+SOURCES_HEADER = "x-kaizen-knowledge-sources"
 PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
 
 
@@ -108,6 +110,7 @@ class GatewaySettings:
 
     bundle_path: Path
     secrets_dir: Path = Path(SECRETS_MOUNT)
+    knowledge_dir: Path = Path(KNOWLEDGE_MOUNT)
     max_body_bytes: int = 1_048_576
     upstream_timeout: float = 60.0
     upstream_retries: int = 2
@@ -155,6 +158,9 @@ class Gateway:
         self.key_limits: KeyedBuckets | None = None
         self._keys: tuple[float, frozenset[str]] = (0.0, frozenset())
         self.secrets = MountedFiles(SECRET_MAX_AGE)  # provider credentials, by path
+        self.knowledge = KnowledgeBase(
+            settings.knowledge_dir, allow_link_local=settings.allow_link_local
+        )
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -169,8 +175,15 @@ class Gateway:
         )
         self.reload()
         self._watch = asyncio.create_task(self._watch_loop())
+        await self.knowledge.start(
+            self.session,
+            lambda: self.bundles.current.bundle if self.bundles.current else None,
+            self.settings.reload_interval,
+        )
 
     async def stop(self) -> None:
+        await self.knowledge.stop()
+        tracing.shutdown()
         if self._watch:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -386,19 +399,28 @@ class Gateway:
             )
 
 
+async def complete(agent: BundledAgent, provider: Any, chat: ChatRequest) -> dict[str, Any]:
+    """One model call, in its span."""
+    model = agent.spec.model
+    with tracing.model_span(model.provider, chat.model, chat.params, server=model.endpoint) as span:
+        result: dict[str, Any] = await provider.complete(chat)
+        span.response(result)
+    return result
+
+
 async def complete_with_fallback(
     agent: BundledAgent, provider: Any, chat: ChatRequest
 ) -> dict[str, Any]:
     """The primary model; on an upstream failure after retries, the fallback model once."""
     try:
-        result: dict[str, Any] = await provider.complete(chat)
+        result = await complete(agent, provider, chat)
     except UpstreamError as exc:
         fallback = agent.spec.model.fallback_name
         if not fallback:
             raise
         log.warning("agent %s: %s; trying fallback model %s", agent.name, exc.message, fallback)
         metrics.UPSTREAM_ERRORS.labels(agent.name, "fallback").inc()
-        result = await provider.complete(replace(chat, model=fallback))
+        result = await complete(agent, provider, replace(chat, model=fallback))
         result["x_kaizen_fallback"] = fallback
     return result
 
@@ -436,7 +458,8 @@ def build_app(gw: Gateway) -> Starlette:
     async def readyz(_: Request) -> Response:
         if gw.bundles.current is None:
             return PlainTextResponse(f"no valid bundle: {gw.bundles.last_error}", status_code=503)
-        return PlainTextResponse("ok")
+        # Ready; the lines after "ok" say what is degraded (e.g. a knowledge source).
+        return PlainTextResponse("\n".join(["ok", *gw.knowledge.report()]))
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
@@ -460,6 +483,7 @@ def build_app(gw: Gateway) -> Starlette:
         ]
         return JSONResponse({"object": "list", "data": data})
 
+    @tracing.traced("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
@@ -469,9 +493,14 @@ def build_app(gw: Gateway) -> Starlette:
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
             chat = gw.chat_request(agent, body)
+            knowledge = gw.knowledge.retrieve(agent.name, chat.messages)
+            chat.messages = knowledge.apply(chat.messages)
             provider = gw.provider(agent)
             if body.get("stream"):
-                return await _stream(gw, agent, provider, chat, started, request_id)
+                streamed = await _stream(gw, agent, provider, chat, started, request_id)
+                if knowledge.hits:
+                    streamed.headers[SOURCES_HEADER] = knowledge.header()
+                return streamed
             t0 = time.perf_counter()
             result = await complete_with_fallback(agent, provider, chat)
             upstream = time.perf_counter() - t0
@@ -485,9 +514,13 @@ def build_app(gw: Gateway) -> Starlette:
         fallback = result.pop("x_kaizen_fallback", None)
         if fallback:
             headers["x-kaizen-fallback-model"] = fallback
+        if knowledge.hits:  # an extra field OpenAI clients keep (model_extra), and a header
+            result["sources"] = knowledge.sources()
+            headers[SOURCES_HEADER] = knowledge.header()
         gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
         return Response(encode(result), media_type="application/json", headers=headers)
 
+    @tracing.traced("/agents/{name}/invoke")
     async def invoke(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
@@ -506,6 +539,8 @@ def build_app(gw: Gateway) -> Starlette:
                     **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
                 },
             )
+            knowledge = gw.knowledge.retrieve(agent.name, chat.messages)
+            chat.messages = knowledge.apply(chat.messages)
             t0 = time.perf_counter()
             result = await complete_with_fallback(agent, gw.provider(agent), chat)
             upstream = time.perf_counter() - t0
@@ -521,6 +556,7 @@ def build_app(gw: Gateway) -> Starlette:
             "output": message.get("content") or "",
             "toolCalls": message.get("tool_calls") or [],
             "usage": result.get("usage", {}),
+            "sources": knowledge.sources(),
             "latencyMs": round((time.perf_counter() - started) * 1000, 3),
             "requestId": request_id,
         }
@@ -556,6 +592,10 @@ async def _stream(
     request_id: str,
 ) -> Response:
     """Server-sent events in OpenAI's chunk format; errors after the start become an error event."""
+    model = agent.spec.model
+    span = tracing.start_model(
+        model.provider, chat.model, {**chat.params, "stream": True}, server=model.endpoint
+    )
     stream = provider.stream(chat)
     t0 = time.perf_counter()
     try:
@@ -564,6 +604,8 @@ async def _stream(
         first = None
     except GatewayError as exc:
         gw.account(agent, exc.status, time.perf_counter() - started, None)
+        span.fail(str(exc.status), exc.message)
+        span.end()
         await stream.aclose()
         return _error(exc, {"x-request-id": request_id})
     labels = (agent.name, str(agent.revision))
@@ -577,14 +619,17 @@ async def _stream(
         try:
             chunk = first
             while chunk is not None:
+                span.response(chunk)
                 chunk.update(id=chunk_id, model=agent.name)
                 usage = chunk.get("usage") or usage
                 yield f"data: {dumps(chunk)}\n\n"
                 chunk = await anext(stream, None)
         except GatewayError as exc:
             status = exc.status
+            span.fail(str(exc.status), exc.message)
             yield f"data: {dumps(exc.body())}\n\n"
         finally:
+            span.end()
             gw.account(agent, status, time.perf_counter() - started, usage)
         yield "data: [DONE]\n\n"
 

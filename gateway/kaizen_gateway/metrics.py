@@ -56,6 +56,19 @@ AGENTS_SERVED = Gauge(
     "Agents in the current bundle",
     registry=REGISTRY,
 )
+RETRIEVAL_LATENCY = Histogram(
+    "kaizen_gateway_retrieval_duration_seconds",
+    "Time to retrieve an agent's knowledge chunks for one request (BM25 lookup)",
+    ["agent"],
+    registry=REGISTRY,
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+KNOWLEDGE_CHUNKS = Gauge(
+    "kaizen_gateway_knowledge_chunks",
+    "Chunks in an agent's knowledge index",
+    ["agent"],
+    registry=REGISTRY,
+)
 
 # USD per 1M tokens (input, output); overridable with --prices FILE (JSON of the same shape).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

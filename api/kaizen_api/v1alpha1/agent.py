@@ -258,10 +258,14 @@ class KnowledgeSource(KaizenModel):
 
     name: str = Field(pattern=TOOL_NAME_PATTERN, description="Name of the source.")
     config_map_ref: LocalObjectReference | None = Field(
-        default=None, description="ConfigMap whose data entries are the documents."
+        default=None,
+        description="ConfigMap in the agent's namespace whose data entries are the documents (mounted into the gateway pods; an edit is served without a restart).",
     )
     url: str | None = Field(
-        default=None, max_length=2048, pattern=HTTP_URL_PATTERN, description="URL of the documents."
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="URL of one document (text, Markdown or HTML), fetched when the gateway loads the agent; link-local and metadata addresses are refused.",
     )
 
     @model_validator(mode="after")
@@ -271,14 +275,41 @@ class KnowledgeSource(KaizenModel):
         return self
 
 
+class RetrievalSpec(KaizenModel):
+    """How much of the agent's knowledge is indexed and given to the model."""
+
+    top_k: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Chunks given to the model per request: the most relevant to the latest user message (BM25).",
+    )
+    max_chunks: int = Field(
+        default=5000,
+        ge=1,
+        le=50_000,
+        description="Chunks indexed for this agent over all its sources; documents past the limit are left out (reported on the gateway's /readyz).",
+    )
+    max_document_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=8_388_608,
+        description="Largest document read (a ConfigMap key, or the body of a url source); a longer one is cut at this size (reported on the gateway's /readyz).",
+    )
+
+
 class ContextSpec(KaizenModel):
     """What the agent knows and remembers."""
 
     knowledge: list[KnowledgeSource] | None = Field(
         default=None,
         max_length=32,
-        description="Document sources, keyed by name.",
+        description="Document sources, keyed by name: chunked and indexed when the gateway loads the agent; the chunks most relevant to each request are given to the model with their source names.",
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["name"]),
+    )
+    retrieval: RetrievalSpec | None = Field(
+        default=None,
+        description="Bounds of knowledge indexing and retrieval (defaults apply when unset).",
     )
     memory: MemorySpec | None = Field(default=None, description="Conversation memory settings.")
 
