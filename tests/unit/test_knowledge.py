@@ -18,6 +18,7 @@ from kaizen_gateway.knowledge import (
     read_config_map,
     stat_signature,
 )
+from tests.support.mounts import write_config_map_volume
 
 pytestmark = pytest.mark.unit
 
@@ -138,33 +139,16 @@ def test_html_is_reduced_to_its_visible_text() -> None:
     assert "secret" not in text and "p{}" not in text
 
 
-def kubelet_layout(folder: Path, files: dict[str, str], generation: str) -> None:
-    """A ConfigMap volume as the kubelet writes it: a timestamped folder, a ..data link
-    to it swapped atomically, and one link per key through ..data."""
-    folder.mkdir(exist_ok=True)
-    data = folder / f"..{generation}"
-    data.mkdir()
-    for key, text in files.items():
-        (data / key).write_text(text)
-    tmp = folder / "..data_tmp"
-    tmp.symlink_to(data.name)
-    tmp.replace(folder / "..data")
-    for key in files:
-        link = folder / key
-        if not link.is_symlink():
-            link.symlink_to(f"..data/{key}")
-
-
 def test_a_mounted_config_map_is_read_and_its_update_changes_the_signature(
     tmp_path: Path,
 ) -> None:
     folder = tmp_path / "handbook"
-    kubelet_layout(folder, {"a.md": "alpha", "b.md": "beta"}, "2026_01")
+    write_config_map_volume(folder, {"a.md": "alpha", "b.md": "beta"})
     documents, problems = read_config_map(folder, 1024)
     assert documents == [("a.md", "alpha"), ("b.md", "beta")]
     assert problems == []
     before = stat_signature(folder)
-    kubelet_layout(folder, {"a.md": "alpha, edited", "b.md": "beta"}, "2026_02")
+    write_config_map_volume(folder, {"a.md": "alpha, edited", "b.md": "beta"})
     assert stat_signature(folder) != before
     assert read_config_map(folder, 1024)[0][0] == ("a.md", "alpha, edited")
 
