@@ -39,8 +39,8 @@ FAQ_HTML = (
 
 
 class DocumentServer:
-    """Serves documents over HTTP: path -> (content type, body); ``/huge.txt`` streams
-    up to 50 MB and counts what it managed to send."""
+    """Serves documents over HTTP: path -> (content type, body), or ("redirect",
+    location); ``/huge.txt`` streams up to 50 MB and counts what it managed to send."""
 
     HUGE = 50 * 1024 * 1024
 
@@ -69,6 +69,12 @@ class DocumentServer:
                     self.send_error(404)
                     return
                 kind, body = found
+                if kind == "redirect":
+                    self.send_response(302)
+                    self.send_header("location", body.decode())
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(200)
                 self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(body)))
