@@ -474,13 +474,12 @@ class KnowledgeBase:
         metrics.RETRIEVAL_LATENCY.labels(agent).observe(time.perf_counter() - started)
         return found
 
-    def report(self) -> list[str]:
-        """One line per problem, for /readyz."""
-        return [
-            f"knowledge of agent {agent}: {problem}"
-            for agent, problems in sorted(self.problems.items())
-            for problem in problems
-        ]
+    def readiness(self) -> dict[str, dict[str, Any]]:
+        """For /readyz: per agent with knowledge, its chunks and what went wrong."""
+        return {
+            agent: {"chunks": len(index.chunks), "problems": self.problems.get(agent, [])}
+            for agent, index in sorted(self.indexes.items())
+        }
 
 
 def _sources(agent: BundledAgent) -> list[KnowledgeSource]:

@@ -35,9 +35,13 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from kaizen_api.v1alpha1.agent import ModelSpec
+from kaizen_gateway.providers import ChatRequest
+
 log = logging.getLogger("kaizen_gateway.tracing")
 
 Handler = Callable[[Request], Awaitable[Response]]
+Stream = Callable[[ChatRequest], AsyncIterator[dict[str, Any]]]
 TRACE_HEADER = "x-kaizen-trace-id"
 SCOPE = "kaizen_gateway"
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -348,7 +352,7 @@ def traced(route: str) -> Callable[[Handler], Handler]:
                 raise
             _finish(span, response)
             if isinstance(response, StreamingResponse):
-                response.body_iterator = _ending(response.body_iterator, span)
+                response.body_iterator = _within(response.body_iterator, span)
             else:
                 span.end()
             return response
@@ -374,9 +378,37 @@ def _finish(span: SpanHandle, response: Response) -> None:
     headers[TRACE_HEADER] = span.trace_id
 
 
-async def _ending(body: AsyncIterable[Any], span: SpanHandle) -> AsyncIterator[Any]:
+async def _within(body: AsyncIterable[Any], span: SpanHandle) -> AsyncIterator[Any]:
+    """A streamed body run inside the request span (the loop's later model and tool
+    calls happen while it streams, after the handler returned), which ends with it."""
     try:
-        async for part in body:
-            yield part
+        with activate(span):
+            async for part in body:
+                yield part
     finally:
         span.end()
+
+
+def streamed(model: ModelSpec, stream: Stream) -> Stream:
+    """``stream`` with a model span around each call (``stream`` itself when not
+    tracing); closing the stream closes the upstream call and ends the span."""
+    if _tracer is None:
+        return stream
+
+    async def spanned(chat: ChatRequest) -> AsyncIterator[dict[str, Any]]:
+        span = start_model(
+            model.provider, chat.model, {**chat.params, "stream": True}, server=model.endpoint
+        )
+        chunks = stream(chat)
+        try:
+            async for chunk in chunks:
+                span.response(chunk)
+                yield chunk
+        except BaseException as exc:
+            span.fail(_error_type(exc), str(exc))
+            raise
+        finally:
+            span.end()
+            await chunks.aclose()  # type: ignore[attr-defined]
+
+    return spanned
