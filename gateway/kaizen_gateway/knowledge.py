@@ -151,6 +151,9 @@ class Retrieval:
         return [*messages[:at], context, *messages[at:]]
 
 
+NOTHING = Retrieval()  # what an agent without knowledge gets, allocated once
+
+
 @dataclass(frozen=True)
 class AgentIndex:
     """The BM25 index over one agent's chunks."""
@@ -162,7 +165,7 @@ class AgentIndex:
     def search(self, query: str, top_k: int | None = None) -> Retrieval:
         """The chunks that match ``query``, best first (none that share no term)."""
         if self.retriever is None or not query.strip():
-            return Retrieval()
+            return NOTHING
         k = min(top_k or self.top_k, len(self.chunks))
         found, scores = self.retriever.retrieve(
             _tokens([query]), k=k, show_progress=False, n_threads=1
@@ -466,7 +469,7 @@ class KnowledgeBase:
         (with a retrieval span and the latency metric)."""
         index = self.indexes.get(agent)
         if index is None:
-            return Retrieval()
+            return NOTHING
         started = time.perf_counter()
         with tracing.retrieval_span(agent, index.top_k) as span:
             found = index.search(latest_user_text(messages))
