@@ -404,7 +404,12 @@ class KnowledgeBase:
             log.info("agent %s: indexed %d chunks", agent.name, len(index.chunks))
 
     def _signature(self, bundle: AgentBundle, agent: BundledAgent) -> tuple[Any, ...]:
-        parts: list[Any] = [agent.hash, agent.revision, agent.spec.model_dump_json()]
+        context = agent.spec.context
+        parts: list[Any] = [
+            agent.hash,
+            agent.revision,
+            context.model_dump_json() if context else "",
+        ]
         for source in _sources(agent):
             if source.config_map_ref is not None:
                 parts.append(stat_signature(self.folder(bundle, source.config_map_ref.name)))
