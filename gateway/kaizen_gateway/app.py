@@ -390,7 +390,9 @@ class Gateway:
 
 
 async def complete(agent: BundledAgent, provider: Any, chat: ChatRequest) -> dict[str, Any]:
-    """One model call, in its span."""
+    """One model call, in its span when tracing."""
+    if not tracing.enabled():
+        return await provider.complete(chat)  # type: ignore[no-any-return]
     model = agent.spec.model
     with tracing.model_span(model.provider, chat.model, chat.params, server=model.endpoint) as span:
         result: dict[str, Any] = await provider.complete(chat)
