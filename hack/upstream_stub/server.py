@@ -8,6 +8,9 @@ answer}} answers every request with one. An answer is a string (text) or an obje
                                        request's tool messages, joined by " | "
   {"tool_calls": [{"name": "lookup", "arguments": {...}}, ...]}
   optional "usage": {...} (replaces the counted usage), "delay": seconds
+  {"tool_calls": [...], "until": N, "content": "text"}  tool calls while the request
+                                       has fewer than N tool messages, then the text
+                                       (one script for any number of concurrent loops)
 GET /_control returns the last requests received (bodies included), so a test can check
 what the model was sent.
 """
@@ -49,7 +52,8 @@ def _scripted(model: str) -> dict[str, Any] | None:
 
 
 def _scripted_message(answer: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    if answer.get("tool_calls"):
+    done = sum(1 for m in messages if m.get("role") == "tool")
+    if answer.get("tool_calls") and done < answer.get("until", done + 1):
         return {
             "role": "assistant",
             "content": answer.get("content"),
