@@ -390,8 +390,9 @@ class KnowledgeBase:
             signature = self._signature(bundle, agent)
             if self._built.get(agent.name) == signature:
                 continue
-            documents, problems = self._documents(bundle, agent)
             settings = _settings(agent)
+            # Reading files and indexing happen off the event loop: requests go on.
+            documents, problems = await asyncio.to_thread(self._documents, bundle, agent)
             index, dropped = await asyncio.to_thread(build_index, documents, settings)
             if dropped:
                 problems.append(f"{dropped} chunks left out past maxChunks ({settings.max_chunks})")
