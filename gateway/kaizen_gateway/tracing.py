@@ -5,19 +5,21 @@ conventions, exported over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or
 SDK ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` and
 ``OTEL_BSP_*``.
 
-Unset, nothing is set up: every helper hands back one shared no-op handle, so a request
-pays a function call and an ``if`` per span.
+Unset, nothing is set up: ``traced`` leaves handlers unwrapped, ``streamed`` leaves
+streams as they are, and every other helper hands back one shared no-op handle.
 
 The tree of a request:
     invoke_agent {agent}          SERVER, the whole request (stream included)
       retrieval                   INTERNAL, the knowledge lookup
-      chat {model}                CLIENT, each model call
+      chat {model}                CLIENT, each model call of the agent loop
       execute_tool {tool}         INTERNAL, each server-side tool call
 
-Streaming answers outlive the request handler, so the request and model spans are
-handles ended explicitly (``start_request``/``start_model`` and ``.end()``), with
-``activate`` making the request span the parent of spans opened inside it; retrieval
-and tool spans are context managers.
+``traced`` opens the request span around a handler and, for a streamed answer, keeps it
+current while the body streams (the loop's later steps run then) and ends it with the
+last byte. Model, tool and retrieval spans are context managers that take the current
+span as parent (``model_span``, ``tool_span``, ``retrieval_span``); ``streamed`` wraps a
+provider's stream in a model span per call; ``start_request``/``start_model`` and
+``.end()`` are the explicit forms.
 """
 
 from __future__ import annotations
