@@ -229,10 +229,21 @@ def context_of(messages: list[dict[str, Any]]) -> str:
     )
 
 
+def metric(gw: KnowledgeGateway, line_start: str) -> float:
+    text = httpx.get(f"{gw.url}/metrics", timeout=5).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
+    )
+
+
 def test_the_answer_names_the_config_map_document_holding_the_fact(
     served: KnowledgeGateway,
 ) -> None:
+    lookups = 'kaizen_gateway_retrieval_duration_seconds_count{agent="shop"}'
+    before = metric(served, lookups)
     answer = invoke(served, "shop", "How many days do I have to get a refund?").json()
+    assert metric(served, lookups) == before + 1
+    assert metric(served, 'kaizen_gateway_knowledge_chunks{agent="shop"}') == 3
     assert answer["sources"][0]["name"] == "policies"
     assert answer["sources"][0]["document"] == "refunds.md"
     sent = served.sent_upstream()
