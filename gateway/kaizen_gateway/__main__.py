@@ -12,7 +12,14 @@ from pathlib import Path
 
 import uvicorn
 
-from kaizen_api.v1alpha1.bundle import BUNDLE_FILE, BUNDLE_MOUNT, GATEWAY_PORT, SECRETS_MOUNT
+from kaizen_api.v1alpha1.bundle import (
+    BUNDLE_FILE,
+    BUNDLE_MOUNT,
+    GATEWAY_PORT,
+    KNOWLEDGE_MOUNT,
+    SECRETS_MOUNT,
+)
+from kaizen_gateway import tracing
 from kaizen_gateway.app import Gateway, GatewaySettings, build_app
 
 
@@ -33,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path(SECRETS_MOUNT),
         help="Where Secrets are mounted (<secret>/<key> files).",
     )
+    parser.add_argument(
+        "--knowledge-dir",
+        type=Path,
+        default=Path(KNOWLEDGE_MOUNT),
+        help="Where knowledge ConfigMaps are mounted (<configmap>/<key> files).",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
     parser.add_argument(
         "--upstream-timeout", type=float, default=60.0, help="Seconds per upstream attempt."
@@ -47,8 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--allow-link-local-upstreams",
         action="store_true",
         default=os.environ.get("KAIZEN_GATEWAY_ALLOW_LINK_LOCAL", "") in ("1", "true"),
-        help="Let providers' base URLs be link-local or cloud-metadata addresses "
-        "(169.254.0.0/16, fe80::/10, ...); refused by default. Also "
+        help="Let providers' base URLs and http tools' URLs be link-local or cloud-metadata "
+        "addresses (169.254.0.0/16, fe80::/10, ...); refused by default. Also "
         "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1.",
     )
     parser.add_argument("--log-level", default="info")
@@ -65,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = GatewaySettings(
         bundle_path=args.bundle,
         secrets_dir=args.secrets_dir,
+        knowledge_dir=args.knowledge_dir,
         max_body_bytes=args.max_body_bytes,
         upstream_timeout=args.upstream_timeout,
         upstream_retries=args.upstream_retries,
@@ -74,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.prices.update(
             {k: (float(v[0]), float(v[1])) for k, v in json.loads(args.prices.read_text()).items()}
         )
+    tracing.configure()  # before the app is built: untraced handlers stay unwrapped
     app = build_app(Gateway(settings))
     uvicorn.run(
         app,

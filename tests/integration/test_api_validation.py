@@ -145,6 +145,20 @@ CASES = [
         "should match",
     ),
     Bad(
+        "runtime-deadline-too-long",
+        "Agent",
+        {"runtime": {"timeout": "2h"}},
+        "spec.runtime.timeout",
+        "timeout must be between 1s and 60m",
+    ),
+    Bad(
+        "runtime-zero-steps",
+        "Agent",
+        {"runtime": {"maxSteps": 0}},
+        "spec.runtime.maxSteps",
+        "greater than or equal to 1",
+    ),
+    Bad(
         "knowledge-two-sources",
         "Agent",
         {
@@ -154,6 +168,32 @@ CASES = [
         },
         "spec.context.knowledge[0]",
         "set exactly one of configMapRef or url",
+    ),
+    # Another tenant's ConfigMap cannot be named, nor a path out of the knowledge mount.
+    Bad(
+        "knowledge-other-namespace",
+        "Agent",
+        {
+            "context": {
+                "knowledge": [{"name": "k", "configMapRef": {"name": "cm", "namespace": "b"}}]
+            }
+        },
+        "spec.context.knowledge[0].configMapRef.namespace",
+        "unknown field",
+    ),
+    Bad(
+        "knowledge-path-name",
+        "Agent",
+        {"context": {"knowledge": [{"name": "k", "configMapRef": {"name": "../secrets"}}]}},
+        "spec.context.knowledge[0].configMapRef.name",
+        "should match",
+    ),
+    Bad(
+        "knowledge-top-k",
+        "Agent",
+        {"context": {"retrieval": {"topK": 100}}},
+        "spec.context.retrieval.topK",
+        "less than or equal to 20",
     ),
     # Gateway
     Bad(

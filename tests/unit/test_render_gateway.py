@@ -359,3 +359,37 @@ def test_ready_follows_the_deployment_rollout() -> None:
     assert (
         next(c for c in plan.status["conditions"] if c["type"] == "Reconciling")["status"] == "True"
     )
+
+
+def test_knowledge_config_maps_are_mounted_and_recorded_in_the_bundle() -> None:
+    knowledge = [
+        {"name": "handbook", "configMapRef": {"name": "hr.handbook"}},
+        {"name": "faq", "configMapRef": {"name": "hr-handbook"}},
+        {"name": "site", "url": "https://docs.example.test/refunds"},
+    ]
+    agents, revisions = with_revisions(agent("hello", context={"knowledge": knowledge}))
+    plan = render(gateway("dev"), agents, revisions)
+    assert bundle(plan)["knowledgeMounts"] == {
+        "hr-handbook": "/etc/kaizen/knowledge/hr-handbook",
+        "hr.handbook": "/etc/kaizen/knowledge/hr.handbook",
+    }
+    pod = child(plan, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"] if "configMap" in v and v["name"] != "bundle"}
+    assert sorted(v["configMap"]["name"] for v in volumes.values()) == [
+        "hr-handbook",
+        "hr.handbook",
+    ]
+    assert len(volumes) == 2  # names differing only by a dot get distinct volumes
+    assert all(v["configMap"]["optional"] for v in volumes.values())
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    for name, volume in volumes.items():
+        assert mounts[name]["mountPath"] == f"/etc/kaizen/knowledge/{volume['configMap']['name']}"
+        assert mounts[name]["readOnly"] is True
+
+
+def test_a_bundle_without_knowledge_has_no_knowledge_mounts() -> None:
+    agents, revisions = with_revisions(agent("hello"))
+    plan = render(gateway("dev"), agents, revisions)
+    assert "knowledgeMounts" not in bundle(plan)
+    volumes = child(plan, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if v["name"].startswith("knowledge-")]

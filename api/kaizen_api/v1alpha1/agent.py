@@ -22,6 +22,7 @@ from kaizen_api.v1alpha1.common import (
     SecretKeySelector,
     cel,
     k8s_extra,
+    parse_duration,
 )
 
 TOOL_NAME_PATTERN = r"^[a-zA-Z0-9_-]{1,64}$"
@@ -258,10 +259,14 @@ class KnowledgeSource(KaizenModel):
 
     name: str = Field(pattern=TOOL_NAME_PATTERN, description="Name of the source.")
     config_map_ref: LocalObjectReference | None = Field(
-        default=None, description="ConfigMap whose data entries are the documents."
+        default=None,
+        description="ConfigMap in the agent's namespace whose data entries are the documents (mounted into the gateway pods; an edit is served without a restart).",
     )
     url: str | None = Field(
-        default=None, max_length=2048, pattern=HTTP_URL_PATTERN, description="URL of the documents."
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="URL of one document (text, Markdown or HTML), fetched when the gateway loads the agent; link-local and metadata addresses are refused.",
     )
 
     @model_validator(mode="after")
@@ -271,16 +276,97 @@ class KnowledgeSource(KaizenModel):
         return self
 
 
+class RetrievalSpec(KaizenModel):
+    """How much of the agent's knowledge is indexed and given to the model."""
+
+    top_k: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Chunks given to the model per request: the most relevant to the latest user message (BM25).",
+    )
+    max_chunks: int = Field(
+        default=5000,
+        ge=1,
+        le=50_000,
+        description="Chunks indexed for this agent over all its sources; documents past the limit are left out (reported on the gateway's /readyz).",
+    )
+    max_document_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=8_388_608,
+        description="Largest document read (a ConfigMap key, or the body of a url source); a longer one is cut at this size (reported on the gateway's /readyz).",
+    )
+
+
 class ContextSpec(KaizenModel):
     """What the agent knows and remembers."""
 
     knowledge: list[KnowledgeSource] | None = Field(
         default=None,
         max_length=32,
-        description="Document sources, keyed by name.",
+        description="Document sources, keyed by name: chunked and indexed when the gateway loads the agent; the chunks most relevant to each request are given to the model with their source names.",
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["name"]),
     )
+    retrieval: RetrievalSpec | None = Field(
+        default=None,
+        description="Bounds of knowledge indexing and retrieval (defaults apply when unset).",
+    )
     memory: MemorySpec | None = Field(default=None, description="Conversation memory settings.")
+
+
+class RuntimeSpec(KaizenModel):
+    """Bounds of the agent loop: how long and how far the gateway keeps calling the model
+    and running the agent's http and mcp tools for one request."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "!has(self.timeout) || (duration(self.timeout) >= duration('1s') "
+                    "&& duration(self.timeout) <= duration('1h'))",
+                    "timeout must be between 1s and 60m",
+                    fieldPath=".timeout",
+                )
+            ]
+        )
+    )
+
+    max_steps: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Model calls per request. When the model still asks for http or mcp "
+        "tools at the last step, the answer ends with finish_reason max_steps.",
+    )
+    timeout: Duration = Field(
+        default="120s",
+        description="Deadline of the whole request (every model and tool call included), "
+        "e.g. 120s. Past it the caller gets a 504 deadline_exceeded error.",
+    )
+    token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description="Tokens (prompt and completion, summed over steps) a request may use. "
+        "When a step's model answer reaches it and still asks for tools, the answer ends "
+        "with finish_reason token_budget. Unset: no budget.",
+    )
+    max_concurrent_tools: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Tool calls of one step run at the same time, at most this many.",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_in_range(self) -> RuntimeSpec:
+        if not 1 <= parse_duration(self.timeout) <= MAX_RUNTIME_SECONDS:
+            raise ValueError(f"timeout must be between 1s and {MAX_RUNTIME_SECONDS // 60}m")
+        return self
+
+
+MAX_RUNTIME_SECONDS = 3600
 
 
 class Lifecycle(StrEnum):
@@ -305,6 +391,11 @@ class AgentSpec(KaizenModel):
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["name"]),
     )
     context: ContextSpec | None = Field(default=None, description="Knowledge and memory.")
+    runtime: RuntimeSpec | None = Field(
+        default=None,
+        description="Bounds of the agent loop (steps, deadline, token budget, concurrent "
+        "tools); unset fields take their defaults.",
+    )
     gateway_ref: LocalObjectReference | None = Field(
         default=None, description="The dev Gateway that serves this agent's latest revision."
     )

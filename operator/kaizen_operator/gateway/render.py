@@ -18,6 +18,8 @@ from kaizen_api.v1alpha1.bundle import (
     SECRETS_MOUNT,
     AgentBundle,
     BundledAgent,
+    knowledge_mount,
+    knowledge_volume_name,
     secret_volume_name,
 )
 from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
@@ -164,6 +166,14 @@ def render_bundle(
 ) -> AgentBundle:
     """The agent bundle the gateway pods load."""
     meta = inputs.gateway["metadata"]
+    config_maps = sorted(
+        {
+            source.config_map_ref.name
+            for agent in served
+            for source in (agent.spec.context.knowledge or [] if agent.spec.context else [])
+            if source.config_map_ref is not None
+        }
+    )
     return AgentBundle(
         gateway=meta["name"],
         namespace=meta["namespace"],
@@ -171,6 +181,7 @@ def render_bundle(
         agents=served,
         rate_limits=spec.rate_limits,
         auth=spec.auth,
+        knowledge_mounts={name: knowledge_mount(name) for name in config_maps} or None,
     )
 
 
@@ -243,6 +254,11 @@ def render_deployment(
         {"name": secret_volume_name(s), "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True}
         for s in secrets
     ]
+    knowledge = sorted((bundle.knowledge_mounts or {}).items())
+    mounts += [
+        {"name": knowledge_volume_name(cm), "mountPath": path, "readOnly": True}
+        for cm, path in knowledge
+    ]
     volumes = [
         {"name": "bundle", "configMap": {"name": names.gateway_bundle(gw)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
@@ -250,6 +266,13 @@ def render_deployment(
         # optional: a missing Secret breaks only the agents that use it, not the pod.
         {"name": secret_volume_name(s), "secret": {"secretName": s, "optional": True}}
         for s in secrets
+    ]
+    # A knowledge ConfigMap is mounted as a volume, not read into the bundle: the kubelet
+    # updates the files in place when it is edited, and the gateway re-indexes them
+    # without a rollout. Optional: a missing one is reported on /readyz, not a stuck pod.
+    volumes += [
+        {"name": knowledge_volume_name(cm), "configMap": {"name": cm, "optional": True}}
+        for cm, _ in knowledge
     ]
     deployment_spec: dict[str, Any] = {
         "revisionHistoryLimit": 5,
