@@ -42,6 +42,7 @@ from kaizen_gateway.providers import (
     provider_for,
 )
 from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
+from kaizen_gateway.tools.mcp import MCPConnections
 
 log = logging.getLogger("kaizen_gateway")
 PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
@@ -155,6 +156,7 @@ class Gateway:
         self.key_limits: KeyedBuckets | None = None
         self._keys: tuple[float, frozenset[str]] = (0.0, frozenset())
         self.secrets = MountedFiles(SECRET_MAX_AGE)  # provider credentials, by path
+        self.mcp = MCPConnections(allow_link_local=settings.allow_link_local)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -168,6 +170,7 @@ class Gateway:
             ),
         )
         self.reload()
+        self.mcp.start()
         self._watch = asyncio.create_task(self._watch_loop())
 
     async def stop(self) -> None:
@@ -175,6 +178,7 @@ class Gateway:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.mcp.stop()
         if self.session:
             await self.session.close()
 
@@ -189,6 +193,7 @@ class Gateway:
             current = self.bundles.current
             metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
             self._configure_limits()
+            self.mcp.serve(current.bundle if current else None)
 
     def _configure_limits(self) -> None:
         current = self.bundles.current
@@ -434,9 +439,23 @@ def build_app(gw: Gateway) -> Starlette:
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        if gw.bundles.current is None:
-            return PlainTextResponse(f"no valid bundle: {gw.bundles.last_error}", status_code=503)
-        return PlainTextResponse("ok")
+        # Ready = a valid bundle is loaded. An MCP server that is down is reported here
+        # (and on the Gateway's status), but keeps no pod out of the Service: the other
+        # agents and tools still work, and the model is told the tool failed.
+        current = gw.bundles.current
+        if current is None:
+            return JSONResponse(
+                {"ready": False, "reason": f"no valid bundle: {gw.bundles.last_error}"},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "ready": True,
+                "bundle": current.digest,
+                "agents": len(current.agents),
+                "mcpServers": gw.mcp.readiness(),
+            }
+        )
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")

@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -218,6 +218,7 @@ class MCPConnections:
         self._connections: dict[ServerKey, _Connection] = {}
         self._locks: dict[ServerKey, asyncio.Lock] = {}
         self._probe: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.connects = 0  # connections opened (one per server while it stays up)
 
     # ------------------------------------------------------------ bundle and lifecycle
@@ -230,13 +231,26 @@ class MCPConnections:
                 if tool.type == ToolType.MCP and tool.mcp is not None:
                     key = ServerKey(tool.mcp.url, tool.mcp.transport)
                     users.setdefault(key, []).append((agent.name, tool.name))
+        self.use(users)
+
+    def use(self, users: dict[ServerKey, list[tuple[str, str]]]) -> None:
+        """Serve these servers, each used by (agent, tool) pairs; forget the others."""
+        new = [key for key in users if key not in self.users]
         self.users = users
         for key in list(self.states):
             if key not in users:
                 self.states.pop(key)
                 connection = self._connections.pop(key, None)
                 if connection is not None:
-                    asyncio.get_running_loop().create_task(connection.close())
+                    self._background(connection.close())
+        if self._probe is not None:  # probing: check new servers now, not at the next round
+            for key in new:
+                self._background(self.refresh(key))
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def start(self, interval: float = PROBE_INTERVAL) -> None:
         """Probe the bundle's servers now and every ``interval`` seconds."""
@@ -247,6 +261,9 @@ class MCPConnections:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.gather(*(c.close() for c in self._connections.values()))
         self._connections.clear()
 
