@@ -6,16 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from kaizen_api.v1alpha1.agent import MCPTransport, Tool
 from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner, ServerKey
-from tests.support.mcp_toolserver import MCPToolServer
-from tests.support.processes import free_port
+from kaizen_operator.agent.render import AgentInputs, render_agent
+from kaizen_operator.gateway.render import (
+    GatewayInputs,
+    merge_tool_servers,
+    render_gateway,
+    tools_condition,
+)
+from kaizen_operator.gatewaymetrics import read_readiness
+from tests.support.mcp_toolserver import PATHS, MCPToolServer
+from tests.support.objects import agent, gateway
+from tests.support.processes import free_port, start, wait_http_ok
 
 pytestmark = pytest.mark.integration
 
@@ -203,3 +215,73 @@ def test_a_link_local_server_is_refused_before_any_connection() -> None:
     assert (result.ok, result.reason) == (False, "refused")
     assert "link-local" in result.content
     assert connections.connects == 0
+
+
+def test_the_gateways_readyz_reports_each_mcp_server_and_stays_ready(
+    tmp_path: Path, server: MCPToolServer
+) -> None:
+    """The kaizen-gateway process, with a bundle rendered by the operator: a reachable
+    and a dead MCP server show in /readyz details (what the operator reads for the
+    Gateway's ToolsReachable condition), and the pod stays ready."""
+    dead = f"http://127.0.0.1:{free_port()}{PATHS[server.transport]}"
+    shop = agent(
+        "shop",
+        tools=[
+            {
+                "name": "find_order",
+                "type": "mcp",
+                "mcp": {
+                    "url": server.url,
+                    "transport": server.transport,
+                    "toolName": "lookup_order",
+                },
+            },
+            {"name": "legacy", "type": "mcp", "mcp": {"url": dead, "transport": server.transport}},
+        ],
+    )
+    now = datetime.now(UTC)
+    body = {**shop, "status": render_agent(AgentInputs(shop, (), None, None, now)).status}
+    revisions = {"shop": render_agent(AgentInputs(shop, (), None, None, now)).create}
+    plan = render_gateway(
+        GatewayInputs(
+            gateway("dev", agents={"names": ["shop"]}),
+            (body,),
+            revisions,
+            False,
+            None,
+            None,
+            "img",
+            now,
+        )
+    )
+    bundle = tmp_path / "bundle.json"
+    bundle.write_text(
+        next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["bundle.json"]
+    )
+    port = free_port()
+    gw = start(
+        ["kaizen-gateway", "--bundle", str(bundle), "--host", "127.0.0.1", "--port", str(port)],
+        tmp_path / "gateway.log",
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(f"{url}/readyz", gw)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            resp = httpx.get(f"{url}/readyz", timeout=5)
+            servers = {s["url"]: s for s in resp.json()["mcpServers"]}
+            if all(s["reachable"] is not None for s in servers.values()):
+                break
+            time.sleep(0.2)
+        assert resp.status_code == 200 and resp.json()["ready"] is True
+        assert servers[server.url]["reachable"] is True
+        assert servers[server.url]["tools"] == [{"agent": "shop", "tool": "find_order"}]
+        assert (servers[dead]["reachable"], servers[dead]["reason"]) == (False, "unreachable")
+        # what the operator reads and renders from it
+        pages = asyncio.run(read_readiness([url]))
+        reason, message = tools_condition(plan.bundle, merge_tool_servers(pages.values()))[1:]
+        assert reason == "MCPServerUnreachable"
+        assert "agent shop tool legacy" in message and dead in message
+        assert "find_order" not in message
+    finally:
+        gw.stop()

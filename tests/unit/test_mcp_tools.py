@@ -10,7 +10,7 @@ import httpx2
 import mcp_types
 import pytest
 
-from kaizen_api.netguard import DestinationNotAllowed
+from kaizen_api.netguard import DestinationNotAllowed, display_url
 from kaizen_api.netguard_httpx import guarded_client
 from kaizen_api.v1alpha1.agent import Tool
 from kaizen_gateway.tools import ToolRunner
@@ -19,7 +19,6 @@ from kaizen_gateway.tools.mcp import (
     MCPConnections,
     MCPToolRunner,
     openai_tool,
-    redact,
     result_of,
     server_schema,
 )
@@ -113,9 +112,9 @@ def test_an_answer_over_the_cap_is_refused_not_handed_to_the_model() -> None:
 
 
 def test_status_and_logs_show_no_credentials_query_or_fragment_of_a_url() -> None:
-    shown = redact("https://user:s3cret@tools.example:8443/mcp?token=abc#frag")
+    shown = display_url("https://user:s3cret@tools.example:8443/mcp?token=abc#frag")
     assert shown == "https://tools.example:8443/mcp"
-    assert redact("http://[::1]:9000/sse") == "http://[::1]:9000/sse"
+    assert display_url("http://[::1]:9000/sse") == "http://[::1]:9000/sse"
 
 
 @pytest.mark.parametrize(

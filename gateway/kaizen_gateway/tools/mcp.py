@@ -23,7 +23,6 @@ import time
 from collections.abc import AsyncIterator, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx2
 import mcp_types
@@ -32,7 +31,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
-from kaizen_api.netguard import DestinationNotAllowed, check_url
+from kaizen_api.netguard import DestinationNotAllowed, check_url, display_url
 from kaizen_api.netguard_httpx import guarded_client
 from kaizen_api.v1alpha1.agent import MCPTransport, Tool, ToolType
 from kaizen_api.v1alpha1.bundle import AgentBundle
@@ -48,16 +47,6 @@ LIST_PAGES = 20  # tools/list pages read at most (a paginator that never ends ca
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
 
-def redact(url: str) -> str:
-    """The URL without credentials, query or fragment: what status and logs may show."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
-
-
 @dataclass(frozen=True)
 class ServerKey:
     """Where an MCP server lives: one connection per key."""
@@ -66,7 +55,7 @@ class ServerKey:
     transport: MCPTransport
 
     def shown(self) -> str:
-        return redact(self.url)
+        return display_url(self.url)
 
 
 @dataclass
@@ -229,7 +218,7 @@ class MCPConnections:
         for agent in bundle.agents if bundle else []:
             for tool in agent.spec.tools or []:
                 if tool.type == ToolType.MCP and tool.mcp is not None:
-                    key = ServerKey(tool.mcp.url, tool.mcp.transport)
+                    key = ServerKey(tool.mcp.url, MCPTransport(tool.mcp.transport))
                     users.setdefault(key, []).append((agent.name, tool.name))
         self.use(users)
 
@@ -466,7 +455,7 @@ class MCPToolRunner:
         self.tool = tool
         self.name = tool.name
         self.remote_name = tool.mcp.tool_name or tool.name
-        self.key = ServerKey(tool.mcp.url, tool.mcp.transport)
+        self.key = ServerKey(tool.mcp.url, MCPTransport(tool.mcp.transport))
         self.connections = connections
 
     def _listed(self) -> mcp_types.Tool | None:
