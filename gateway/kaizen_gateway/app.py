@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,79 +29,43 @@ from starlette.routing import Route
 
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
+from kaizen_api.v1alpha1.agent import ToolType
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
-from kaizen_gateway import metrics
+from kaizen_gateway import answers, metrics
 from kaizen_gateway.bundle import BundleHolder
+from kaizen_gateway.chat import (
+    PARAM_KEYS,
+    PASSTHROUGH,
+    check_message,
+    check_params,
+    refuse_constant,
+)
 from kaizen_gateway.errors import GatewayError, UpstreamError
+from kaizen_gateway.loop import Bounds, Event, Outcome, outcome_of, run
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
     SECRET_MAX_AGE,
     ChatRequest,
     UpstreamConfig,
-    dumps,
     encode,
     provider_for,
 )
 from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
-from kaizen_gateway.tools.mcp import MCPConnections
+from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
+from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
+from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
 
 log = logging.getLogger("kaizen_gateway")
-PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+@dataclass(frozen=True)
+class AgentTools:
+    """What the loop needs of one agent revision, built once per bundle."""
 
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _dicts(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, dict) for x in v)
-
-
-# What each passed-through parameter must look like (the OpenAI API's types): a wrong
-# type is the caller's 400, not something to forward and answer with an upstream 502.
-PARAM_TYPES: dict[str, tuple[str, Any]] = {
-    "temperature": ("a number", _number),
-    "top_p": ("a number", _number),
-    "presence_penalty": ("a number", _number),
-    "frequency_penalty": ("a number", _number),
-    "max_tokens": ("an integer", _integer),
-    "max_completion_tokens": ("an integer", _integer),
-    "seed": ("an integer", _integer),
-    "n": ("an integer", _integer),
-    "stop": (
-        "a string or a list of strings",
-        lambda v: (
-            isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
-        ),
-    ),
-    "tools": ("a list of tool objects", _dicts),
-    "tool_choice": ("a string or an object", lambda v: isinstance(v, str | dict)),
-    "response_format": ("an object", lambda v: isinstance(v, dict)),
-    "user": ("a string", lambda v: isinstance(v, str)),
-    "parallel_tool_calls": ("a boolean", lambda v: isinstance(v, bool)),
-    "stream": ("a boolean", lambda v: isinstance(v, bool)),
-}
-
-
-# The caller's parameters sent on to the provider ("stream" picks the answer's form).
-PASSTHROUGH = tuple(key for key in PARAM_TYPES if key != "stream")
-
-
-def _refuse_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (Python's parser takes them; providers do not)."""
-    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
-
-
-def check_params(body: dict[str, Any]) -> None:
-    """Refuse a request parameter of the wrong type, naming it (null means unset)."""
-    for key, (kind, valid) in PARAM_TYPES.items():
-        value = body.get(key)
-        if value is not None and not valid(value):
-            raise GatewayError(400, f"{key} must be {kind}", param=key)
+    runners: dict[str, ToolRunner]  # server-side tools by name
+    functions: list[dict[str, Any]]  # the caller's tools (type function), as the model sees them
+    served: list[dict[str, Any]]  # the server-side tools, as the model sees them
+    bounds: Bounds
 
 
 @dataclass
@@ -119,30 +84,6 @@ class GatewaySettings:
     )
 
 
-MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-
-
-def check_message(index: int, message: dict[str, Any]) -> None:
-    """Refuse a chat message no provider would take (400 naming the field), instead of
-    forwarding it and answering the upstream's failure as a 502."""
-    role, content = message.get("role"), message.get("content")
-    if role not in MESSAGE_ROLES:
-        raise GatewayError(
-            400,
-            f"messages[{index}].role must be one of {', '.join(MESSAGE_ROLES)}",
-            param=f"messages[{index}].role",
-        )
-    parts_ok = isinstance(content, list) and all(
-        isinstance(p, dict) and isinstance(p.get("type"), str) for p in content
-    )
-    if not (content is None or isinstance(content, str) or parts_ok):
-        raise GatewayError(
-            400,
-            f"messages[{index}].content must be a string, null or a list of typed parts",
-            param=f"messages[{index}].content",
-        )
-
-
 class Gateway:
     """Shared state of the process: bundle, upstream session, rate limiters."""
 
@@ -150,6 +91,10 @@ class Gateway:
         self.settings = settings
         self.bundles = BundleHolder(settings.bundle_path)
         self.session: aiohttp.ClientSession | None = None
+        self.tool_session: aiohttp.ClientSession | None = (
+            None  # own pool: tools never starve models
+        )
+        self._tools: dict[tuple[str, str, int], AgentTools] = {}
         self._watch: asyncio.Task[None] | None = None
         self._limits_digest: str | None = None
         self.total_limit: TokenBucket | None = None
@@ -169,6 +114,14 @@ class Gateway:
                 ttl_dns_cache=300,
             ),
         )
+        self.tool_session = aiohttp.ClientSession(
+            connector=guarded_connector(
+                allow_link_local=self.settings.allow_link_local,
+                how_to_allow=HOW_TO_ALLOW,
+                limit=1000,
+                ttl_dns_cache=300,
+            ),
+        )
         self.reload()
         self.mcp.start()
         self._watch = asyncio.create_task(self._watch_loop())
@@ -181,6 +134,8 @@ class Gateway:
         await self.mcp.stop()
         if self.session:
             await self.session.close()
+        if self.tool_session:
+            await self.tool_session.close()
 
     async def _watch_loop(self) -> None:
         while True:
@@ -192,6 +147,7 @@ class Gateway:
             metrics.BUNDLE_RELOADS.inc()
             current = self.bundles.current
             metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
+            self._tools = {}
             self._configure_limits()
             self.mcp.serve(current.bundle if current else None)
 
@@ -293,7 +249,7 @@ class Gateway:
                     413, f"request body larger than {limit} bytes", code="request_too_large"
                 )
         try:
-            data = json.loads(body, parse_constant=_refuse_constant)
+            data = json.loads(body, parse_constant=refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise GatewayError(400, f"malformed JSON body: {exc}", code="invalid_json") from exc
         except RecursionError as exc:
@@ -315,7 +271,45 @@ class Gateway:
             )
         return agent
 
-    def chat_request(self, agent: BundledAgent, body: dict[str, Any]) -> ChatRequest:
+    def tool_factories(self) -> dict[str, RunnerFactory]:
+        """How each type of server-side tool is run."""
+        return {
+            ToolType.HTTP: lambda tool: HTTPToolRunner(
+                tool,
+                self._tool_session,
+                secrets_dir=self.settings.secrets_dir,
+                secrets=self.secrets,
+                allow_link_local=self.settings.allow_link_local,
+            ),
+            ToolType.MCP: lambda tool: MCPToolRunner(tool, self.mcp),
+        }
+
+    def _tool_session(self) -> aiohttp.ClientSession:
+        if self.tool_session is None:
+            raise RuntimeError("the gateway is not started")
+        return self.tool_session
+
+    def agent_tools(self, agent: BundledAgent) -> AgentTools:
+        """The agent revision's tools and bounds (built on its first request)."""
+        # A new MCP tool listing (a server's schemas) rebuilds what the model sees.
+        key = (agent.name, agent.hash, self.mcp.listings)
+        found = self._tools.get(key)
+        if found is None:
+            self._tools = {k: v for k, v in self._tools.items() if k[:2] != key[:2]}
+            tools = agent.spec.tools or []
+            runners = runners_for(tools, self.tool_factories())
+            found = AgentTools(
+                runners,
+                [function_spec(t) for t in tools if t.type == ToolType.FUNCTION],
+                [r.spec() for r in runners.values()],
+                Bounds.of(agent.spec),
+            )
+            self._tools[key] = found
+        return found
+
+    def chat_request(
+        self, agent: BundledAgent, body: dict[str, Any], tools: AgentTools
+    ) -> ChatRequest:
         messages = body.get("messages")
         if (
             not isinstance(messages, list)
@@ -341,19 +335,18 @@ class Gateway:
                 }
             )
         params.update({k: body[k] for k in PASSTHROUGH if k in body})
-        functions = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters or {"type": "object", "properties": {}},
-                },
-            }
-            for t in spec.tools or []
-        ]
-        if functions and "tools" not in params:
-            params["tools"] = functions
+        # The caller's tools replace the agent's function tools; the server-side ones stay.
+        offered = params.get("tools", tools.functions)
+        for i, tool in enumerate(offered):
+            name = (tool.get("function") or {}).get("name")
+            if name in tools.runners:
+                raise GatewayError(
+                    400,
+                    f"tools[{i}] is named {name!r}, like a tool this agent runs itself; rename it",
+                    param=f"tools[{i}]",
+                )
+        if offered or tools.served:
+            params["tools"] = [*offered, *tools.served]
         return ChatRequest(model=spec.model.name, messages=messages, params=params)
 
     def provider(self, agent: BundledAgent) -> Any:
@@ -421,15 +414,32 @@ def _error(exc: GatewayError, extra: dict[str, str] | None = None) -> JSONRespon
 
 
 def _headers(
-    agent: BundledAgent, started: float, upstream: float, request_id: str
+    agent: BundledAgent, started: float, waited: float, request_id: str, steps: int = 1
 ) -> dict[str, str]:
-    overhead = (time.perf_counter() - started - upstream) * 1000
+    """Response headers; the overhead is the time not spent waiting for models and tools."""
+    overhead = (time.perf_counter() - started - waited) * 1000
     return {
         "x-kaizen-agent-revision": str(agent.revision),
         "x-kaizen-agent": agent.name,
         "x-kaizen-overhead-ms": f"{overhead:.3f}",
+        "x-kaizen-steps": str(steps),
         "x-request-id": request_id,
     }
+
+
+def _outcome_headers(
+    agent: BundledAgent, started: float, request_id: str, outcome: Outcome
+) -> dict[str, str]:
+    headers = _headers(
+        agent,
+        started,
+        outcome.model_seconds + outcome.tool_seconds,
+        request_id,
+        outcome.steps,
+    )
+    if outcome.fallback:
+        headers["x-kaizen-fallback-model"] = outcome.fallback
+    return headers
 
 
 def build_app(gw: Gateway) -> Starlette:
@@ -479,6 +489,38 @@ def build_app(gw: Gateway) -> Starlette:
         ]
         return JSONResponse({"object": "list", "data": data})
 
+    def loop(agent: BundledAgent, chat: ChatRequest, tools: AgentTools, stream: bool) -> Any:
+        provider = gw.provider(agent)
+        return run(
+            agent.name,
+            chat,
+            tools.runners,
+            tools.bounds,
+            partial(complete_with_fallback, agent, provider),
+            provider.stream if stream else None,
+        )
+
+    async def start_stream(
+        agent: BundledAgent, events: Any, started: float, request_id: str
+    ) -> tuple[Event, dict[str, str]]:
+        """The first event, before the response starts: an error there is a plain
+        HTTP error (raised), not an error event."""
+        try:
+            first = await anext(events)
+        except BaseException:
+            await events.aclose()
+            raise
+        waited = time.perf_counter() - started  # the first event is all waiting
+        return first, _headers(agent, started, waited, request_id)
+
+    def finisher(agent: BundledAgent, started: float) -> Any:
+        def done(status: int, outcome: Outcome | None) -> None:
+            gw.account(
+                agent, status, time.perf_counter() - started, outcome.usage if outcome else None
+            )
+
+        return done
+
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
@@ -487,24 +529,34 @@ def build_app(gw: Gateway) -> Starlette:
             gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
-            chat = gw.chat_request(agent, body)
-            provider = gw.provider(agent)
+            await gw.mcp.prepare(agent.spec.tools)
+            tools = gw.agent_tools(agent)
+            chat = gw.chat_request(agent, body, tools)
             if body.get("stream"):
-                return await _stream(gw, agent, provider, chat, started, request_id)
-            t0 = time.perf_counter()
-            result = await complete_with_fallback(agent, provider, chat)
-            upstream = time.perf_counter() - t0
+                events = loop(agent, chat, tools, True)
+                first, headers = await start_stream(agent, events, started, request_id)
+                labels = (agent.name, str(agent.revision))
+                sse = answers.chat_sse(
+                    first,
+                    events,
+                    agent.name,
+                    request_id,
+                    finisher(agent, started),
+                    lambda: metrics.TTFT.labels(*labels).observe(time.perf_counter() - started),
+                )
+                return StreamingResponse(
+                    sse,
+                    media_type="text/event-stream",
+                    headers={**headers, "cache-control": "no-cache"},
+                )
+            outcome = await outcome_of(loop(agent, chat, tools, False))
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
-        result["id"] = result.get("id") or f"chatcmpl-{request_id}"
-        result["model"] = agent.name
-        headers = _headers(agent, started, upstream, request_id)
-        fallback = result.pop("x_kaizen_fallback", None)
-        if fallback:
-            headers["x-kaizen-fallback-model"] = fallback
-        gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
+        result = answers.completion(outcome, agent.name, request_id)
+        headers = _outcome_headers(agent, started, request_id, outcome)
+        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
         return Response(encode(result), media_type="application/json", headers=headers)
 
     async def invoke(request: Request) -> Response:
@@ -518,32 +570,44 @@ def build_app(gw: Gateway) -> Starlette:
             text = body.get("input")
             if not isinstance(text, str) or not text:
                 raise GatewayError(400, "input must be a non-empty string", param="input")
+            stream = body.get("stream", False)
+            if not isinstance(stream, bool):
+                raise GatewayError(400, "stream must be a boolean", param="stream")
+            await gw.mcp.prepare(agent.spec.tools)
+            tools = gw.agent_tools(agent)
             chat = gw.chat_request(
                 agent,
                 {
                     "messages": [*body.get("history", []), {"role": "user", "content": text}],
                     **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
                 },
+                tools,
             )
-            t0 = time.perf_counter()
-            result = await complete_with_fallback(agent, gw.provider(agent), chat)
-            upstream = time.perf_counter() - t0
+            events = loop(agent, chat, tools, stream)
+            if stream:
+                first, headers = await start_stream(agent, events, started, request_id)
+                served = agent
+                sse = answers.native_sse(
+                    first,
+                    events,
+                    lambda outcome: answers.native(
+                        outcome, served.name, served.revision, started, request_id
+                    ),
+                    finisher(agent, started),
+                )
+                return StreamingResponse(
+                    sse,
+                    media_type="text/event-stream",
+                    headers={**headers, "cache-control": "no-cache"},
+                )
+            outcome = await outcome_of(events)
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
-        message = result["choices"][0]["message"]
-        gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
-        out = {
-            "agent": agent.name,
-            "revision": agent.revision,
-            "output": message.get("content") or "",
-            "toolCalls": message.get("tool_calls") or [],
-            "usage": result.get("usage", {}),
-            "latencyMs": round((time.perf_counter() - started) * 1000, 3),
-            "requestId": request_id,
-        }
-        return JSONResponse(out, headers=_headers(agent, started, upstream, request_id))
+        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
+        out = answers.native(outcome, agent.name, agent.revision, started, request_id)
+        return JSONResponse(out, headers=_outcome_headers(agent, started, request_id, outcome))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -563,50 +627,4 @@ def build_app(gw: Gateway) -> Starlette:
             Route("/agents/{name}/invoke", invoke, methods=["POST"]),
         ],
         lifespan=lifespan,
-    )
-
-
-async def _stream(
-    gw: Gateway,
-    agent: BundledAgent,
-    provider: Any,
-    chat: ChatRequest,
-    started: float,
-    request_id: str,
-) -> Response:
-    """Server-sent events in OpenAI's chunk format; errors after the start become an error event."""
-    stream = provider.stream(chat)
-    t0 = time.perf_counter()
-    try:
-        first = await anext(stream)
-    except StopAsyncIteration:
-        first = None
-    except GatewayError as exc:
-        gw.account(agent, exc.status, time.perf_counter() - started, None)
-        await stream.aclose()
-        return _error(exc, {"x-request-id": request_id})
-    labels = (agent.name, str(agent.revision))
-    metrics.TTFT.labels(*labels).observe(time.perf_counter() - started)
-    headers = _headers(agent, started, time.perf_counter() - t0, request_id)
-    chunk_id = f"chatcmpl-{request_id}"
-
-    async def events() -> AsyncIterator[str]:
-        usage = None
-        status = 200
-        try:
-            chunk = first
-            while chunk is not None:
-                chunk.update(id=chunk_id, model=agent.name)
-                usage = chunk.get("usage") or usage
-                yield f"data: {dumps(chunk)}\n\n"
-                chunk = await anext(stream, None)
-        except GatewayError as exc:
-            status = exc.status
-            yield f"data: {dumps(exc.body())}\n\n"
-        finally:
-            gw.account(agent, status, time.perf_counter() - started, usage)
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
     )

@@ -1,4 +1,16 @@
-"""`python -m upstream_stub.server --port N`: OpenAI + Anthropic protocol stub on 127.0.0.1."""
+"""`python -m upstream_stub.server --port N`: OpenAI + Anthropic protocol stub on 127.0.0.1.
+
+Scripted answers (OpenAI protocol) make it act as a model that calls tools:
+POST /_control {"scripts": {"<model>": [answer, ...]}} answers the model's next requests
+with these answers in order (then the default echo again); {"<model>": {"always":
+answer}} answers every request with one. An answer is a string (text) or an object:
+  {"content": "text"}                  text; "{tools}" in it becomes the contents of the
+                                       request's tool messages, joined by " | "
+  {"tool_calls": [{"name": "lookup", "arguments": {...}}, ...]}
+  optional "usage": {...} (replaces the counted usage), "delay": seconds
+GET /_control returns the last requests received (bodies included), so a test can check
+what the model was sent.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +27,120 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-STATE: dict[str, Any] = {"fail": [], "delay": 0.0, "requests": [], "broken_models": []}
+STATE: dict[str, Any] = {
+    "fail": [],
+    "delay": 0.0,
+    "requests": [],
+    "broken_models": [],
+    "scripts": {},
+}
+
+
+def _scripted(model: str) -> dict[str, Any] | None:
+    """The next scripted answer for ``model`` (as an object), if one is set."""
+    script = STATE["scripts"].get(model)
+    if isinstance(script, dict):
+        answer = script.get("always")
+    elif script:
+        answer = script.pop(0)
+    else:
+        return None
+    return {"content": answer} if isinstance(answer, str) else answer
+
+
+def _scripted_message(answer: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    if answer.get("tool_calls"):
+        return {
+            "role": "assistant",
+            "content": answer.get("content"),
+            "tool_calls": [
+                {
+                    "id": call.get("id") or f"call_{i}_{len(STATE['requests'])}",
+                    "type": "function",
+                    "function": {
+                        "name": call["name"],
+                        "arguments": json.dumps(call.get("arguments", {})),
+                    },
+                }
+                for i, call in enumerate(answer["tool_calls"])
+            ],
+        }
+    tools = " | ".join(str(m.get("content")) for m in messages if m.get("role") == "tool")
+    return {
+        "role": "assistant",
+        "content": str(answer.get("content", "")).replace("{tools}", tools),
+    }
+
+
+def _scripted_response(body: dict[str, Any], answer: dict[str, Any]) -> Response:
+    """A scripted answer, whole or as a chunk stream (tool-call arguments in two pieces,
+    as real models stream them)."""
+    message = _scripted_message(answer, body["messages"])
+    words = len(str(message.get("content") or "").split())
+    usage = answer.get("usage") or {
+        "prompt_tokens": 11,
+        "completion_tokens": words + 5 * len(message.get("tool_calls") or []),
+    }
+    usage.setdefault("total_tokens", usage["prompt_tokens"] + usage["completion_tokens"])
+    finish = "tool_calls" if message.get("tool_calls") else "stop"
+    if not body.get("stream"):
+        return JSONResponse(
+            {
+                "id": "stub-1",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                "usage": usage,
+            }
+        )
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> str:
+        data = {
+            "id": "stub-1",
+            "object": "chat.completion.chunk",
+            "model": body["model"],
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+            **extra,
+        }
+        return f"data: {json.dumps(data)}\n\n"
+
+    async def chunks() -> AsyncIterator[str]:
+        yield chunk({"role": "assistant", "content": ""})
+        for i, word in enumerate(str(message.get("content") or "").split(" ")):
+            if word:
+                yield chunk({"content": word if i == 0 else " " + word})
+        for i, call in enumerate(message.get("tool_calls") or []):
+            args = call["function"]["arguments"]
+            half = len(args) // 2
+            yield chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": i,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {
+                                "name": call["function"]["name"],
+                                "arguments": args[:half],
+                            },
+                        }
+                    ]
+                }
+            )
+            yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[half:]}}]})
+        yield chunk({}, finish)
+        last = {
+            "id": "stub-1",
+            "object": "chat.completion.chunk",
+            "model": body["model"],
+            "choices": [],
+            "usage": usage,
+        }
+        yield f"data: {json.dumps(last)}\n\n"
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(chunks(), media_type="text/event-stream")
 
 
 def _answer(messages: list[dict[str, Any]], system: str | None = None) -> str:
@@ -51,6 +176,11 @@ async def openai_chat(request: Request) -> Response:
     failed = await _maybe_fail(body.get("model", ""))
     if failed:
         return failed
+    scripted = _scripted(body.get("model", ""))
+    if scripted is not None:
+        if scripted.get("delay"):
+            await asyncio.sleep(scripted["delay"])
+        return _scripted_response(body, scripted)
     system = next((m["content"] for m in body["messages"] if m["role"] == "system"), None)
     answer = _answer(body["messages"], system)
     usage = {

@@ -8,8 +8,11 @@ content to the model as the tool's result. Only a bug raises.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
+
+from kaizen_api.v1alpha1.agent import Tool, ToolType
 
 
 @dataclass(frozen=True)
@@ -34,10 +37,48 @@ class ToolRunner(Protocol):
         ...
 
     async def call(self, arguments: dict[str, Any], *, timeout: float) -> ToolResult:
-        """Run the tool with the model's arguments, within ``timeout`` seconds."""
+        """Run the tool with the model's arguments. ``timeout`` is what is left of the
+        request's deadline; a runner with its own per-call timeout applies the smaller."""
         ...
 
 
 def failed(reason: str, message: str) -> ToolResult:
     """A failed call, worded for the model: it reads the content, a metric reads the reason."""
     return ToolResult(content=f"tool error ({reason}): {message}", ok=False, reason=reason)
+
+
+RunnerFactory = Callable[[Tool], ToolRunner]
+"""Makes the runner of one tool of one type (the gateway holds one factory per type)."""
+
+
+class Unavailable:
+    """A server-side tool this gateway has no runner for: every call fails, and says so."""
+
+    def __init__(self, tool: Tool) -> None:
+        self.name = tool.name
+        self._spec = {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        self._reason = f"{tool.type} tools are not supported by this gateway"
+
+    def spec(self) -> dict[str, Any]:
+        return self._spec
+
+    async def call(self, arguments: dict[str, Any], *, timeout: float) -> ToolResult:
+        return failed("unavailable", self._reason)
+
+
+def runners_for(
+    tools: list[Tool] | None, factories: Mapping[str, RunnerFactory]
+) -> dict[str, ToolRunner]:
+    """The server-side tools (every type but ``function``) of an agent, by name."""
+    return {
+        tool.name: factories.get(tool.type, Unavailable)(tool)
+        for tool in tools or []
+        if tool.type != ToolType.FUNCTION
+    }

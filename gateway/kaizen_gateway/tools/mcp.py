@@ -41,6 +41,8 @@ log = logging.getLogger("kaizen_gateway.tools.mcp")
 
 HOW_TO_ALLOW = "start kaizen-gateway with KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1"
 CONNECT_TIMEOUT = 10.0  # seconds to connect and list tools when no call bounds it
+PREPARE_TIMEOUT = 5.0  # seconds a request waits for a never-listed server's listing
+RELIST_AFTER = 5.0  # seconds before a request tries again to list a server that failed
 PROBE_INTERVAL = 15.0  # seconds between readiness probes of each server in the bundle
 MAX_CONTENT_CHARS = 100_000  # a tool's answer larger than this is refused, not truncated
 LIST_PAGES = 20  # tools/list pages read at most (a paginator that never ends cannot hang)
@@ -209,6 +211,7 @@ class MCPConnections:
         self._probe: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.connects = 0  # connections opened (one per server while it stays up)
+        self.listings = 0  # bumped when a server's tool listing changes (specs to rebuild)
 
     # ------------------------------------------------------------ bundle and lifecycle
 
@@ -352,9 +355,29 @@ class MCPConnections:
                 if connection is not None:
                     await self._drop(key, connection)
             return state
+        if not state.listed or tools != state.tools:
+            self.listings += 1
         state.tools, state.listed = tools, True
         self._mark(key, None)
         return state
+
+    async def prepare(self, tools: list[Tool] | None, timeout: float = PREPARE_TIMEOUT) -> None:
+        """Before an agent's request: list the servers of its mcp tools that give no
+        parameters and were never listed, unless one was tried in the last
+        RELIST_AFTER seconds (a server that is down does not slow every request)."""
+        now = time.time()
+        keys = {
+            ServerKey(tool.mcp.url, MCPTransport(tool.mcp.transport))
+            for tool in tools or []
+            if tool.type == ToolType.MCP and tool.mcp is not None and tool.parameters is None
+        }
+        stale = [
+            key
+            for key in keys
+            if not self.state(key).listed and now - self.state(key).checked > RELIST_AFTER
+        ]
+        if stale:
+            await asyncio.gather(*(self.refresh(key, timeout) for key in stale))
 
     async def call(
         self, key: ServerKey, name: str, arguments: dict[str, Any], timeout: float
@@ -462,12 +485,9 @@ class MCPToolRunner:
         state = self.connections.states.get(self.key)
         return state.tools.get(self.remote_name) if state else None
 
-    async def prepare(self, timeout: float = CONNECT_TIMEOUT) -> None:
-        """Fetch the server's listing unless known (or not needed: the Agent gives the
-        parameters). A failure is recorded, not raised: the call reports it later."""
-        state = self.connections.states.get(self.key)
-        if self.tool.parameters is None and (state is None or not state.listed):
-            await self.connections.refresh(self.key, timeout)
+    async def prepare(self, timeout: float = PREPARE_TIMEOUT) -> None:
+        """Fetch the server's listing unless known or not needed (MCPConnections.prepare)."""
+        await self.connections.prepare([self.tool], timeout)
 
     def spec(self) -> dict[str, Any]:
         return openai_tool(self.tool, self._listed())
