@@ -21,6 +21,8 @@ from tests.support.processes import free_port
 
 pytestmark = pytest.mark.e2e
 
+TOKEN = "mcp-token-4711"  # in the MCP server's URL: never in logs, /readyz or answers
+
 
 @pytest.fixture(scope="module")
 def mcp_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, MCPToolServer]]:
@@ -51,7 +53,7 @@ def served(
                     {
                         "name": "find_order",
                         "type": "mcp",
-                        "mcp": {"url": shop.url, "toolName": "lookup_order"},
+                        "mcp": {"url": f"{shop.url}?token={TOKEN}", "toolName": "lookup_order"},
                     },
                     {
                         "name": "add",
@@ -59,7 +61,7 @@ def served(
                         "description": "Add two integers (over SSE).",
                         "mcp": {"url": sse.url, "transport": "sse"},
                     },
-                    {"name": "sleep", "type": "mcp", "mcp": {"url": shop.url}},
+                    {"name": "sleep", "type": "mcp", "mcp": {"url": f"{shop.url}?token={TOKEN}"}},
                     {
                         "name": "notify",
                         "type": "http",
@@ -181,3 +183,5 @@ def test_an_mcp_server_killed_mid_call_is_a_tool_error_for_the_model_not_a_5xx(
         model="shop", messages=[{"role": "user", "content": "wait"}]
     )
     assert again.choices[0].message.content == "slept 0s"
+    assert TOKEN not in answer and TOKEN not in readiness.text
+    assert TOKEN not in served.process.log.read_text()

@@ -38,6 +38,9 @@ from kaizen_api.v1alpha1.bundle import AgentBundle
 from kaizen_gateway.tools import ToolResult, failed
 
 log = logging.getLogger("kaizen_gateway.tools.mcp")
+# httpx2 (the SDK's HTTP client) logs every request's full URL at INFO: a token in an MCP
+# server's URL would land in the logs, once per call.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
 
 HOW_TO_ALLOW = "start kaizen-gateway with KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1"
 CONNECT_TIMEOUT = 10.0  # seconds to connect and list tools when no call bounds it
@@ -180,7 +183,11 @@ class _Connection:
             if not ready.done():
                 ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError(exc))
             elif not self._closing.is_set():
-                log.info("MCP server %s: connection ended: %s", self.key.shown(), exc)
+                log.info(
+                    "MCP server %s: connection ended: %s",
+                    self.key.shown(),
+                    describe(exc, self.key).message,
+                )
             if not isinstance(exc, Exception):
                 raise
         finally:
