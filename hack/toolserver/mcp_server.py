@@ -10,6 +10,7 @@ Its tools are deterministic, so tests and examples can assert on their answers:
 - ``lookup_order(order_id)``: an order's status, carrier and total, derived from the id
 - ``add(a, b)``: the sum of two integers
 - ``sleep(seconds)``: answers after a while (for timeouts and killing a server mid-call)
+- ``blob(megabytes)``: a huge answer (for the size cap)
 
 ``GET /stats`` answers {"handshakes": n, "calls": {tool: n}}: a handshake is an
 ``initialize`` or ``server/discover`` request, i.e. one client connection (session).
@@ -76,6 +77,12 @@ async def sleep(seconds: float) -> str:
     """Wait ``seconds`` seconds, then answer."""
     await anyio.sleep(seconds)
     return f"slept {seconds:g}s"
+
+
+@server.tool()
+def blob(megabytes: float) -> str:
+    """Answer ``megabytes`` MB of text (a hostile answer, for the size cap)."""
+    return "x" * int(megabytes * 1_000_000)
 
 
 @server.custom_route("/stats", methods=["GET"])  # type: ignore[untyped-decorator]

@@ -62,6 +62,12 @@ def served(
                         "mcp": {"url": sse.url, "transport": "sse"},
                     },
                     {"name": "sleep", "type": "mcp", "mcp": {"url": f"{shop.url}?token={TOKEN}"}},
+                    {"name": "blob", "type": "mcp", "mcp": {"url": f"{shop.url}?token={TOKEN}"}},
+                    {
+                        "name": "blob_sse",
+                        "type": "mcp",
+                        "mcp": {"url": sse.url, "transport": "sse", "toolName": "blob"},
+                    },
                     {
                         "name": "notify",
                         "type": "http",
@@ -185,3 +191,38 @@ def test_an_mcp_server_killed_mid_call_is_a_tool_error_for_the_model_not_a_5xx(
     assert again.choices[0].message.content == "slept 0s"
     assert TOKEN not in answer and TOKEN not in readiness.text
     assert TOKEN not in served.process.log.read_text()
+
+
+def peak_rss_mib(served: Served) -> float:
+    status = Path(f"/proc/{served.process.proc.pid}/status").read_text()
+    kib = next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]
+    return int(kib) / 1024
+
+
+@pytest.mark.parametrize("tool", ["blob", "blob_sse"])
+def test_a_50_mb_mcp_answer_is_not_read_into_memory(served: Served, tool: str) -> None:
+    """A JSON answer is cut at 4 MiB by the gateway, an event at 1 MiB by httpx2's SSE
+    parser; the model is told, and the server is used again on the next call."""
+    before = peak_rss_mib(served)
+    served.script(
+        "shop-model",
+        [{"tool_calls": [{"name": tool, "arguments": {"megabytes": 50}}]}, "Sorry: {tools}"],
+    )
+    completion = served.client().chat.completions.create(
+        model="shop", messages=[{"role": "user", "content": "big"}], timeout=120
+    )
+    answer = completion.choices[0].message.content
+    grown = peak_rss_mib(served) - before
+    assert answer.startswith("Sorry: tool error (")
+    assert len(answer) < 1000
+    if tool == "blob":
+        assert answer.startswith("Sorry: tool error (too_large)")
+    assert grown < 40, f"the gateway's peak memory grew by {grown:.0f} MiB"
+    served.script(
+        "shop-model",
+        [{"tool_calls": [{"name": tool, "arguments": {"megabytes": 0.00001}}]}, "{tools}"],
+    )
+    small = served.client().chat.completions.create(
+        model="shop", messages=[{"role": "user", "content": "small"}]
+    )
+    assert small.choices[0].message.content == "xxxxxxxxxx"

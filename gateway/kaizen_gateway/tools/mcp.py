@@ -20,7 +20,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine, Iterable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ PREPARE_TIMEOUT = 5.0  # seconds a request waits for a never-listed server's lis
 RELIST_AFTER = 5.0  # seconds before a request tries again to list a server that failed
 PROBE_INTERVAL = 15.0  # seconds between readiness probes of each server in the bundle
 MAX_CONTENT_CHARS = 100_000  # a tool's answer larger than this is refused, not truncated
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024  # a JSON answer larger than this is not read
 LIST_PAGES = 20  # tools/list pages read at most (a paginator that never ends cannot hang)
 EMPTY_SCHEMA: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -75,6 +76,65 @@ class ServerState:
     listed: bool = False
 
 
+class ResponseTooLarge(httpx2.ReadError):
+    """An MCP server's JSON answer over MAX_RESPONSE_BYTES."""
+
+
+class _CappedStream(httpx2.AsyncByteStream):
+    """A response body that stops at ``cap`` bytes."""
+
+    def __init__(self, inner: httpx2.AsyncByteStream, cap: int, noted: Callable[[], None]) -> None:
+        self.inner, self.cap, self.noted = inner, cap, noted
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        received = 0
+        async for chunk in self.inner:
+            received += len(chunk)
+            if received > self.cap:
+                self.noted()  # the SDK reports a closed connection; the reason is kept here
+                raise ResponseTooLarge(f"the MCP server answered more than {self.cap} bytes")
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _CappedTransport(httpx2.AsyncBaseTransport):
+    """The SDK's HTTP transport, with JSON answers capped in size: the SDK reads them
+    whole into memory. (Event streams are capped per event by httpx2's SSE parser,
+    1 MiB by default, in both transports.)"""
+
+    def __init__(
+        self, inner: httpx2.AsyncBaseTransport, cap: int, noted: Callable[[], None]
+    ) -> None:
+        self.inner, self.cap, self.noted = inner, cap, noted
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        response = await self.inner.handle_async_request(request)
+        stream = response.stream
+        content_type = response.headers.get("content-type", "")
+        if content_type.startswith("text/event-stream") or not isinstance(
+            stream, httpx2.AsyncByteStream
+        ):
+            return response
+        return httpx2.Response(
+            response.status_code,
+            headers=response.headers,
+            stream=_CappedStream(stream, self.cap, self.noted),
+            extensions=response.extensions,
+        )
+
+    async def __aenter__(self) -> _CappedTransport:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.inner.__aexit__(*exc)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class _Failure(Exception):
     """A failure reduced to a reason and a message fit for the model and the status."""
 
@@ -99,6 +159,8 @@ def describe(exc: BaseException, key: ServerKey) -> _Failure:
     for leaf in leaves:
         if isinstance(leaf, _Failure):
             return leaf
+        if isinstance(leaf, ResponseTooLarge):
+            return _Failure("too_large", str(leaf))
         if isinstance(leaf, DestinationNotAllowed):
             return _Failure("refused", str(leaf))
     for leaf in leaves:
@@ -128,6 +190,7 @@ class _Connection:
         self.key = key
         self.allow_link_local = allow_link_local
         self.client: Client | None = None
+        self.oversized = False  # an answer over MAX_RESPONSE_BYTES ended this connection
         self._closing = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -137,7 +200,7 @@ class _Connection:
             timeout: httpx2.Timeout | None = None,
             auth: httpx2.Auth | None = None,
         ) -> httpx2.AsyncClient:
-            return guarded_client(
+            client = guarded_client(
                 allow_link_local=self.allow_link_local,
                 how_to_allow=HOW_TO_ALLOW,
                 headers=headers,
@@ -145,10 +208,17 @@ class _Connection:
                 timeout=timeout or httpx2.Timeout(CONNECT_TIMEOUT, read=None),
                 auth=auth,
             )
+            client._transport = _CappedTransport(
+                client._transport, MAX_RESPONSE_BYTES, self._too_large
+            )
+            return client
 
         if self.key.transport == MCPTransport.SSE:
             return sse_client(self.key.url, httpx_client_factory=http_client)
         return streamable_http_client(self.key.url, http_client=http_client())
+
+    def _too_large(self) -> None:
+        self.oversized = True
 
     @property
     def alive(self) -> bool:
@@ -283,7 +353,8 @@ class MCPConnections:
     def _mark(self, key: ServerKey, failure: _Failure | None) -> None:
         state = self.state(key)
         state.checked = time.time()
-        state.reachable = failure is None or failure.reason in ("protocol_error", "tool_error")
+        answered = ("protocol_error", "tool_error", "too_large")  # the server is there
+        state.reachable = failure is None or failure.reason in answered
         state.reason = None if state.reachable else failure.reason if failure else None
         state.message = "" if failure is None else failure.message
         if failure is not None and not state.reachable:
@@ -330,15 +401,16 @@ class MCPConnections:
             raise _Failure("disconnected", f"the connection to {key.shown()} ended")
         try:
             yield client
-        except MCPError as exc:
-            if exc.code != mcp_types.CONNECTION_CLOSED:
-                raise  # the server answered with an error: the connection stays
-            await self._drop(key, connection)
-            raise describe(exc, key) from exc
         except (_Failure, asyncio.CancelledError, TimeoutError):
             raise  # our own bound ran out: the connection stays (the probe checks it)
         except Exception as exc:
+            if isinstance(exc, MCPError) and exc.code != mcp_types.CONNECTION_CLOSED:
+                raise  # the server answered with an error: the connection stays
             await self._drop(key, connection)
+            if connection.oversized:  # the SDK reports it as a closed connection
+                raise _Failure(
+                    "too_large", f"{key.shown()} answered more than {MAX_RESPONSE_BYTES} bytes"
+                ) from exc
             raise describe(exc, key) from exc
 
     async def refresh(self, key: ServerKey, timeout: float = CONNECT_TIMEOUT) -> ServerState:
