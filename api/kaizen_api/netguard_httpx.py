@@ -66,13 +66,16 @@ class GuardedTransport(httpx2.AsyncHTTPTransport):
         )
 
 
+def guarded_transport(*, allow_link_local: bool, how_to_allow: str) -> httpx2.AsyncHTTPTransport:
+    """An httpx2 transport whose connections are guarded (unless ``allow_link_local``)."""
+    if allow_link_local:
+        return httpx2.AsyncHTTPTransport(trust_env=False)
+    return GuardedTransport(how_to_allow)
+
+
 def guarded_client(
     *, allow_link_local: bool, how_to_allow: str, **options: Any
 ) -> httpx2.AsyncClient:
     """An httpx2 client whose connections are guarded (unless ``allow_link_local``)."""
-    transport = (
-        httpx2.AsyncHTTPTransport(trust_env=False)
-        if allow_link_local
-        else GuardedTransport(how_to_allow)
-    )
+    transport = guarded_transport(allow_link_local=allow_link_local, how_to_allow=how_to_allow)
     return httpx2.AsyncClient(transport=transport, trust_env=False, **options)

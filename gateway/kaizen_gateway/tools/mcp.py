@@ -32,7 +32,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from kaizen_api.netguard import DestinationNotAllowed, check_url, display_url
-from kaizen_api.netguard_httpx import guarded_client
+from kaizen_api.netguard_httpx import guarded_transport
 from kaizen_api.v1alpha1.agent import MCPTransport, Tool, ToolType
 from kaizen_api.v1alpha1.bundle import AgentBundle
 from kaizen_gateway.tools import ToolResult, failed
@@ -200,18 +200,17 @@ class _Connection:
             timeout: httpx2.Timeout | None = None,
             auth: httpx2.Auth | None = None,
         ) -> httpx2.AsyncClient:
-            client = guarded_client(
-                allow_link_local=self.allow_link_local,
-                how_to_allow=HOW_TO_ALLOW,
+            guarded = guarded_transport(
+                allow_link_local=self.allow_link_local, how_to_allow=HOW_TO_ALLOW
+            )
+            return httpx2.AsyncClient(
+                transport=_CappedTransport(guarded, MAX_RESPONSE_BYTES, self._too_large),
+                trust_env=False,
                 headers=headers,
                 # reads may wait as long as a call may run: each call has its own bound
                 timeout=timeout or httpx2.Timeout(CONNECT_TIMEOUT, read=None),
                 auth=auth,
             )
-            client._transport = _CappedTransport(
-                client._transport, MAX_RESPONSE_BYTES, self._too_large
-            )
-            return client
 
         if self.key.transport == MCPTransport.SSE:
             return sse_client(self.key.url, httpx_client_factory=http_client)
