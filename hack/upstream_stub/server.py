@@ -8,6 +8,9 @@ answer}} answers every request with one. An answer is a string (text) or an obje
                                        request's tool messages, joined by " | "
   {"tool_calls": [{"name": "lookup", "arguments": {...}}, ...]}
   optional "usage": {...} (replaces the counted usage), "delay": seconds
+  {"tool_calls": [...], "until": N, "content": "text"}  tool calls while the request
+                                       has fewer than N tool messages, then the text
+                                       (one script for any number of concurrent loops)
 GET /_control returns the last requests received (bodies included), so a test can check
 what the model was sent.
 """
@@ -49,7 +52,8 @@ def _scripted(model: str) -> dict[str, Any] | None:
 
 
 def _scripted_message(answer: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    if answer.get("tool_calls"):
+    done = sum(1 for m in messages if m.get("role") == "tool")
+    if answer.get("tool_calls") and done < answer.get("until", done + 1):
         return {
             "role": "assistant",
             "content": answer.get("content"),
@@ -261,12 +265,81 @@ async def openai_chat(request: Request) -> Response:
     return StreamingResponse(chunks(), media_type="text/event-stream")
 
 
+def _scripted_anthropic(body: dict[str, Any], answer: dict[str, Any]) -> Response:
+    """A scripted answer in the Messages API's shape (text and tool_use blocks)."""
+    results = [
+        str(part.get("content"))
+        for m in body["messages"]
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if part.get("type") == "tool_result"
+    ]
+    blocks: list[dict[str, Any]] = []
+    text = str(answer.get("content") or "").replace("{tools}", " | ".join(results))
+    if text:
+        blocks.append({"type": "text", "text": text})
+    for i, call in enumerate(answer.get("tool_calls") or []):
+        blocks.append(
+            {
+                "type": "tool_use",
+                "id": f"toolu_{i}_{len(STATE['requests'])}",
+                "name": call["name"],
+                "input": call.get("arguments", {}),
+            }
+        )
+    stop = "tool_use" if answer.get("tool_calls") else "end_turn"
+    usage = {"input_tokens": 13, "output_tokens": 7}
+    if not body.get("stream"):
+        return JSONResponse(
+            {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": body["model"],
+                "content": blocks,
+                "stop_reason": stop,
+                "usage": usage,
+            }
+        )
+
+    def ev(kind: str, data: dict[str, Any]) -> str:
+        return f"event: {kind}\ndata: {json.dumps({'type': kind, **data})}\n\n"
+
+    async def events() -> AsyncIterator[str]:
+        start = {"id": "msg_1", "role": "assistant", "model": body["model"], "content": []}
+        yield ev("message_start", {"message": {**start, "usage": {**usage, "output_tokens": 0}}})
+        for index, block in enumerate(blocks):
+            if block["type"] == "text":
+                yield ev(
+                    "content_block_start",
+                    {"index": index, "content_block": {"type": "text", "text": ""}},
+                )
+                for word in block["text"].split(" "):
+                    delta = {"type": "text_delta", "text": word + " "}
+                    yield ev("content_block_delta", {"index": index, "delta": delta})
+            else:
+                started = {**block, "input": {}}
+                yield ev("content_block_start", {"index": index, "content_block": started})
+                args = json.dumps(block["input"])
+                for part in (args[: len(args) // 2], args[len(args) // 2 :]):
+                    delta = {"type": "input_json_delta", "partial_json": part}
+                    yield ev("content_block_delta", {"index": index, "delta": delta})
+            yield ev("content_block_stop", {"index": index})
+        yield ev("message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": 7}})
+        yield ev("message_stop", {})
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
 async def anthropic_messages(request: Request) -> Response:
     body = await request.json()
     STATE["requests"].append({"path": "anthropic", "headers": dict(request.headers), "body": body})
     failed = await _maybe_fail()
     if failed:
         return failed
+    scripted = _scripted(body.get("model", ""))
+    if scripted is not None:
+        return _scripted_anthropic(body, scripted)
     answer = _answer(body["messages"], body.get("system"))
     usage = {"input_tokens": 13, "output_tokens": len(answer.split())}
     if not body.get("stream"):

@@ -4,6 +4,8 @@ on 127.0.0.1, for tests, benchmarks and `make dev`.
     GET  /weather?city=X   {"city": X, "forecast": "sunny", "celsius": 21}
     POST /echo             the JSON body, back
     GET  /big?mb=N         N MiB of text (default 50), streamed
+    GET  /slow?seconds=S   answers after S seconds (default 0.3); /_requests reports the
+                           most calls it served at once ("most_in_flight")
     GET  /hang             never answers
     GET  /redirect         302 to /weather
     GET  /status/{code}    that status, with a short body
@@ -25,6 +27,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response, Strea
 from starlette.routing import Route
 
 RECEIVED: list[dict[str, Any]] = []
+IN_FLIGHT = {"now": 0, "most": 0}
 
 
 async def _record(request: Request) -> None:
@@ -64,6 +67,17 @@ async def big(request: Request) -> Response:
     return StreamingResponse(blocks(), media_type="text/plain")
 
 
+async def slow(request: Request) -> Response:
+    await _record(request)
+    IN_FLIGHT["now"] += 1
+    IN_FLIGHT["most"] = max(IN_FLIGHT["most"], IN_FLIGHT["now"])
+    try:
+        await asyncio.sleep(float(request.query_params.get("seconds", "0.3")))
+    finally:
+        IN_FLIGHT["now"] -= 1
+    return JSONResponse({"slept": True})
+
+
 async def hang(request: Request) -> Response:
     await _record(request)
     await asyncio.sleep(3600)
@@ -82,7 +96,7 @@ async def status(request: Request) -> Response:
 
 
 async def received(_: Request) -> Response:
-    return JSONResponse({"requests": RECEIVED})
+    return JSONResponse({"requests": RECEIVED, "most_in_flight": IN_FLIGHT["most"]})
 
 
 app = Starlette(
@@ -90,6 +104,7 @@ app = Starlette(
         Route("/weather", weather),
         Route("/echo", echo, methods=["POST", "PUT", "PATCH", "DELETE"]),
         Route("/big", big),
+        Route("/slow", slow),
         Route("/hang", hang),
         Route("/redirect", redirect),
         Route("/status/{code:int}", status),

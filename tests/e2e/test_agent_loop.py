@@ -52,7 +52,31 @@ def agents(stub: str, tools: str) -> list[dict[str, Any]]:
                 },
                 {"name": "ask_user", "description": "Ask the user (the caller runs it)"},
             ],
-        )
+        ),
+        agent(
+            "patient",
+            model=stub_model(stub, "patient-model"),
+            tools=[
+                {"name": "slow", "type": "http", "http": {"url": f"{tools}/slow", "method": "GET"}}
+            ],
+            runtime={"maxConcurrentTools": 2},
+        ),
+        agent(
+            "claude-weather",
+            model={
+                "provider": "anthropic",
+                "name": "claude-weather",
+                "endpoint": stub,
+                "credentialsSecretRef": {"name": "an"},
+            },
+            tools=[
+                {
+                    "name": "forecast",
+                    "type": "http",
+                    "http": {"url": f"{tools}/weather", "method": "GET"},
+                }
+            ],
+        ),
     ]
 
 
@@ -61,7 +85,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     yield from serve(
         tmp_path_factory.mktemp("agent-loop"),
         agents,
-        secrets={"tool-auth": {"headers": json.dumps({"x-tool-token": TOOL_TOKEN})}},
+        secrets={
+            "tool-auth": {"headers": json.dumps({"x-tool-token": TOOL_TOKEN})},
+            "an": {"apiKey": "sk-test-anthropic"},
+        },
     )
 
 
@@ -265,3 +292,45 @@ def test_the_tool_headers_secret_never_reaches_logs_or_answers(served: Served) -
     assert TOOL_TOKEN not in answer
     assert TOOL_TOKEN not in json.dumps(served.model_requests())
     assert TOOL_TOKEN not in served.process.log.read_text()
+
+
+def test_tool_calls_of_one_step_run_concurrently_up_to_the_cap(served: Served) -> None:
+    served.script(
+        "patient-model",
+        [
+            {"tool_calls": [{"name": "slow", "arguments": {"seconds": 0.3}}] * 5},
+            {"content": "{tools}"},
+        ],
+    )
+    events: list[dict[str, Any]] = []
+    with httpx.stream(
+        "POST",
+        f"{served.url}/agents/patient/invoke",
+        json={"input": "x", "stream": True},
+        timeout=20,
+    ) as resp:
+        events = [json.loads(line[6:]) for line in resp.iter_lines() if line.startswith("data: ")]
+    done = events[-1]
+    assert done["output"].count('{"slept":true}') == 5
+    assert len(done["toolRuns"]) == 5 and all(r["ok"] for r in done["toolRuns"])
+    most = httpx.get(f"{served.tools}/_requests", timeout=5).json()["most_in_flight"]
+    assert most == 2  # maxConcurrentTools: more than one at a time, never more than two
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_loop_runs_on_an_anthropic_model_too(served: Served, stream: bool) -> None:
+    served.script("claude-weather", FORECAST_THEN_ANSWER)
+    request: dict[str, Any] = {
+        "model": "claude-weather",
+        "messages": [{"role": "user", "content": "Weather in Paris?"}],
+    }
+    if stream:
+        chunks = list(served.client().chat.completions.create(**request, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = served.client().chat.completions.create(**request).choices[0].message.content
+    assert text.startswith("Here it is:") and '"city":"Paris"' in text
+    sent = served.model_requests()[-1]["body"]["messages"]
+    assert sent[-2]["content"][0]["type"] == "tool_use"
+    assert sent[-2]["content"][0]["input"] == {"city": "Paris"}
+    assert sent[-1]["content"][0]["type"] == "tool_result"

@@ -5,6 +5,7 @@ and the gateway keeps serving."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,21 @@ def test_the_deadline_ends_a_request_with_a_504_naming_it(served: Served) -> Non
     assert resp.status_code == 504
     error = resp.json()["error"]
     assert error["code"] == "deadline_exceeded" and "spec.runtime.timeout" in error["message"]
+
+
+def test_the_deadline_ends_a_started_stream_with_an_error_event(served: Served) -> None:
+    served.script("slow-model", [{"tool_calls": [{"name": "hang"}]}])
+    with httpx.stream(
+        "POST",
+        f"{served.url}/v1/chat/completions",
+        json={"model": "slow", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        timeout=30,
+    ) as resp:
+        assert resp.status_code == 200  # the stream started when the tool did
+        lines = [line for line in resp.iter_lines() if line]
+    assert ": tool hang started" in lines and ": tool hang ok" not in lines
+    error = json.loads(lines[-2][len("data: ") :])["error"]
+    assert error["code"] == "deadline_exceeded" and lines[-1] == "data: [DONE]"
 
 
 def test_the_token_budget_stops_the_loop(served: Served) -> None:
