@@ -142,6 +142,11 @@ def up() -> int:
             "--external-metrics",
         ],
     )
+    # The demo MCP tool server the example agent order-desk uses.
+    start_background(
+        "mcp-toolserver",
+        [sys.executable, str(ROOT / "hack" / "toolserver" / "mcp_server.py"), "--port", "18931"],
+    )
     applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)
     for kind in ("agents", "gateways", "scalingpolicies"):
         cluster.kubectl(
@@ -186,6 +191,7 @@ Kaizen Studio dev environment is up.
 
   gateways:    one local kaizen-gateway process per Gateway (kwok pods run no containers);
                URLs in {DEV_DIR / "gateways" / "ports.json"}; dev = {url}
+  MCP tools:   demo MCP server http://127.0.0.1:18931/mcp (agent order-desk); {url}/readyz
 
 Ask the demo agent (mock provider, answered just now: {answer!r}):
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
@@ -261,6 +267,7 @@ def main() -> int:
         if args.command == "up":
             return up()
         stop_background("gateways")
+        stop_background("mcp-toolserver")
         stop_background("facade")
         stop_background("operator")
         cluster.down()

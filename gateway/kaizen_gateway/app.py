@@ -54,6 +54,7 @@ from kaizen_gateway.providers import (
 from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
 from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
 from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
+from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
 
 log = logging.getLogger("kaizen_gateway")
 SOURCES_HEADER = "x-kaizen-knowledge-sources"
@@ -96,7 +97,7 @@ class Gateway:
         self.tool_session: aiohttp.ClientSession | None = (
             None  # own pool: tools never starve models
         )
-        self._tools: dict[tuple[str, str], AgentTools] = {}
+        self._tools: dict[tuple[str, str, int], AgentTools] = {}
         self._watch: asyncio.Task[None] | None = None
         self._limits_digest: str | None = None
         self.total_limit: TokenBucket | None = None
@@ -106,6 +107,7 @@ class Gateway:
         self.knowledge = KnowledgeBase(
             settings.knowledge_dir, allow_link_local=settings.allow_link_local
         )
+        self.mcp = MCPConnections(allow_link_local=settings.allow_link_local)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -127,6 +129,7 @@ class Gateway:
             ),
         )
         self.reload()
+        self.mcp.start()
         self._watch = asyncio.create_task(self._watch_loop())
         await self.knowledge.start(
             self.session,
@@ -141,6 +144,7 @@ class Gateway:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.mcp.stop()
         if self.session:
             await self.session.close()
         if self.tool_session:
@@ -158,6 +162,7 @@ class Gateway:
             metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
             self._tools = {}
             self._configure_limits()
+            self.mcp.serve(current.bundle if current else None)
 
     def _configure_limits(self) -> None:
         current = self.bundles.current
@@ -289,6 +294,7 @@ class Gateway:
                 secrets=self.secrets,
                 allow_link_local=self.settings.allow_link_local,
             ),
+            ToolType.MCP: lambda tool: MCPToolRunner(tool, self.mcp),
         }
 
     def _tool_session(self) -> aiohttp.ClientSession:
@@ -298,9 +304,11 @@ class Gateway:
 
     def agent_tools(self, agent: BundledAgent) -> AgentTools:
         """The agent revision's tools and bounds (built on its first request)."""
-        key = (agent.name, agent.hash)
+        # A new MCP tool listing (a server's schemas) rebuilds what the model sees.
+        key = (agent.name, agent.hash, self.mcp.listings)
         found = self._tools.get(key)
         if found is None:
+            self._tools = {k: v for k, v in self._tools.items() if k[:2] != key[:2]}
             tools = agent.spec.tools or []
             runners = runners_for(tools, self.tool_factories())
             found = AgentTools(
@@ -465,8 +473,10 @@ def build_app(gw: Gateway) -> Starlette:
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        # Ready = a valid bundle is loaded. A knowledge source that cannot be read is
-        # reported here but keeps no pod out of the Service: the agent serves without it.
+        # Ready = a valid bundle is loaded. A knowledge source that cannot be read or
+        # an MCP server that is down is reported here (an MCP server also on the
+        # Gateway's status), but keeps no pod out of the Service: the other agents
+        # and tools still work, and the model is told the tool failed.
         current = gw.bundles.current
         if current is None:
             return JSONResponse(
@@ -479,6 +489,7 @@ def build_app(gw: Gateway) -> Starlette:
                 "bundle": current.digest,
                 "agents": len(current.agents),
                 "knowledge": gw.knowledge.readiness(),
+                "mcpServers": gw.mcp.readiness(),
             }
         )
 
@@ -545,6 +556,7 @@ def build_app(gw: Gateway) -> Starlette:
             gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
+            await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
             chat = gw.chat_request(agent, body, tools)
             knowledge = gw.knowledge.retrieve(agent.name, chat.messages)
@@ -597,6 +609,7 @@ def build_app(gw: Gateway) -> Starlette:
             stream = body.get("stream", False)
             if not isinstance(stream, bool):
                 raise GatewayError(400, "stream must be a boolean", param="stream")
+            await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
             chat = gw.chat_request(
                 agent,

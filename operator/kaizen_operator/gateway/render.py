@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle
+from kaizen_api.netguard import display_url
+from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
     BUNDLE_MOUNT,
@@ -58,6 +60,9 @@ class GatewayInputs:
     allow_link_local_upstreams: bool = False
     # The cluster serves the Gateway API's HTTPRoute (its CRD is installed).
     http_route_api: bool = True
+    # MCP servers as the gateway pods report them on /readyz, merged over pods
+    # (read_tool_servers); None when no pod answered.
+    tool_servers: tuple[Mapping[str, Any], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -506,6 +511,78 @@ def _rollout(inputs: GatewayInputs, desired: int | None) -> tuple[bool, str, dic
     return True, f"{want} pods available", observed
 
 
+TOOLS_REACHABLE = "ToolsReachable"
+REASON_PATTERN = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+def mcp_servers(bundle: AgentBundle) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(shown URL, transport) of each MCP server the bundle's agents use -> (agent, tool)."""
+    used: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for agent in bundle.agents:
+        for tool in agent.spec.tools or []:
+            if tool.type == ToolType.MCP and tool.mcp is not None:
+                key = (display_url(tool.mcp.url), MCPTransport(tool.mcp.transport).value)
+                used.setdefault(key, []).append((agent.name, tool.name))
+    return used
+
+
+def merge_tool_servers(
+    pages: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, Any], ...] | None:
+    """The MCP servers of several pods' /readyz pages, one entry per server: unreachable
+    when any pod finds it so (with that pod's reason), reachable when all that probed it
+    do; None without any page."""
+    pages = list(pages)
+    if not pages:
+        return None
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for page in pages:
+        servers = page.get("mcpServers")
+        for server in servers if isinstance(servers, list) else []:
+            if not isinstance(server, dict):
+                continue
+            key = (str(server.get("url")), str(server.get("transport")))
+            entry = merged.setdefault(key, {"url": key[0], "transport": key[1], "reachable": None})
+            reachable = server.get("reachable")
+            if reachable is False and entry["reachable"] is not False:
+                entry.update(reachable=False, reason=server.get("reason"))
+            elif reachable is True and entry["reachable"] is None:
+                entry["reachable"] = True
+    return tuple(merged.values())
+
+
+def tools_condition(
+    bundle: AgentBundle, reported: tuple[Mapping[str, Any], ...] | None
+) -> tuple[str, str, str] | None:
+    """ToolsReachable (status, reason, message), or None when no agent uses MCP tools.
+
+    The message is written here from the bundle (URLs without credentials or query) and
+    a reason code checked against a pattern: nothing a pod or a tool server says is
+    copied into the status."""
+    used = mcp_servers(bundle)
+    if not used:
+        return None
+    if reported is None:
+        return "Unknown", "ToolServersNotProbed", "no gateway pod has reported its MCP servers"
+    states = {(str(r.get("url")), str(r.get("transport"))): r for r in reported}
+    down, unknown = [], []
+    for key, users in sorted(used.items()):
+        state = states.get(key)
+        reachable = state.get("reachable") if state else None
+        who = ", ".join(f"agent {a} tool {t}" for a, t in users)
+        if reachable is False:
+            reason = str(state.get("reason") if state else "") or "unreachable"
+            reason = reason if REASON_PATTERN.match(reason) else "unreachable"
+            down.append(f"{who}: MCP server {key[0]} ({key[1]}) {reason}")
+        elif reachable is not True:
+            unknown.append(f"{who}: MCP server {key[0]} ({key[1]}) not probed yet")
+    if down:
+        return "False", "MCPServerUnreachable", "; ".join(down + unknown)
+    if unknown:
+        return "Unknown", "ToolServersNotProbed", "; ".join(unknown)
+    return "True", "AllReachable", f"{len(used)} MCP server(s) reachable"
+
+
 def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
     """Desired children, children to prune, and the status of a Gateway."""
     gateway = inputs.gateway
@@ -577,6 +654,13 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
             "(and an implementation), or remove spec.exposure.httpRoute",
             generation=meta.get("generation"),
             now=inputs.now,
+        )
+    tools = tools_condition(bundle, inputs.tool_servers)
+    if tools is None:
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != TOOLS_REACHABLE]
+    else:
+        status["conditions"] = set_condition(
+            status["conditions"], TOOLS_REACHABLE, *tools, meta.get("generation"), inputs.now
         )
     return GatewayPlan(
         children=tuple(children),
