@@ -32,6 +32,13 @@ from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
 from kaizen_gateway import metrics
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.errors import GatewayError, UpstreamError
+from kaizen_gateway.memory import (
+    CONVERSATION_HEADER,
+    ConversationMemory,
+    Recall,
+    caller_identity,
+    check_conversation_id,
+)
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
     SECRET_MAX_AGE,
@@ -41,7 +48,8 @@ from kaizen_gateway.providers import (
     encode,
     provider_for,
 )
-from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
+from kaizen_gateway.ratelimit import KeyedBuckets, SharedBuckets, TokenBucket
+from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 
 log = logging.getLogger("kaizen_gateway")
 PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
@@ -113,6 +121,8 @@ class GatewaySettings:
     upstream_retries: int = 2
     reload_interval: float = 1.0
     allow_link_local: bool = False  # upstreams may be link-local/metadata addresses
+    redis_url: str | None = None  # conversation memory and shared rate limits
+    redis_timeout: float = 0.25  # seconds per Redis call; then the fallback applies
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(metrics.DEFAULT_PRICES)
     )
@@ -155,6 +165,13 @@ class Gateway:
         self.key_limits: KeyedBuckets | None = None
         self._keys: tuple[float, frozenset[str]] = (0.0, frozenset())
         self.secrets = MountedFiles(SECRET_MAX_AGE)  # provider credentials, by path
+        self.redis = (
+            RedisLink(settings.redis_url, timeout=settings.redis_timeout)
+            if settings.redis_url
+            else None
+        )
+        self.memory = ConversationMemory(self.redis)
+        self.shared_limits = SharedBuckets(self.redis.client) if self.redis else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -175,8 +192,11 @@ class Gateway:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.memory.close()
         if self.session:
             await self.session.close()
+        if self.redis:
+            await self.redis.close()
 
     async def _watch_loop(self) -> None:
         while True:
@@ -229,8 +249,9 @@ class Gateway:
         self._keys = (time.monotonic(), frozenset(found))
         return self._keys[1]
 
-    def check_access(self, request: Request) -> None:
-        """Authenticate (when the Gateway requires API keys) and apply rate limits."""
+    async def check_access(self, request: Request) -> str:
+        """Authenticate (when the Gateway requires API keys) and apply rate limits; the
+        caller's identity that conversation memory is kept under."""
         current = self.bundles.current
         auth = current.bundle.auth if current else None
         header = request.headers.get("authorization", "")
@@ -246,19 +267,95 @@ class Gateway:
                 type_="authentication_error",
                 code="invalid_api_key",
             )
+        authenticated = auth is not None and auth.mode == "APIKey"
+        if self.total_limit is None and self.key_limits is None:
+            return caller_identity(key if authenticated else None)
+        caller = (
+            hashlib.sha256(key.encode()).hexdigest()
+            if key
+            else (request.client.host if request.client else "-")
+        )
+        if self.redis is not None and self.shared_limits is not None:
+            try:
+                await self._take_shared(self.redis, self.shared_limits, caller)
+                return caller_identity(key if authenticated else None)
+            except RedisUnavailable:
+                metrics.RATE_LIMIT_LOCAL.inc()  # fall back to this pod's buckets
         if self.total_limit is not None:
             wait = self.total_limit.take()
             if wait:
                 raise self._limited(wait, "this gateway")
         if self.key_limits is not None:
-            caller = (
-                hashlib.sha256(key.encode()).hexdigest()
-                if key
-                else (request.client.host if request.client else "-")
-            )
             wait = self.key_limits.take(caller)
             if wait:
                 raise self._limited(wait, "this API key")
+        return caller_identity(key if authenticated else None)
+
+    async def _take_shared(self, link: RedisLink, shared: SharedBuckets, caller: str) -> None:
+        """The rate limits across every replica: token buckets in Redis."""
+        scope = self.scope()
+        current = self.bundles.current
+        limits = current.bundle.rate_limits if current else None
+        buckets, who = [], []
+        if limits and limits.total:
+            t = limits.total
+            buckets.append(
+                (
+                    f"kaizen:rl:v1:{scope}:total",
+                    t.requests_per_second,
+                    t.burst or t.requests_per_second,
+                )
+            )
+            who.append("this gateway")
+        if limits and limits.per_api_key:
+            k = limits.per_api_key
+            buckets.append(
+                (
+                    f"kaizen:rl:v1:{scope}:key:{caller}",
+                    k.requests_per_second,
+                    k.burst or k.requests_per_second,
+                )
+            )
+            who.append("this API key")
+        if not buckets:
+            return
+        wait, which = await link.call(lambda client: shared.take(client, buckets))
+        if wait:
+            raise self._limited(wait, who[which])
+
+    def scope(self) -> str:
+        """The Gateway these pods serve, "namespace/name": memory and limits are kept per
+        Gateway, so two Gateways sharing a Redis never see each other's state."""
+        current = self.bundles.current
+        return f"{current.bundle.namespace}/{current.bundle.gateway}" if current else "-"
+
+    async def recall(
+        self, agent: BundledAgent, caller: str, conversation_id: Any, param: str
+    ) -> Recall:
+        """The conversation memory for this request (see kaizen_gateway.memory)."""
+        if conversation_id is None:
+            return Recall("")
+        return await self.memory.recall(
+            self.scope(), agent, caller, check_conversation_id(conversation_id, param)
+        )
+
+    async def remember(
+        self,
+        agent: BundledAgent,
+        recall: Recall,
+        new_messages: list[dict[str, Any]],
+        answer: dict[str, Any],
+    ) -> None:
+        """Store this turn; summaries are written by the agent's own model."""
+        if recall.conversation is None:
+            return
+
+        async def summarise(messages: list[dict[str, Any]]) -> str:
+            chat = ChatRequest(model=agent.spec.model.name, messages=messages)
+            result = await complete_with_fallback(agent, self.provider(agent), chat)
+            return str(result["choices"][0]["message"].get("content") or "")
+
+        await self.memory.remember(recall, new_messages, answer, summarise)
 
     @staticmethod
     def _limited(wait: float, who: str) -> GatewayError:
@@ -443,7 +540,7 @@ def build_app(gw: Gateway) -> Starlette:
 
     async def models(request: Request) -> Response:
         try:
-            gw.check_access(request)
+            await gw.check_access(request)
         except GatewayError as exc:
             return _error(exc)
         current = gw.bundles.current
@@ -465,13 +562,19 @@ def build_app(gw: Gateway) -> Starlette:
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
         try:
-            gw.check_access(request)
+            caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
-            chat = gw.chat_request(agent, body)
+            gw.chat_request(agent, body)  # the caller's messages are checked before memory
+            recall = await gw.recall(
+                agent, caller, request.headers.get(CONVERSATION_HEADER), CONVERSATION_HEADER
+            )
+            chat = gw.chat_request(agent, {**body, "messages": recall.messages + body["messages"]})
             provider = gw.provider(agent)
             if body.get("stream"):
-                return await _stream(gw, agent, provider, chat, started, request_id)
+                return await _stream(
+                    gw, agent, provider, chat, started, request_id, recall, body["messages"]
+                )
             t0 = time.perf_counter()
             result = await complete_with_fallback(agent, provider, chat)
             upstream = time.perf_counter() - t0
@@ -479,9 +582,10 @@ def build_app(gw: Gateway) -> Starlette:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
+        await gw.remember(agent, recall, body["messages"], result["choices"][0]["message"])
         result["id"] = result.get("id") or f"chatcmpl-{request_id}"
         result["model"] = agent.name
-        headers = _headers(agent, started, upstream, request_id)
+        headers = {**_headers(agent, started, upstream, request_id), **recall.headers()}
         fallback = result.pop("x_kaizen_fallback", None)
         if fallback:
             headers["x-kaizen-fallback-model"] = fallback
@@ -493,16 +597,18 @@ def build_app(gw: Gateway) -> Starlette:
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
         try:
-            gw.check_access(request)
+            caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(request.path_params["name"])
             text = body.get("input")
             if not isinstance(text, str) or not text:
                 raise GatewayError(400, "input must be a non-empty string", param="input")
+            recall = await gw.recall(agent, caller, body.get("conversationId"), "conversationId")
+            turn = [*body.get("history", []), {"role": "user", "content": text}]
             chat = gw.chat_request(
                 agent,
                 {
-                    "messages": [*body.get("history", []), {"role": "user", "content": text}],
+                    "messages": recall.messages + turn,
                     **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
                 },
             )
@@ -514,6 +620,7 @@ def build_app(gw: Gateway) -> Starlette:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
         message = result["choices"][0]["message"]
+        await gw.remember(agent, recall, turn, message)
         gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
         out = {
             "agent": agent.name,
@@ -524,7 +631,48 @@ def build_app(gw: Gateway) -> Starlette:
             "latencyMs": round((time.perf_counter() - started) * 1000, 3),
             "requestId": request_id,
         }
-        return JSONResponse(out, headers=_headers(agent, started, upstream, request_id))
+        if recall.status:
+            out["conversationId"] = body["conversationId"]
+            out["memory"] = recall.status
+        return JSONResponse(
+            out, headers={**_headers(agent, started, upstream, request_id), **recall.headers()}
+        )
+
+    async def conversation(request: Request) -> Response:
+        """GET: the caller's stored conversation; DELETE: forget it (204). 404 when the
+        caller has no such conversation with this agent; 503 while Redis is unavailable."""
+        try:
+            caller = await gw.check_access(request)
+            agent = gw.agent(request.path_params["name"])
+            conversation_id = check_conversation_id(request.path_params["id"], "id")
+            conv = gw.memory.conversation(gw.scope(), agent, caller, conversation_id)
+            if conv is None:
+                raise GatewayError(
+                    404, f"the agent {agent.name!r} keeps no conversation memory", code="not_found"
+                )
+            try:
+                if request.method == "DELETE":
+                    found = await gw.memory.forget(conv)
+                    stored: dict[str, Any] | None = {} if found else None
+                else:
+                    stored = await gw.memory.read(conv)
+            except RedisUnavailable as exc:
+                raise GatewayError(
+                    503,
+                    "conversation memory is unavailable (Redis); retry later",
+                    type_="server_error",
+                    code="memory_unavailable",
+                    headers={"retry-after": "1"},
+                ) from exc
+            if stored is None:
+                raise GatewayError(
+                    404, f"no conversation {conversation_id!r} with this agent", code="not_found"
+                )
+        except GatewayError as exc:
+            return _error(exc)
+        if request.method == "DELETE":
+            return Response(status_code=204)
+        return JSONResponse({"agent": agent.name, "conversationId": conversation_id, **stored})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -542,6 +690,7 @@ def build_app(gw: Gateway) -> Starlette:
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/agents/{name}/invoke", invoke, methods=["POST"]),
+            Route("/agents/{name}/conversations/{id}", conversation, methods=["GET", "DELETE"]),
         ],
         lifespan=lifespan,
     )
@@ -554,8 +703,11 @@ async def _stream(
     chat: ChatRequest,
     started: float,
     request_id: str,
+    recall: Recall | None = None,
+    new_messages: list[dict[str, Any]] | None = None,
 ) -> Response:
-    """Server-sent events in OpenAI's chunk format; errors after the start become an error event."""
+    """Server-sent events in OpenAI's chunk format; errors after the start become an error
+    event. With memory, the streamed answer's text is remembered at its end."""
     stream = provider.stream(chat)
     t0 = time.perf_counter()
     try:
@@ -569,18 +721,26 @@ async def _stream(
     labels = (agent.name, str(agent.revision))
     metrics.TTFT.labels(*labels).observe(time.perf_counter() - started)
     headers = _headers(agent, started, time.perf_counter() - t0, request_id)
+    if recall is not None:
+        headers.update(recall.headers())
     chunk_id = f"chatcmpl-{request_id}"
 
     async def events() -> AsyncIterator[str]:
         usage = None
         status = 200
+        text: list[str] = []
         try:
             chunk = first
             while chunk is not None:
                 chunk.update(id=chunk_id, model=agent.name)
                 usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or ():
+                    text.append((choice.get("delta") or {}).get("content") or "")
                 yield f"data: {dumps(chunk)}\n\n"
                 chunk = await anext(stream, None)
+            if recall is not None and new_messages is not None:
+                answer = {"role": "assistant", "content": "".join(text)}
+                await gw.remember(agent, recall, new_messages, answer)
         except GatewayError as exc:
             status = exc.status
             yield f"data: {dumps(exc.body())}\n\n"
