@@ -56,6 +56,7 @@ async def resolve_gateway(
     image: str,
     now: datetime,
     allow_link_local_upstreams: bool = False,
+    redis_secret: str | None = None,
 ) -> GatewayInputs:
     """Read the Agents, their revisions, the ScalingPolicy and the live Deployment."""
     meta = gateway["metadata"]
@@ -83,6 +84,7 @@ async def resolve_gateway(
         image=image,
         now=now,
         allow_link_local_upstreams=allow_link_local_upstreams,
+        redis_secret=redis_secret,
     )
 
 
@@ -111,6 +113,7 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
             rt.config.gateway_image,
             now,
             rt.config.allow_link_local_upstreams,
+            rt.config.gateway_redis_secret,
         )
         plan = render_gateway(inputs)
         await apply_all(rt.kube, plan.children)
