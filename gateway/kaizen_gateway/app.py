@@ -565,16 +565,18 @@ def build_app(gw: Gateway) -> Starlette:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
-            gw.chat_request(agent, body)  # the caller's messages are checked before memory
             recall = await gw.recall(
                 agent, caller, request.headers.get(CONVERSATION_HEADER), CONVERSATION_HEADER
             )
-            chat = gw.chat_request(agent, {**body, "messages": recall.messages + body["messages"]})
+            if recall.messages and isinstance(body.get("messages"), list):
+                body = {**body, "messages": recall.messages + body["messages"]}
+                turn = body["messages"][len(recall.messages) :]
+            else:
+                turn = body.get("messages")
+            chat = gw.chat_request(agent, body)
             provider = gw.provider(agent)
             if body.get("stream"):
-                return await _stream(
-                    gw, agent, provider, chat, started, request_id, recall, body["messages"]
-                )
+                return await _stream(gw, agent, provider, chat, started, request_id, recall, turn)
             t0 = time.perf_counter()
             result = await complete_with_fallback(agent, provider, chat)
             upstream = time.perf_counter() - t0
@@ -582,7 +584,7 @@ def build_app(gw: Gateway) -> Starlette:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
-        await gw.remember(agent, recall, body["messages"], result["choices"][0]["message"])
+        await gw.remember(agent, recall, turn or [], result["choices"][0]["message"])
         result["id"] = result.get("id") or f"chatcmpl-{request_id}"
         result["model"] = agent.name
         headers = {**_headers(agent, started, upstream, request_id), **recall.headers()}
