@@ -24,6 +24,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from kaizen_api.v1alpha1.agent import MemorySpec, MemoryType
 from kaizen_api.v1alpha1.bundle import BundledAgent
 from kaizen_api.v1alpha1.common import parse_duration
@@ -114,7 +116,8 @@ def _recalled(summary: bytes | None, raw_turns: list[bytes]) -> list[dict[str, A
                 "content": "Summary of the earlier conversation:\n" + summary.decode(),
             }
         )
-    turns = [m for raw in raw_turns for m in json.loads(raw)]
+    # One parse of all turns (each stored as a JSON list of messages), not one per turn.
+    turns = [m for turn in orjson.loads(b"[" + b",".join(raw_turns) + b"]") for m in turn]
     # A trimmed history must not start with tool results whose call was cut off.
     while turns and turns[0].get("role") == "tool":
         turns.pop(0)
@@ -180,6 +183,8 @@ class ConversationMemory:
         started = time.perf_counter()
 
         async def read(client: Any) -> tuple[bytes | None, list[bytes]]:
+            if conv.spec.type != MemoryType.SUMMARY:  # one command, no pipeline: faster
+                return None, await client.lrange(conv.turns_key, -conv.spec.max_turns, -1)
             async with client.pipeline(transaction=False) as pipe:
                 pipe.get(conv.summary_key)
                 pipe.lrange(conv.turns_key, -conv.spec.max_turns, -1)
@@ -207,17 +212,24 @@ class ConversationMemory:
         if conv is None or self.link is None or recall.status != "used":
             return
         turn = _turn([m for m in new_messages if m.get("role") != "system"] + [answer])
+        try:
+            encoded = orjson.dumps(turn)
+        except TypeError:  # e.g. an integer past 64 bits, which orjson refuses
+            encoded = json.dumps(turn).encode()
         keep = conv.spec.max_turns
         if conv.spec.type == MemoryType.SUMMARY:
             keep += SUMMARY_BACKLOG
         started = time.perf_counter()
 
         async def write(client: Any) -> int:
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.rpush(conv.turns_key, json.dumps(turn))
+            # One round trip, no MULTI: another replica's turn landing in between is
+            # harmless (every trim keeps the newest turns, every expiry is the same).
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.rpush(conv.turns_key, encoded)
                 pipe.ltrim(conv.turns_key, -keep, -1)
                 pipe.expire(conv.turns_key, conv.ttl_seconds)
-                pipe.expire(conv.summary_key, conv.ttl_seconds)
+                if conv.spec.type == MemoryType.SUMMARY:
+                    pipe.expire(conv.summary_key, conv.ttl_seconds)
                 length, *_ = await pipe.execute()
             return int(length)
 

@@ -1,6 +1,6 @@
 """The gateway's connection to Redis (conversation memory, shared rate limits).
 
-Every call is bounded by ``timeout`` (the socket's and an outer ``wait_for``), so a
+Every call is bounded by ``timeout`` (the socket's and an outer ``asyncio.timeout``), so a
 Redis that hangs or is gone never holds a request longer than that. After a failure
 Redis is skipped for ``pause`` seconds: under load, requests then fall back at once
 instead of each waiting for its own timeout. Callers catch ``RedisUnavailable`` and
@@ -61,7 +61,8 @@ class RedisLink:
         if self._paused_until and time.monotonic() < self._paused_until:
             raise RedisUnavailable("paused after a recent failure")
         try:
-            result = await asyncio.wait_for(op(self.client), self.timeout)
+            async with asyncio.timeout(self.timeout):  # no extra task, unlike wait_for
+                result = await op(self.client)
         except (RedisError, OSError, TimeoutError) as exc:
             self._paused_until = time.monotonic() + self.pause
             metrics.REDIS_FAILURES.inc()
