@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import os
+import signal
 import sys
 import threading
 import time
@@ -321,6 +323,31 @@ def test_bad_conversation_ids_and_memoryless_agents(pair: Replicas) -> None:
     plain = chat(pair.urls[0], "plain", "hi", uuid.uuid4().hex)
     assert plain.status_code == 200
     assert plain.headers["x-kaizen-memory"] == "off"
+
+
+def test_a_hung_redis_costs_a_bounded_wait_then_memory_is_skipped(pair: Replicas) -> None:
+    """A Redis that accepts connections but never answers (SIGSTOP): each call gives up
+    after --redis-timeout, the request is served without memory, and the next ones skip
+    Redis at once for a short pause instead of each waiting again."""
+    conv = uuid.uuid4().hex
+    assert chat(pair.urls[0], "chat", "before the hang", conv).headers["x-kaizen-memory"] == "used"
+    pid = int((pair.redis_root / "redis.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        answers = [chat(pair.urls[i % 2], "chat", f"during {i}", conv) for i in range(6)]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert [a.status_code for a in answers] == [200] * 6
+    assert {a.headers["x-kaizen-memory"] for a in answers} == {"skipped"}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        after = chat(pair.urls[0], "chat", "after the hang", conv)
+        if after.headers["x-kaizen-memory"] == "used":
+            break
+        time.sleep(0.2)
+    assert after.headers["x-kaizen-memory"] == "used"
+    # Turns served while Redis hung were not remembered; the one before was.
+    assert user_texts(pair.last_upstream_messages()) == ["before the hang", "after the hang"]
 
 
 def test_redis_killed_and_restarted_under_load_serves_without_memory_and_never_hangs(
