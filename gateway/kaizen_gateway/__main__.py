@@ -47,8 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--allow-link-local-upstreams",
         action="store_true",
         default=os.environ.get("KAIZEN_GATEWAY_ALLOW_LINK_LOCAL", "") in ("1", "true"),
-        help="Let providers' base URLs be link-local or cloud-metadata addresses "
-        "(169.254.0.0/16, fe80::/10, ...); refused by default. Also "
+        help="Let providers' base URLs and http tools' URLs be link-local or cloud-metadata "
+        "addresses (169.254.0.0/16, fe80::/10, ...); refused by default. Also "
         "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1.",
     )
     parser.add_argument(

@@ -14,8 +14,9 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,19 @@ from starlette.routing import Route
 
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
+from kaizen_api.v1alpha1.agent import ToolType
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
-from kaizen_gateway import metrics
+from kaizen_gateway import answers, metrics
 from kaizen_gateway.bundle import BundleHolder
+from kaizen_gateway.chat import (
+    PARAM_KEYS,
+    PASSTHROUGH,
+    check_message,
+    check_params,
+    refuse_constant,
+)
 from kaizen_gateway.errors import GatewayError, UpstreamError
+from kaizen_gateway.loop import Bounds, Event, Outcome, outcome_of, run
 from kaizen_gateway.memory import (
     CONVERSATION_HEADER,
     ConversationMemory,
@@ -44,70 +54,25 @@ from kaizen_gateway.providers import (
     SECRET_MAX_AGE,
     ChatRequest,
     UpstreamConfig,
-    dumps,
     encode,
     provider_for,
 )
 from kaizen_gateway.ratelimit import KeyedBuckets, SharedBuckets, TokenBucket
 from kaizen_gateway.redislink import RedisLink, RedisUnavailable
+from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
+from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
 
 log = logging.getLogger("kaizen_gateway")
-PARAM_KEYS = ("temperature", "top_p", "max_tokens", "stop")
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
+@dataclass(frozen=True)
+class AgentTools:
+    """What the loop needs of one agent revision, built once per bundle."""
 
-
-def _integer(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _dicts(v: Any) -> bool:
-    return isinstance(v, list) and all(isinstance(x, dict) for x in v)
-
-
-# What each passed-through parameter must look like (the OpenAI API's types): a wrong
-# type is the caller's 400, not something to forward and answer with an upstream 502.
-PARAM_TYPES: dict[str, tuple[str, Any]] = {
-    "temperature": ("a number", _number),
-    "top_p": ("a number", _number),
-    "presence_penalty": ("a number", _number),
-    "frequency_penalty": ("a number", _number),
-    "max_tokens": ("an integer", _integer),
-    "max_completion_tokens": ("an integer", _integer),
-    "seed": ("an integer", _integer),
-    "n": ("an integer", _integer),
-    "stop": (
-        "a string or a list of strings",
-        lambda v: (
-            isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v))
-        ),
-    ),
-    "tools": ("a list of tool objects", _dicts),
-    "tool_choice": ("a string or an object", lambda v: isinstance(v, str | dict)),
-    "response_format": ("an object", lambda v: isinstance(v, dict)),
-    "user": ("a string", lambda v: isinstance(v, str)),
-    "parallel_tool_calls": ("a boolean", lambda v: isinstance(v, bool)),
-    "stream": ("a boolean", lambda v: isinstance(v, bool)),
-}
-
-
-# The caller's parameters sent on to the provider ("stream" picks the answer's form).
-PASSTHROUGH = tuple(key for key in PARAM_TYPES if key != "stream")
-
-
-def _refuse_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (Python's parser takes them; providers do not)."""
-    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
-
-
-def check_params(body: dict[str, Any]) -> None:
-    """Refuse a request parameter of the wrong type, naming it (null means unset)."""
-    for key, (kind, valid) in PARAM_TYPES.items():
-        value = body.get(key)
-        if value is not None and not valid(value):
-            raise GatewayError(400, f"{key} must be {kind}", param=key)
+    runners: dict[str, ToolRunner]  # server-side tools by name
+    functions: list[dict[str, Any]]  # the caller's tools (type function), as the model sees them
+    served: list[dict[str, Any]]  # the server-side tools, as the model sees them
+    bounds: Bounds
 
 
 @dataclass
@@ -128,30 +93,6 @@ class GatewaySettings:
     )
 
 
-MESSAGE_ROLES = ("system", "developer", "user", "assistant", "tool", "function")
-
-
-def check_message(index: int, message: dict[str, Any]) -> None:
-    """Refuse a chat message no provider would take (400 naming the field), instead of
-    forwarding it and answering the upstream's failure as a 502."""
-    role, content = message.get("role"), message.get("content")
-    if role not in MESSAGE_ROLES:
-        raise GatewayError(
-            400,
-            f"messages[{index}].role must be one of {', '.join(MESSAGE_ROLES)}",
-            param=f"messages[{index}].role",
-        )
-    parts_ok = isinstance(content, list) and all(
-        isinstance(p, dict) and isinstance(p.get("type"), str) for p in content
-    )
-    if not (content is None or isinstance(content, str) or parts_ok):
-        raise GatewayError(
-            400,
-            f"messages[{index}].content must be a string, null or a list of typed parts",
-            param=f"messages[{index}].content",
-        )
-
-
 class Gateway:
     """Shared state of the process: bundle, upstream session, rate limiters."""
 
@@ -159,6 +100,10 @@ class Gateway:
         self.settings = settings
         self.bundles = BundleHolder(settings.bundle_path)
         self.session: aiohttp.ClientSession | None = None
+        self.tool_session: aiohttp.ClientSession | None = (
+            None  # own pool: tools never starve models
+        )
+        self._tools: dict[tuple[str, str], AgentTools] = {}
         self._watch: asyncio.Task[None] | None = None
         self._limits_digest: str | None = None
         self.total_limit: TokenBucket | None = None
@@ -184,6 +129,14 @@ class Gateway:
                 ttl_dns_cache=300,
             ),
         )
+        self.tool_session = aiohttp.ClientSession(
+            connector=guarded_connector(
+                allow_link_local=self.settings.allow_link_local,
+                how_to_allow=HOW_TO_ALLOW,
+                limit=1000,
+                ttl_dns_cache=300,
+            ),
+        )
         self.reload()
         self._watch = asyncio.create_task(self._watch_loop())
 
@@ -192,9 +145,11 @@ class Gateway:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self.memory.close()
         if self.session:
             await self.session.close()
+        if self.tool_session:
+            await self.tool_session.close()
+        await self.memory.close()
         if self.redis:
             await self.redis.close()
 
@@ -208,6 +163,7 @@ class Gateway:
             metrics.BUNDLE_RELOADS.inc()
             current = self.bundles.current
             metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
+            self._tools = {}
             self._configure_limits()
 
     def _configure_limits(self) -> None:
@@ -385,7 +341,7 @@ class Gateway:
                     413, f"request body larger than {limit} bytes", code="request_too_large"
                 )
         try:
-            data = json.loads(body, parse_constant=_refuse_constant)
+            data = json.loads(body, parse_constant=refuse_constant)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise GatewayError(400, f"malformed JSON body: {exc}", code="invalid_json") from exc
         except RecursionError as exc:
@@ -407,7 +363,42 @@ class Gateway:
             )
         return agent
 
-    def chat_request(self, agent: BundledAgent, body: dict[str, Any]) -> ChatRequest:
+    def tool_factories(self) -> dict[str, RunnerFactory]:
+        """How each type of server-side tool is run."""
+        return {
+            ToolType.HTTP: lambda tool: HTTPToolRunner(
+                tool,
+                self._tool_session,
+                secrets_dir=self.settings.secrets_dir,
+                secrets=self.secrets,
+                allow_link_local=self.settings.allow_link_local,
+            ),
+        }
+
+    def _tool_session(self) -> aiohttp.ClientSession:
+        if self.tool_session is None:
+            raise RuntimeError("the gateway is not started")
+        return self.tool_session
+
+    def agent_tools(self, agent: BundledAgent) -> AgentTools:
+        """The agent revision's tools and bounds (built on its first request)."""
+        key = (agent.name, agent.hash)
+        found = self._tools.get(key)
+        if found is None:
+            tools = agent.spec.tools or []
+            runners = runners_for(tools, self.tool_factories())
+            found = AgentTools(
+                runners,
+                [function_spec(t) for t in tools if t.type == ToolType.FUNCTION],
+                [r.spec() for r in runners.values()],
+                Bounds.of(agent.spec),
+            )
+            self._tools[key] = found
+        return found
+
+    def chat_request(
+        self, agent: BundledAgent, body: dict[str, Any], tools: AgentTools
+    ) -> ChatRequest:
         messages = body.get("messages")
         if (
             not isinstance(messages, list)
@@ -433,19 +424,18 @@ class Gateway:
                 }
             )
         params.update({k: body[k] for k in PASSTHROUGH if k in body})
-        functions = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters or {"type": "object", "properties": {}},
-                },
-            }
-            for t in spec.tools or []
-        ]
-        if functions and "tools" not in params:
-            params["tools"] = functions
+        # The caller's tools replace the agent's function tools; the server-side ones stay.
+        offered = params.get("tools", tools.functions)
+        for i, tool in enumerate(offered):
+            name = (tool.get("function") or {}).get("name")
+            if name in tools.runners:
+                raise GatewayError(
+                    400,
+                    f"tools[{i}] is named {name!r}, like a tool this agent runs itself; rename it",
+                    param=f"tools[{i}]",
+                )
+        if offered or tools.served:
+            params["tools"] = [*offered, *tools.served]
         return ChatRequest(model=spec.model.name, messages=messages, params=params)
 
     def provider(self, agent: BundledAgent) -> Any:
@@ -513,15 +503,79 @@ def _error(exc: GatewayError, extra: dict[str, str] | None = None) -> JSONRespon
 
 
 def _headers(
-    agent: BundledAgent, started: float, upstream: float, request_id: str
+    agent: BundledAgent, started: float, waited: float, request_id: str, steps: int = 1
 ) -> dict[str, str]:
-    overhead = (time.perf_counter() - started - upstream) * 1000
+    """Response headers; the overhead is the time not spent waiting for models and tools."""
+    overhead = (time.perf_counter() - started - waited) * 1000
     return {
         "x-kaizen-agent-revision": str(agent.revision),
         "x-kaizen-agent": agent.name,
         "x-kaizen-overhead-ms": f"{overhead:.3f}",
+        "x-kaizen-steps": str(steps),
         "x-request-id": request_id,
     }
+
+
+def _outcome_headers(
+    agent: BundledAgent, started: float, request_id: str, outcome: Outcome
+) -> dict[str, str]:
+    headers = _headers(
+        agent,
+        started,
+        outcome.model_seconds + outcome.tool_seconds,
+        request_id,
+        outcome.steps,
+    )
+    if outcome.fallback:
+        headers["x-kaizen-fallback-model"] = outcome.fallback
+    return headers
+
+
+class Remembered:
+    """Stores a streamed turn once the loop's outcome is known and before the stream's
+    last line (``[DONE]``, or the native ``done`` event), so that the caller's next turn,
+    on any replica, sees it."""
+
+    def __init__(
+        self, gw: Gateway, agent: BundledAgent, recall: Recall, turn: list[dict[str, Any]] | None
+    ) -> None:
+        self.gw, self.agent, self.recall, self.turn = gw, agent, recall, turn or []
+        self.outcome: Outcome | None = None
+        self.stored = False
+
+    def capture(self, done: Callable[[int, Outcome | None], None]) -> Any:
+        """Wrap chat_sse's ``done(status, outcome)``."""
+
+        def wrapped(status: int, outcome: Outcome | None) -> None:
+            self.outcome = outcome
+            done(status, outcome)
+
+        return wrapped
+
+    def capture_outcome(self, finish: Callable[[Outcome], dict[str, Any]]) -> Any:
+        """Wrap native_sse's ``finish(outcome)``."""
+
+        def wrapped(outcome: Outcome) -> dict[str, Any]:
+            self.outcome = outcome
+            return finish(outcome)
+
+        return wrapped
+
+    async def around(self, sse: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for line in sse:
+                if line.startswith(("data: [DONE]", "event: done")):
+                    await self.store()
+                yield line
+            await self.store()
+        finally:
+            await sse.aclose()  # type: ignore[attr-defined]
+
+    async def store(self) -> None:
+        if self.stored or self.outcome is None or self.recall.conversation is None:
+            return
+        self.stored = True
+        await self.gw.remember(self.agent, self.recall, self.turn, self.outcome.message)
 
 
 def build_app(gw: Gateway) -> Starlette:
@@ -557,6 +611,38 @@ def build_app(gw: Gateway) -> Starlette:
         ]
         return JSONResponse({"object": "list", "data": data})
 
+    def loop(agent: BundledAgent, chat: ChatRequest, tools: AgentTools, stream: bool) -> Any:
+        provider = gw.provider(agent)
+        return run(
+            agent.name,
+            chat,
+            tools.runners,
+            tools.bounds,
+            partial(complete_with_fallback, agent, provider),
+            provider.stream if stream else None,
+        )
+
+    async def start_stream(
+        agent: BundledAgent, events: Any, started: float, request_id: str
+    ) -> tuple[Event, dict[str, str]]:
+        """The first event, before the response starts: an error there is a plain
+        HTTP error (raised), not an error event."""
+        try:
+            first = await anext(events)
+        except BaseException:
+            await events.aclose()
+            raise
+        waited = time.perf_counter() - started  # the first event is all waiting
+        return first, _headers(agent, started, waited, request_id)
+
+    def finisher(agent: BundledAgent, started: float) -> Any:
+        def done(status: int, outcome: Outcome | None) -> None:
+            gw.account(
+                agent, status, time.perf_counter() - started, outcome.usage if outcome else None
+            )
+
+        return done
+
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
@@ -565,33 +651,41 @@ def build_app(gw: Gateway) -> Starlette:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
+            tools = gw.agent_tools(agent)
             recall = await gw.recall(
                 agent, caller, request.headers.get(CONVERSATION_HEADER), CONVERSATION_HEADER
             )
-            if recall.messages and isinstance(body.get("messages"), list):
-                body = {**body, "messages": recall.messages + body["messages"]}
-                turn = body["messages"][len(recall.messages) :]
-            else:
-                turn = body.get("messages")
-            chat = gw.chat_request(agent, body)
-            provider = gw.provider(agent)
+            turn = body.get("messages")
+            if recall.messages and isinstance(turn, list):
+                body = {**body, "messages": recall.messages + turn}
+            chat = gw.chat_request(agent, body, tools)
             if body.get("stream"):
-                return await _stream(gw, agent, provider, chat, started, request_id, recall, turn)
-            t0 = time.perf_counter()
-            result = await complete_with_fallback(agent, provider, chat)
-            upstream = time.perf_counter() - t0
+                events = loop(agent, chat, tools, True)
+                first, headers = await start_stream(agent, events, started, request_id)
+                labels = (agent.name, str(agent.revision))
+                memo = Remembered(gw, agent, recall, turn)
+                sse = answers.chat_sse(
+                    first,
+                    events,
+                    agent.name,
+                    request_id,
+                    memo.capture(finisher(agent, started)),
+                    lambda: metrics.TTFT.labels(*labels).observe(time.perf_counter() - started),
+                )
+                return StreamingResponse(
+                    memo.around(sse),
+                    media_type="text/event-stream",
+                    headers={**headers, **recall.headers(), "cache-control": "no-cache"},
+                )
+            outcome = await outcome_of(loop(agent, chat, tools, False))
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
-        await gw.remember(agent, recall, turn or [], result["choices"][0]["message"])
-        result["id"] = result.get("id") or f"chatcmpl-{request_id}"
-        result["model"] = agent.name
-        headers = {**_headers(agent, started, upstream, request_id), **recall.headers()}
-        fallback = result.pop("x_kaizen_fallback", None)
-        if fallback:
-            headers["x-kaizen-fallback-model"] = fallback
-        gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
+        await gw.remember(agent, recall, turn or [], outcome.message)
+        result = answers.completion(outcome, agent.name, request_id)
+        headers = {**_outcome_headers(agent, started, request_id, outcome), **recall.headers()}
+        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
         return Response(encode(result), media_type="application/json", headers=headers)
 
     async def invoke(request: Request) -> Response:
@@ -605,6 +699,10 @@ def build_app(gw: Gateway) -> Starlette:
             text = body.get("input")
             if not isinstance(text, str) or not text:
                 raise GatewayError(400, "input must be a non-empty string", param="input")
+            stream = body.get("stream", False)
+            if not isinstance(stream, bool):
+                raise GatewayError(400, "stream must be a boolean", param="stream")
+            tools = gw.agent_tools(agent)
             recall = await gw.recall(agent, caller, body.get("conversationId"), "conversationId")
             turn = [*body.get("history", []), {"role": "user", "content": text}]
             chat = gw.chat_request(
@@ -613,31 +711,43 @@ def build_app(gw: Gateway) -> Starlette:
                     "messages": recall.messages + turn,
                     **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
                 },
+                tools,
             )
-            t0 = time.perf_counter()
-            result = await complete_with_fallback(agent, gw.provider(agent), chat)
-            upstream = time.perf_counter() - t0
+            events = loop(agent, chat, tools, stream)
+            if stream:
+                first, headers = await start_stream(agent, events, started, request_id)
+                served = agent
+                memo = Remembered(gw, agent, recall, turn)
+                sse = answers.native_sse(
+                    first,
+                    events,
+                    memo.capture_outcome(
+                        lambda outcome: {
+                            **answers.native(
+                                outcome, served.name, served.revision, started, request_id
+                            ),
+                            **recall.native(body.get("conversationId")),
+                        }
+                    ),
+                    finisher(agent, started),
+                )
+                return StreamingResponse(
+                    memo.around(sse),
+                    media_type="text/event-stream",
+                    headers={**headers, **recall.headers(), "cache-control": "no-cache"},
+                )
+            outcome = await outcome_of(events)
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
-        message = result["choices"][0]["message"]
-        await gw.remember(agent, recall, turn, message)
-        gw.account(agent, 200, time.perf_counter() - started, result.get("usage"))
-        out = {
-            "agent": agent.name,
-            "revision": agent.revision,
-            "output": message.get("content") or "",
-            "toolCalls": message.get("tool_calls") or [],
-            "usage": result.get("usage", {}),
-            "latencyMs": round((time.perf_counter() - started) * 1000, 3),
-            "requestId": request_id,
-        }
-        if recall.status:
-            out["conversationId"] = body["conversationId"]
-            out["memory"] = recall.status
+        await gw.remember(agent, recall, turn, outcome.message)
+        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
+        out = answers.native(outcome, agent.name, agent.revision, started, request_id)
+        out.update(recall.native(body.get("conversationId")))
         return JSONResponse(
-            out, headers={**_headers(agent, started, upstream, request_id), **recall.headers()}
+            out,
+            headers={**_outcome_headers(agent, started, request_id, outcome), **recall.headers()},
         )
 
     async def conversation(request: Request) -> Response:
@@ -695,61 +805,4 @@ def build_app(gw: Gateway) -> Starlette:
             Route("/agents/{name}/conversations/{id}", conversation, methods=["GET", "DELETE"]),
         ],
         lifespan=lifespan,
-    )
-
-
-async def _stream(
-    gw: Gateway,
-    agent: BundledAgent,
-    provider: Any,
-    chat: ChatRequest,
-    started: float,
-    request_id: str,
-    recall: Recall | None = None,
-    new_messages: list[dict[str, Any]] | None = None,
-) -> Response:
-    """Server-sent events in OpenAI's chunk format; errors after the start become an error
-    event. With memory, the streamed answer's text is remembered at its end."""
-    stream = provider.stream(chat)
-    t0 = time.perf_counter()
-    try:
-        first = await anext(stream)
-    except StopAsyncIteration:
-        first = None
-    except GatewayError as exc:
-        gw.account(agent, exc.status, time.perf_counter() - started, None)
-        await stream.aclose()
-        return _error(exc, {"x-request-id": request_id})
-    labels = (agent.name, str(agent.revision))
-    metrics.TTFT.labels(*labels).observe(time.perf_counter() - started)
-    headers = _headers(agent, started, time.perf_counter() - t0, request_id)
-    if recall is not None:
-        headers.update(recall.headers())
-    chunk_id = f"chatcmpl-{request_id}"
-
-    async def events() -> AsyncIterator[str]:
-        usage = None
-        status = 200
-        text: list[str] = []
-        try:
-            chunk = first
-            while chunk is not None:
-                chunk.update(id=chunk_id, model=agent.name)
-                usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or ():
-                    text.append((choice.get("delta") or {}).get("content") or "")
-                yield f"data: {dumps(chunk)}\n\n"
-                chunk = await anext(stream, None)
-            if recall is not None and new_messages is not None:
-                answer = {"role": "assistant", "content": "".join(text)}
-                await gw.remember(agent, recall, new_messages, answer)
-        except GatewayError as exc:
-            status = exc.status
-            yield f"data: {dumps(exc.body())}\n\n"
-        finally:
-            gw.account(agent, status, time.perf_counter() - started, usage)
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"}
     )

@@ -102,6 +102,10 @@ class Recall:
     def headers(self) -> dict[str, str]:
         return {MEMORY_HEADER: self.status} if self.status else {}
 
+    def native(self, conversation_id: Any) -> dict[str, Any]:
+        """The native answer's memory fields."""
+        return {"conversationId": conversation_id, "memory": self.status} if self.status else {}
+
 
 def _turn(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: m[k] for k in KEPT_FIELDS if k in m} for m in messages]

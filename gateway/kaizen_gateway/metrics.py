@@ -46,6 +46,32 @@ UPSTREAM_ERRORS = Counter(
     ["agent", "reason"],
     registry=REGISTRY,
 )
+TOOL_CALLS = Counter(
+    "kaizen_gateway_tool_calls_total",
+    "Server-side tool calls by agent, tool and outcome (ok, or the failure's reason)",
+    ["agent", "tool", "outcome"],
+    registry=REGISTRY,
+)
+TOOL_LATENCY = Histogram(
+    "kaizen_gateway_tool_duration_seconds",
+    "Server-side tool call latency by agent and tool",
+    ["agent", "tool"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+STEPS = Histogram(
+    "kaizen_gateway_steps_per_request",
+    "Model calls of the agent loop per answered request",
+    ["agent"],
+    registry=REGISTRY,
+    buckets=(1, 2, 3, 4, 5, 6, 8, 10, 15, 20, 30, 50, 100),
+)
+LOOP_FINISHES = Counter(
+    "kaizen_gateway_loop_finishes_total",
+    "Answered requests by agent and finish reason (stop, tool_calls, max_steps, ...)",
+    ["agent", "finish_reason"],
+    registry=REGISTRY,
+)
 BUNDLE_RELOADS = Counter(
     "kaizen_gateway_bundle_reloads_total",
     "Bundles loaded",

@@ -50,6 +50,13 @@ def test_prompt_change_appends_revision_two() -> None:
     assert plan.status["latestRevision"] == 2
 
 
+def test_runtime_bounds_are_revisioned_content() -> None:
+    first = plan_for(agent()).create[0]
+    plan = plan_for(agent(runtime={"maxSteps": 3}), [first])
+    assert [r["revision"] for r in plan.create] == [2]
+    assert plan.create[0]["data"]["spec"]["runtime"]["maxSteps"] == 3
+
+
 def test_reverting_content_makes_a_new_revision_not_a_renumbered_one() -> None:
     r1 = plan_for(agent()).create[0]
     r2 = plan_for(agent(prompt="Other"), [r1]).create[0]

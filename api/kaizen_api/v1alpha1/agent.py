@@ -317,6 +317,47 @@ class ContextSpec(KaizenModel):
     memory: MemorySpec | None = Field(default=None, description="Conversation memory settings.")
 
 
+class RuntimeSpec(KaizenModel):
+    """Bounds of the agent loop: how long and how far the gateway keeps calling the model
+    and running the agent's http and mcp tools for one request."""
+
+    max_steps: int = Field(
+        default=8,
+        ge=1,
+        le=100,
+        description="Model calls per request. When the model still asks for http or mcp "
+        "tools at the last step, the answer ends with finish_reason max_steps.",
+    )
+    timeout: Duration = Field(
+        default="120s",
+        description="Deadline of the whole request (every model and tool call included), "
+        "e.g. 120s. Past it the caller gets a 504 deadline_exceeded error.",
+    )
+    token_budget: int | None = Field(
+        default=None,
+        ge=1,
+        le=100_000_000,
+        description="Tokens (prompt and completion, summed over steps) a request may use. "
+        "When a step's model answer reaches it and still asks for tools, the answer ends "
+        "with finish_reason token_budget. Unset: no budget.",
+    )
+    max_concurrent_tools: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Tool calls of one step run at the same time, at most this many.",
+    )
+
+    @model_validator(mode="after")
+    def _timeout_in_range(self) -> RuntimeSpec:
+        if not 1 <= parse_duration(self.timeout) <= MAX_RUNTIME_SECONDS:
+            raise ValueError(f"timeout must be between 1s and {MAX_RUNTIME_SECONDS // 60}m")
+        return self
+
+
+MAX_RUNTIME_SECONDS = 3600
+
+
 class Lifecycle(StrEnum):
     """Whether gateways may serve the agent."""
 
@@ -339,6 +380,11 @@ class AgentSpec(KaizenModel):
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["name"]),
     )
     context: ContextSpec | None = Field(default=None, description="Knowledge and memory.")
+    runtime: RuntimeSpec | None = Field(
+        default=None,
+        description="Bounds of the agent loop (steps, deadline, token budget, concurrent "
+        "tools); unset fields take their defaults.",
+    )
     gateway_ref: LocalObjectReference | None = Field(
         default=None, description="The dev Gateway that serves this agent's latest revision."
     )

@@ -44,18 +44,16 @@ def to_anthropic(req: ChatRequest) -> dict[str, Any]:
         if role == "system":
             continue
         if role == "tool":
-            messages.append(
-                {
-                    "role": "user",
-                    "content": [
-                        {
-                            "type": "tool_result",
-                            "tool_use_id": m.get("tool_call_id", ""),
-                            "content": _text(m.get("content")),
-                        }
-                    ],
-                }
-            )
+            result = {
+                "type": "tool_result",
+                "tool_use_id": m.get("tool_call_id", ""),
+                "content": _text(m.get("content")),
+            }
+            last = messages[-1] if messages else None
+            if last and last["role"] == "user" and isinstance(last["content"], list):
+                last["content"].append(result)  # all results of one turn in one message
+            else:
+                messages.append({"role": "user", "content": [result]})
         elif role == "assistant" and m.get("tool_calls"):
             blocks: list[dict[str, Any]] = (
                 [{"type": "text", "text": _text(m.get("content"))}] if m.get("content") else []
@@ -164,6 +162,7 @@ class AnthropicProvider:
         url, headers = self._target()
         body = {**to_anthropic(req), "stream": True}
         usage: dict[str, Any] = {}
+        tool_index: dict[int, int] = {}  # Anthropic content block -> OpenAI tool call index
         async for data in sse_with_retries(self.cfg, url, body, headers, self.on_retry):
             event = json.loads(data)
             kind = event.get("type")
@@ -171,6 +170,22 @@ class AnthropicProvider:
                 usage.update(event["message"].get("usage", {}))
             elif kind == "content_block_delta" and event["delta"].get("type") == "text_delta":
                 yield _chunk(req.model, {"content": event["delta"]["text"]}, None)
+            elif kind == "content_block_start" and event["content_block"].get("type") == "tool_use":
+                block = event["content_block"]
+                index = tool_index[event.get("index", 0)] = len(tool_index)
+                call = {
+                    "index": index,
+                    "id": block.get("id", ""),
+                    "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": ""},
+                }
+                yield _chunk(req.model, {"tool_calls": [call]}, None)
+            elif kind == "content_block_delta" and event["delta"].get("type") == "input_json_delta":
+                part = {
+                    "index": tool_index.get(event.get("index", 0), 0),
+                    "function": {"arguments": event["delta"].get("partial_json", "")},
+                }
+                yield _chunk(req.model, {"tool_calls": [part]}, None)
             elif kind == "message_delta":
                 usage.update(event.get("usage", {}))
                 reason = STOP.get(event.get("delta", {}).get("stop_reason") or "", "stop")

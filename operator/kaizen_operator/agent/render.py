@@ -14,7 +14,7 @@ from kaizen_operator.conditions import ready_conditions, timestamp
 
 # Fields that are the agent's *content*; lifecycle, gatewayRef and history limit are
 # about how it is served and kept, so changing them makes no new revision.
-CONTENT_FIELDS = ("model", "systemPrompt", "tools", "context")
+CONTENT_FIELDS = ("model", "systemPrompt", "tools", "context", "runtime")
 
 
 class SecretState:
