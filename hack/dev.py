@@ -199,6 +199,11 @@ Ask the demo agent (mock provider, answered just now: {answer!r}):
   python -c "import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='-'); \\
 print(c.chat.completions.create(model='hello-agent', \\
 messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
+  # hello-agent remembers a conversation you name (its stored turns: GET, forget: DELETE):
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'x-kaizen-conversation-id: demo-1' \\
+    -d '{{"model": "hello-agent", "messages": [{{"role": "user", "content": "I am Ada"}}]}}'
+  curl -s {url}/agents/hello-agent/conversations/demo-1
 
   export KUBECONFIG={kubeconfig}
   kubectl get nodes
