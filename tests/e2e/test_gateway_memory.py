@@ -80,7 +80,8 @@ def start_replicas(
 ) -> Iterator[Replicas]:
     """``count`` gateway processes with the operator's command and environment (the Redis
     Secret's URL filled in), agents ``chat`` (conversation, 2 turns), ``digest`` (summary,
-    2 turns) and ``plain`` (no memory), API keys KEY_A and KEY_B."""
+    2 turns), ``plain`` (no memory) and ``forecaster`` (an http tool on the tool stub),
+    API keys KEY_A and KEY_B."""
     redis_url = localredis.up(redis_root)
     stub_port = free_port()
     stub_url = f"http://127.0.0.1:{stub_port}"
@@ -89,11 +90,27 @@ def start_replicas(
         tmp / "stub.log",
         env={"PYTHONPATH": str(ROOT / "hack")},
     )
+    tools_port = free_port()
+    tools = start(
+        [sys.executable, "-m", "upstream_stub.tools", "--port", str(tools_port)],
+        tmp / "tools.log",
+        env={"PYTHONPATH": str(ROOT / "hack")},
+    )
+    forecaster = memory_agent("forecaster", {"type": "conversation", "maxTurns": 4}, stub_url)
+    forecaster["spec"]["model"]["name"] = "forecaster-model"  # the stub's script key
+    forecaster["spec"]["tools"] = [
+        {
+            "name": "forecast",
+            "type": "http",
+            "http": {"url": f"http://127.0.0.1:{tools_port}/weather", "method": "GET"},
+        }
+    ]
     now = datetime.now(UTC)
     bodies = [
         memory_agent("chat", {"type": "conversation", "maxTurns": 2, "ttl": "10m"}, stub_url),
         memory_agent("digest", {"type": "summary", "maxTurns": 2}, stub_url),
         memory_agent("plain", {"type": "none"}, stub_url),
+        forecaster,
     ]
     agents, revisions = [], {}
     for body in bodies:
@@ -102,7 +119,7 @@ def start_replicas(
         revisions[body["metadata"]["name"]] = plan.create
     gw = gateway(
         "memory",
-        agents={"names": ["chat", "digest", "plain"]},
+        agents={"names": ["chat", "digest", "plain", "forecaster"]},
         auth={"mode": "APIKey", "apiKeysSecretRef": {"name": "gw-keys"}},
         **gateway_spec,
     )
@@ -139,12 +156,14 @@ def start_replicas(
             )
             replicas.urls.append(f"http://127.0.0.1:{port}")
         wait_http_ok(f"{stub_url}/_control", stub)
+        wait_http_ok(f"http://127.0.0.1:{tools_port}/_requests", tools)
         for url, proc in zip(replicas.urls, replicas.processes, strict=True):
             wait_http_ok(f"{url}/readyz", proc)
         yield replicas
     finally:
         for proc in replicas.processes:
             proc.stop()
+        tools.stop()
         stub.stop()
         localredis.down(redis_root)
 
@@ -306,6 +325,32 @@ def test_native_invoke_and_streaming_turns_are_remembered(pair: Replicas) -> Non
     assert chat(pair.urls[0], "chat", "third", conv).status_code == 200
     sent = pair.last_upstream_messages()
     assert sent[-2] == {"role": "assistant", "content": streamed}
+
+
+def test_a_turn_with_tool_steps_is_remembered_as_the_question_and_the_final_answer(
+    pair: Replicas,
+) -> None:
+    conv = uuid.uuid4().hex
+    script = [
+        {"tool_calls": [{"name": "forecast", "arguments": {"city": "Paris"}}]},
+        {"content": "Paris: {tools}"},
+    ]
+    httpx.post(
+        f"{pair.stub}/_control", json={"scripts": {"forecaster-model": script}}, timeout=5
+    ).raise_for_status()
+    first = chat(pair.urls[0], "forecaster", "weather in Paris?", conv)
+    assert first.status_code == 200, first.text
+    answer = first.json()["choices"][0]["message"]["content"]
+    assert "sunny" in answer
+
+    assert chat(pair.urls[1], "forecaster", "and tomorrow?", conv).status_code == 200
+    sent = pair.last_upstream_messages()
+    # The loop's tool step stays inside turn 1; the model sees the question and the answer.
+    assert [(m["role"], m.get("content")) for m in sent[1:]] == [
+        ("user", "weather in Paris?"),
+        ("assistant", answer),
+        ("user", "and tomorrow?"),
+    ]
 
 
 def test_bad_conversation_ids_and_memoryless_agents(pair: Replicas) -> None:
