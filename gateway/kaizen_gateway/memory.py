@@ -43,6 +43,9 @@ KEPT_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id")
 # Older turns kept while summaries cannot be written (the model down): bounded anyway.
 SUMMARY_BACKLOG = 50
 SUMMARY_LOCK_MS = 120_000
+# A turn larger than this is answered but not stored: a conversation then holds at most
+# maxTurns x 256 KiB, and one caller cannot fill a shared Redis with megabyte turns.
+MAX_TURN_BYTES = 256 * 1024
 
 SUMMARY_INSTRUCTIONS = (
     "You keep the memory of a conversation between a user and an assistant. Rewrite the "
@@ -220,6 +223,10 @@ class ConversationMemory:
             encoded = orjson.dumps(turn)
         except TypeError:  # e.g. an integer past 64 bits, which orjson refuses
             encoded = json.dumps(turn).encode()
+        if len(encoded) > MAX_TURN_BYTES:
+            metrics.MEMORY_SKIPPED.labels(conv.agent, "turn_too_large").inc()
+            log.warning("agent %s: a %d-byte turn was not remembered", conv.agent, len(encoded))
+            return
         keep = conv.spec.max_turns
         if conv.spec.type == MemoryType.SUMMARY:
             keep += SUMMARY_BACKLOG

@@ -93,7 +93,7 @@ MEMORY_LATENCY = Histogram(
 MEMORY_SKIPPED = Counter(
     "kaizen_gateway_memory_skipped_total",
     "Requests served without their conversation memory, by agent and reason "
-    "(redis_unavailable, not_configured)",
+    "(redis_unavailable, not_configured; turn_too_large: answered, not stored)",
     ["agent", "reason"],
     registry=REGISTRY,
 )

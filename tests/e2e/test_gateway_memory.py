@@ -353,6 +353,16 @@ def test_a_turn_with_tool_steps_is_remembered_as_the_question_and_the_final_answ
     ]
 
 
+def test_a_turn_too_large_to_store_is_answered_but_not_remembered(pair: Replicas) -> None:
+    conv = uuid.uuid4().hex
+    before = pair.metric(0, "kaizen_gateway_memory_skipped_total", reason="turn_too_large")
+    big = chat(pair.urls[0], "chat", "x" * 300_000, conv)
+    assert big.status_code == 200
+    assert conversation(pair.urls[0], "chat", conv).status_code == 404
+    after = pair.metric(0, "kaizen_gateway_memory_skipped_total", reason="turn_too_large")
+    assert after == before + 1
+
+
 def test_bad_conversation_ids_and_memoryless_agents(pair: Replicas) -> None:
     bad = chat(pair.urls[0], "chat", "hi", "no spaces allowed")
     assert bad.status_code == 400
