@@ -145,11 +145,11 @@ class Gateway:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.memory.close()  # summaries in flight still need the upstream session
         if self.session:
             await self.session.close()
         if self.tool_session:
             await self.tool_session.close()
-        await self.memory.close()
         if self.redis:
             await self.redis.close()
 

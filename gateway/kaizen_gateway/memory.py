@@ -297,6 +297,9 @@ class ConversationMemory:
             metrics.MEMORY_SUMMARIES.labels(conv.agent, "written").inc()
         except RedisUnavailable:
             metrics.MEMORY_SUMMARIES.labels(conv.agent, "redis_unavailable").inc()
+        except Exception:  # a background task: log it rather than lose it (the lock expires)
+            metrics.MEMORY_SUMMARIES.labels(conv.agent, "error").inc()
+            log.exception("agent %s: summary not written", conv.agent)
 
     async def read(self, conv: Conversation) -> dict[str, Any] | None:
         """The stored conversation (summary, turns, seconds to expiry), None if absent."""
