@@ -215,6 +215,10 @@ def test_turn_two_on_another_replica_sees_turn_one(pair: Replicas) -> None:
     assert sent[1]["content"] == "my name is Ada"
     assert sent[2]["content"] == answer_one
     assert sent[3]["content"] == "what is my name?"
+    lookups = pair.metric(
+        1, "kaizen_gateway_memory_duration_seconds_count", agent="chat", operation="recall"
+    )
+    assert lookups >= 1  # the lookup latency is exported per agent
 
 
 def test_only_the_last_max_turns_are_given_to_the_model(pair: Replicas) -> None:
