@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -142,6 +143,7 @@ async def worker(kind: str, steps: int, clients: int, seconds: float, cfg: dict[
         latencies: list[float] = []
         overheads: list[float] = []
         deadline = time.perf_counter() + seconds
+        cpu = time.process_time()
 
         async def client() -> None:
             while time.perf_counter() < deadline:
@@ -151,7 +153,8 @@ async def worker(kind: str, steps: int, clients: int, seconds: float, cfg: dict[
                 overheads.append(overhead)
 
         await asyncio.gather(*(client() for _ in range(clients)))
-    print(json.dumps({"latencies": latencies, "overheads": overheads}))
+        cpu_ms = (time.process_time() - cpu) * 1000 / max(len(latencies), 1)
+    print(json.dumps({"latencies": latencies, "overheads": overheads, "cpu_ms": cpu_ms}))
 
 
 def run_cell(kind: str, steps: int, clients: int, seconds: float, cfg: dict[str, Any]) -> Any:
@@ -260,6 +263,12 @@ def aiohttp_post(url: str, body: dict[str, Any]) -> None:
     asyncio.run(post())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def per_step(cells: dict[int, list[float]]) -> float:
     """The slope between K=1 and K=5 of the medians (ms per step)."""
     return (statistics.median(cells[5]) - statistics.median(cells[1])) / (STEPS[1] - STEPS[0])
@@ -284,11 +293,20 @@ def main() -> None:
             # (kind, clients) -> steps -> latencies; gateway overheads the same way
             lat: dict[tuple[str, int], dict[int, list[float]]] = {}
             own: dict[int, dict[int, list[float]]] = {}
+            # (kind, clients) -> steps -> CPU ms per request of the process running the loop
+            cpu: dict[tuple[str, int], dict[int, list[float]]] = {}
+            gateway_pid = procs[-1].proc.pid
             for r in range(args.rounds):
                 for clients in args.clients:
                     for kind in KINDS:
                         for steps in STEPS:
+                            before = cpu_seconds(gateway_pid)
                             cell = run_cell(kind, steps, clients, args.seconds, cfg)
+                            used = cell["cpu_ms"]
+                            if kind == "kaizen-gateway":  # the gateway's, not its client's
+                                served = len(cell["latencies"]) + 3  # with the warm-up
+                                used = (cpu_seconds(gateway_pid) - before) * 1000 / served
+                            cpu.setdefault((kind, clients), {}).setdefault(steps, []).append(used)
                             lat.setdefault((kind, clients), {}).setdefault(steps, []).extend(
                                 cell["latencies"]
                             )
@@ -326,6 +344,18 @@ def main() -> None:
             f"{clients:>7}  {floor:>7.3f}  {gw:>8.3f}  {pai:>11.3f}  {gw_added:>8.3f}  "
             f"{pai_added:>9.3f}  {ratio:>6.2f}  {own_p50:>10.3f}  {own_p90:>10.3f}"
         )
+    print(
+        "\nCPU ms per tool step of the process running the loop (slope K=1..5; contention "
+        "on a shared machine moves latency, much less CPU time)\n"
+    )
+    header = f"{'clients':>7}  {'floor':>7}  {'gateway':>8}  {'pydantic-ai':>11}  {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for clients in args.clients:
+        floor, gw, pai = (per_step(cpu[(kind, clients)]) for kind in KINDS)
+        ratio = (gw - floor) / (pai - floor) if pai > floor else float("nan")
+        print(f"{clients:>7}  {floor:>7.3f}  {gw:>8.3f}  {pai:>11.3f}  {ratio:>6.2f}")
+    print(f"\nload average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     counts = {f"{k}@{c}": sum(len(v) for v in s.values()) for (k, c), s in lat.items()}
     print(f"\nrequests measured: {counts}")
     print(

@@ -41,7 +41,7 @@ from kaizen_gateway.chat import (
     refuse_constant,
 )
 from kaizen_gateway.errors import GatewayError, UpstreamError
-from kaizen_gateway.loop import Bounds, Event, Outcome, outcome_of, run
+from kaizen_gateway.loop import Bounds, Event, LoopRun, Outcome, outcome_of
 from kaizen_gateway.memory import (
     CONVERSATION_HEADER,
     ConversationMemory,
@@ -611,9 +611,9 @@ def build_app(gw: Gateway) -> Starlette:
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    def loop(agent: BundledAgent, chat: ChatRequest, tools: AgentTools, stream: bool) -> Any:
+    def loop(agent: BundledAgent, chat: ChatRequest, tools: AgentTools, stream: bool) -> LoopRun:
         provider = gw.provider(agent)
-        return run(
+        return LoopRun(
             agent.name,
             chat,
             tools.runners,
@@ -623,7 +623,7 @@ def build_app(gw: Gateway) -> Starlette:
         )
 
     async def start_stream(
-        agent: BundledAgent, events: Any, started: float, request_id: str
+        agent: BundledAgent, run: LoopRun, events: Any, started: float, request_id: str
     ) -> tuple[Event, dict[str, str]]:
         """The first event, before the response starts: an error there is a plain
         HTTP error (raised), not an error event."""
@@ -632,7 +632,7 @@ def build_app(gw: Gateway) -> Starlette:
         except BaseException:
             await events.aclose()
             raise
-        waited = time.perf_counter() - started  # the first event is all waiting
+        waited = run.model_seconds + run.tool_seconds
         return first, _headers(agent, started, waited, request_id)
 
     def finisher(agent: BundledAgent, started: float) -> Any:
@@ -660,8 +660,9 @@ def build_app(gw: Gateway) -> Starlette:
                 body = {**body, "messages": recall.messages + turn}
             chat = gw.chat_request(agent, body, tools)
             if body.get("stream"):
-                events = loop(agent, chat, tools, True)
-                first, headers = await start_stream(agent, events, started, request_id)
+                run = loop(agent, chat, tools, True)
+                events = run.events()
+                first, headers = await start_stream(agent, run, events, started, request_id)
                 labels = (agent.name, str(agent.revision))
                 memo = Remembered(gw, agent, recall, turn)
                 sse = answers.chat_sse(
@@ -677,7 +678,7 @@ def build_app(gw: Gateway) -> Starlette:
                     media_type="text/event-stream",
                     headers={**headers, **recall.headers(), "cache-control": "no-cache"},
                 )
-            outcome = await outcome_of(loop(agent, chat, tools, False))
+            outcome = await outcome_of(loop(agent, chat, tools, False).events())
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
@@ -713,9 +714,10 @@ def build_app(gw: Gateway) -> Starlette:
                 },
                 tools,
             )
-            events = loop(agent, chat, tools, stream)
+            run = loop(agent, chat, tools, stream)
+            events = run.events()
             if stream:
-                first, headers = await start_stream(agent, events, started, request_id)
+                first, headers = await start_stream(agent, run, events, started, request_id)
                 served = agent
                 memo = Remembered(gw, agent, recall, turn)
                 sse = answers.native_sse(

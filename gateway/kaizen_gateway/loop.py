@@ -2,7 +2,7 @@
 mcp), run them, give it their results and call it again, until it answers without
 asking for one or a bound of ``spec.runtime`` stops it.
 
-``run`` is an async generator of events (tool started and finished, answer text,
+``LoopRun(...).events()`` is an async generator of events (tool started and finished, answer text,
 keep-alives, and last the ``Outcome``), so one loop serves the plain answer, the OpenAI
 stream and the native event stream alike.
 
@@ -167,7 +167,7 @@ def split_calls(
 
 
 class LoopRun:
-    """One request's loop (use ``run``)."""
+    """One request's loop: ``events()`` runs it; the time it waited is counted as it goes."""
 
     def __init__(
         self,
@@ -425,19 +425,6 @@ def _text_chunk(chunk: dict[str, Any], text: str) -> dict[str, Any]:
         "created": chunk.get("created", 0),
         "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}],
     }
-
-
-def run(
-    agent: str,
-    chat: ChatRequest,
-    runners: Mapping[str, ToolRunner],
-    bounds: Bounds,
-    complete: Complete,
-    stream: Stream | None = None,
-) -> AsyncIterator[Event]:
-    """The loop's events; the last is the ``Outcome``. ``stream`` set: each model call
-    streams and the answer's text comes as ``Delta`` events."""
-    return LoopRun(agent, chat, runners, bounds, complete, stream).events()
 
 
 async def outcome_of(events: AsyncIterator[Event]) -> Outcome:

@@ -145,6 +145,20 @@ CASES = [
         "should match",
     ),
     Bad(
+        "runtime-deadline-too-long",
+        "Agent",
+        {"runtime": {"timeout": "2h"}},
+        "spec.runtime.timeout",
+        "timeout must be between 1s and 60m",
+    ),
+    Bad(
+        "runtime-zero-steps",
+        "Agent",
+        {"runtime": {"maxSteps": 0}},
+        "spec.runtime.maxSteps",
+        "greater than or equal to 1",
+    ),
+    Bad(
         "knowledge-two-sources",
         "Agent",
         {

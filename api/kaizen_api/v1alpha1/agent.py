@@ -321,6 +321,19 @@ class RuntimeSpec(KaizenModel):
     """Bounds of the agent loop: how long and how far the gateway keeps calling the model
     and running the agent's http and mcp tools for one request."""
 
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "!has(self.timeout) || (duration(self.timeout) >= duration('1s') "
+                    "&& duration(self.timeout) <= duration('1h'))",
+                    "timeout must be between 1s and 60m",
+                    fieldPath=".timeout",
+                )
+            ]
+        )
+    )
+
     max_steps: int = Field(
         default=8,
         ge=1,
