@@ -248,7 +248,8 @@ class Gateway:
         return caller_identity(key if authenticated else None)
 
     async def _take_shared(self, link: RedisLink, shared: SharedBuckets, caller: str) -> None:
-        """The rate limits across every replica: token buckets in Redis."""
+        """The rate limits across every replica: token buckets in Redis (the {scope} hash
+        tag keeps one script's keys in one Redis Cluster slot)."""
         scope = self.scope()
         current = self.bundles.current
         limits = current.bundle.rate_limits if current else None
@@ -257,7 +258,7 @@ class Gateway:
             t = limits.total
             buckets.append(
                 (
-                    f"kaizen:rl:v1:{scope}:total",
+                    f"kaizen:rl:v1:{{{scope}}}:total",
                     t.requests_per_second,
                     t.burst or t.requests_per_second,
                 )
@@ -267,7 +268,7 @@ class Gateway:
             k = limits.per_api_key
             buckets.append(
                 (
-                    f"kaizen:rl:v1:{scope}:key:{caller}",
+                    f"kaizen:rl:v1:{{{scope}}}:key:{caller}",
                     k.requests_per_second,
                     k.burst or k.requests_per_second,
                 )

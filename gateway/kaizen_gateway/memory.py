@@ -172,7 +172,8 @@ class ConversationMemory:
         spec = agent.spec.context.memory if agent.spec.context else None
         if spec is None or spec.type == MemoryType.NONE:
             return None
-        key = f"{self.prefix}:{scope}:{agent.name}:{caller}:{conversation_id}"
+        # The {...} hash tag keeps a conversation's keys in one Redis Cluster slot.
+        key = f"{self.prefix}:{{{scope}:{agent.name}:{caller}:{conversation_id}}}"
         return Conversation(agent.name, key, spec, int(parse_duration(spec.ttl)))
 
     async def recall(
