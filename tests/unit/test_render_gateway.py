@@ -120,9 +120,7 @@ def test_gateway_pods_take_their_redis_url_from_the_namespaces_secret() -> None:
     assert env == [
         {
             "name": "KAIZEN_REDIS_URL",
-            "valueFrom": {
-                "secretKeyRef": {"name": "kaizen-redis", "key": "url", "optional": True}
-            },
+            "valueFrom": {"secretKeyRef": {"name": "kaizen-redis", "key": "url", "optional": True}},
         }
     ]
 
