@@ -394,10 +394,15 @@ def test_a_hung_redis_costs_a_bounded_wait_then_memory_is_skipped(pair: Replicas
     os.kill(pid, signal.SIGSTOP)
     try:
         answers = [chat(pair.urls[i % 2], "chat", f"during {i}", conv) for i in range(6)]
+        # A deletion is never silently skipped: the caller is told to retry.
+        refused = conversation(pair.urls[0], "chat", conv, method="DELETE")
     finally:
         os.kill(pid, signal.SIGCONT)
     assert [a.status_code for a in answers] == [200] * 6
     assert {a.headers["x-kaizen-memory"] for a in answers} == {"skipped"}
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "memory_unavailable"
+    assert refused.headers["retry-after"] == "1"
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         after = chat(pair.urls[0], "chat", "after the hang", conv)
