@@ -64,6 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "addresses (169.254.0.0/16, fe80::/10, ...); refused by default. Also "
         "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1.",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("KAIZEN_REDIS_URL") or None,
+        help="Redis for conversation memory and rate limits shared by all replicas "
+        "(redis://[user:password@]host:port/db, rediss:// for TLS). Also KAIZEN_REDIS_URL. "
+        "Without it memory is skipped and rate limits are per pod.",
+    )
+    parser.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=0.25,
+        help="Seconds a Redis call may take before the fallback applies (memory skipped, "
+        "per-pod rate limits).",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -83,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         upstream_timeout=args.upstream_timeout,
         upstream_retries=args.upstream_retries,
         allow_link_local=args.allow_link_local_upstreams,
+        redis_url=args.redis_url,
+        redis_timeout=args.redis_timeout,
     )
     if args.prices:
         settings.prices.update(

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -43,6 +43,13 @@ from kaizen_gateway.chat import (
 from kaizen_gateway.errors import GatewayError, UpstreamError
 from kaizen_gateway.knowledge import KnowledgeBase
 from kaizen_gateway.loop import Bounds, Event, LoopRun, Outcome, outcome_of
+from kaizen_gateway.memory import (
+    CONVERSATION_HEADER,
+    ConversationMemory,
+    Recall,
+    caller_identity,
+    check_conversation_id,
+)
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
     SECRET_MAX_AGE,
@@ -51,7 +58,8 @@ from kaizen_gateway.providers import (
     encode,
     provider_for,
 )
-from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
+from kaizen_gateway.ratelimit import KeyedBuckets, SharedBuckets, TokenBucket
+from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
 from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
 from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
@@ -82,6 +90,8 @@ class GatewaySettings:
     upstream_retries: int = 2
     reload_interval: float = 1.0
     allow_link_local: bool = False  # upstreams may be link-local/metadata addresses
+    redis_url: str | None = None  # conversation memory and shared rate limits
+    redis_timeout: float = 0.25  # seconds per Redis call; then the fallback applies
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(metrics.DEFAULT_PRICES)
     )
@@ -108,6 +118,13 @@ class Gateway:
             settings.knowledge_dir, allow_link_local=settings.allow_link_local
         )
         self.mcp = MCPConnections(allow_link_local=settings.allow_link_local)
+        self.redis = (
+            RedisLink(settings.redis_url, timeout=settings.redis_timeout)
+            if settings.redis_url
+            else None
+        )
+        self.memory = ConversationMemory(self.redis)
+        self.shared_limits = SharedBuckets(self.redis.client) if self.redis else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -145,10 +162,13 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.mcp.stop()
+        await self.memory.close()  # summaries in flight still need the upstream session
         if self.session:
             await self.session.close()
         if self.tool_session:
             await self.tool_session.close()
+        if self.redis:
+            await self.redis.close()
 
     async def _watch_loop(self) -> None:
         while True:
@@ -203,8 +223,9 @@ class Gateway:
         self._keys = (time.monotonic(), frozenset(found))
         return self._keys[1]
 
-    def check_access(self, request: Request) -> None:
-        """Authenticate (when the Gateway requires API keys) and apply rate limits."""
+    async def check_access(self, request: Request) -> str:
+        """Authenticate (when the Gateway requires API keys) and apply rate limits; the
+        caller's identity that conversation memory is kept under."""
         current = self.bundles.current
         auth = current.bundle.auth if current else None
         header = request.headers.get("authorization", "")
@@ -220,19 +241,96 @@ class Gateway:
                 type_="authentication_error",
                 code="invalid_api_key",
             )
+        authenticated = auth is not None and auth.mode == "APIKey"
+        if self.total_limit is None and self.key_limits is None:
+            return caller_identity(key if authenticated else None)
+        caller = (
+            hashlib.sha256(key.encode()).hexdigest()
+            if key
+            else (request.client.host if request.client else "-")
+        )
+        if self.redis is not None and self.shared_limits is not None:
+            try:
+                await self._take_shared(self.redis, self.shared_limits, caller)
+                return caller_identity(key if authenticated else None)
+            except RedisUnavailable:
+                metrics.RATE_LIMIT_LOCAL.inc()  # fall back to this pod's buckets
         if self.total_limit is not None:
             wait = self.total_limit.take()
             if wait:
                 raise self._limited(wait, "this gateway")
         if self.key_limits is not None:
-            caller = (
-                hashlib.sha256(key.encode()).hexdigest()
-                if key
-                else (request.client.host if request.client else "-")
-            )
             wait = self.key_limits.take(caller)
             if wait:
                 raise self._limited(wait, "this API key")
+        return caller_identity(key if authenticated else None)
+
+    async def _take_shared(self, link: RedisLink, shared: SharedBuckets, caller: str) -> None:
+        """The rate limits across every replica: token buckets in Redis (the {scope} hash
+        tag keeps one script's keys in one Redis Cluster slot)."""
+        scope = self.scope()
+        current = self.bundles.current
+        limits = current.bundle.rate_limits if current else None
+        buckets, who = [], []
+        if limits and limits.total:
+            t = limits.total
+            buckets.append(
+                (
+                    f"kaizen:rl:v1:{{{scope}}}:total",
+                    t.requests_per_second,
+                    t.burst or t.requests_per_second,
+                )
+            )
+            who.append("this gateway")
+        if limits and limits.per_api_key:
+            k = limits.per_api_key
+            buckets.append(
+                (
+                    f"kaizen:rl:v1:{{{scope}}}:key:{caller}",
+                    k.requests_per_second,
+                    k.burst or k.requests_per_second,
+                )
+            )
+            who.append("this API key")
+        if not buckets:
+            return
+        wait, which = await link.call(lambda client: shared.take(client, buckets))
+        if wait:
+            raise self._limited(wait, who[which])
+
+    def scope(self) -> str:
+        """The Gateway these pods serve, "namespace/name": memory and limits are kept per
+        Gateway, so two Gateways sharing a Redis never see each other's state."""
+        current = self.bundles.current
+        return f"{current.bundle.namespace}/{current.bundle.gateway}" if current else "-"
+
+    async def recall(
+        self, agent: BundledAgent, caller: str, conversation_id: Any, param: str
+    ) -> Recall:
+        """The conversation memory for this request (see kaizen_gateway.memory)."""
+        if conversation_id is None:
+            return Recall("")
+        return await self.memory.recall(
+            self.scope(), agent, caller, check_conversation_id(conversation_id, param)
+        )
+
+    async def remember(
+        self,
+        agent: BundledAgent,
+        recall: Recall,
+        new_messages: list[dict[str, Any]],
+        answer: dict[str, Any],
+    ) -> None:
+        """Store this turn; summaries are written by the agent's own model."""
+        if recall.conversation is None:
+            return
+
+        async def summarise(messages: list[dict[str, Any]]) -> str:
+            chat = ChatRequest(model=agent.spec.model.name, messages=messages)
+            result = await complete_with_fallback(agent, self.provider(agent), chat)
+            return str(result["choices"][0]["message"].get("content") or "")
+
+        await self.memory.remember(recall, new_messages, answer, summarise)
 
     @staticmethod
     def _limited(wait: float, who: str) -> GatewayError:
@@ -466,6 +564,53 @@ def _outcome_headers(
     return headers
 
 
+class Remembered:
+    """Stores a streamed turn once the loop's outcome is known and before the stream's
+    last line (``[DONE]``, or the native ``done`` event), so that the caller's next turn,
+    on any replica, sees it."""
+
+    def __init__(
+        self, gw: Gateway, agent: BundledAgent, recall: Recall, turn: list[dict[str, Any]] | None
+    ) -> None:
+        self.gw, self.agent, self.recall, self.turn = gw, agent, recall, turn or []
+        self.outcome: Outcome | None = None
+        self.stored = False
+
+    def capture(self, done: Callable[[int, Outcome | None], None]) -> Any:
+        """Wrap chat_sse's ``done(status, outcome)``."""
+
+        def wrapped(status: int, outcome: Outcome | None) -> None:
+            self.outcome = outcome
+            done(status, outcome)
+
+        return wrapped
+
+    def capture_outcome(self, finish: Callable[[Outcome], dict[str, Any]]) -> Any:
+        """Wrap native_sse's ``finish(outcome)``."""
+
+        def wrapped(outcome: Outcome) -> dict[str, Any]:
+            self.outcome = outcome
+            return finish(outcome)
+
+        return wrapped
+
+    async def around(self, sse: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for line in sse:
+                if line.startswith(("data: [DONE]", "event: done")):
+                    await self.store()
+                yield line
+            await self.store()
+        finally:
+            await sse.aclose()  # type: ignore[attr-defined]
+
+    async def store(self) -> None:
+        if self.stored or self.outcome is None or self.recall.conversation is None:
+            return
+        self.stored = True
+        await self.gw.remember(self.agent, self.recall, self.turn, self.outcome.message)
+
+
 def build_app(gw: Gateway) -> Starlette:
     """The ASGI application around a Gateway."""
 
@@ -498,7 +643,7 @@ def build_app(gw: Gateway) -> Starlette:
 
     async def models(request: Request) -> Response:
         try:
-            gw.check_access(request)
+            await gw.check_access(request)
         except GatewayError as exc:
             return _error(exc)
         current = gw.bundles.current
@@ -553,11 +698,17 @@ def build_app(gw: Gateway) -> Starlette:
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
         try:
-            gw.check_access(request)
+            caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
             await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
+            recall = await gw.recall(
+                agent, caller, request.headers.get(CONVERSATION_HEADER), CONVERSATION_HEADER
+            )
+            turn = body.get("messages")
+            if recall.messages and isinstance(turn, list):
+                body = {**body, "messages": recall.messages + turn}
             chat = gw.chat_request(agent, body, tools)
             knowledge = gw.knowledge.retrieve(agent.name, chat.messages)
             chat.messages = knowledge.apply(chat.messages)
@@ -566,28 +717,30 @@ def build_app(gw: Gateway) -> Starlette:
                 events = run.events()
                 first, headers = await start_stream(agent, run, events, started, request_id)
                 labels = (agent.name, str(agent.revision))
+                memo = Remembered(gw, agent, recall, turn)
                 sse = answers.chat_sse(
                     first,
                     events,
                     agent.name,
                     request_id,
-                    finisher(agent, started),
+                    memo.capture(finisher(agent, started)),
                     lambda: metrics.TTFT.labels(*labels).observe(time.perf_counter() - started),
                 )
                 if knowledge.hits:
                     headers[SOURCES_HEADER] = knowledge.header()
                 return StreamingResponse(
-                    sse,
+                    memo.around(sse),
                     media_type="text/event-stream",
-                    headers={**headers, "cache-control": "no-cache"},
+                    headers={**headers, **recall.headers(), "cache-control": "no-cache"},
                 )
             outcome = await outcome_of(loop(agent, chat, tools, False).events())
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
+        await gw.remember(agent, recall, turn or [], outcome.message)
         result = answers.completion(outcome, agent.name, request_id)
-        headers = _outcome_headers(agent, started, request_id, outcome)
+        headers = {**_outcome_headers(agent, started, request_id, outcome), **recall.headers()}
         if knowledge.hits:  # an extra field OpenAI clients keep (model_extra), and a header
             result["sources"] = knowledge.sources()
             headers[SOURCES_HEADER] = knowledge.header()
@@ -600,7 +753,7 @@ def build_app(gw: Gateway) -> Starlette:
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
         try:
-            gw.check_access(request)
+            caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(request.path_params["name"])
             text = body.get("input")
@@ -611,10 +764,12 @@ def build_app(gw: Gateway) -> Starlette:
                 raise GatewayError(400, "stream must be a boolean", param="stream")
             await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
+            recall = await gw.recall(agent, caller, body.get("conversationId"), "conversationId")
+            turn = [*body.get("history", []), {"role": "user", "content": text}]
             chat = gw.chat_request(
                 agent,
                 {
-                    "messages": [*body.get("history", []), {"role": "user", "content": text}],
+                    "messages": recall.messages + turn,
                     **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
                 },
                 tools,
@@ -626,29 +781,76 @@ def build_app(gw: Gateway) -> Starlette:
             if stream:
                 first, headers = await start_stream(agent, run, events, started, request_id)
                 served = agent
+                memo = Remembered(gw, agent, recall, turn)
                 sse = answers.native_sse(
                     first,
                     events,
-                    lambda outcome: (
-                        answers.native(outcome, served.name, served.revision, started, request_id)
-                        | {"sources": knowledge.sources()}
+                    memo.capture_outcome(
+                        lambda outcome: {
+                            **answers.native(
+                                outcome, served.name, served.revision, started, request_id
+                            ),
+                            **recall.native(body.get("conversationId")),
+                            "sources": knowledge.sources(),
+                        }
                     ),
                     finisher(agent, started),
                 )
                 return StreamingResponse(
-                    sse,
+                    memo.around(sse),
                     media_type="text/event-stream",
-                    headers={**headers, "cache-control": "no-cache"},
+                    headers={**headers, **recall.headers(), "cache-control": "no-cache"},
                 )
             outcome = await outcome_of(events)
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
+        await gw.remember(agent, recall, turn, outcome.message)
         gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
         out = answers.native(outcome, agent.name, agent.revision, started, request_id)
         out["sources"] = knowledge.sources()
-        return JSONResponse(out, headers=_outcome_headers(agent, started, request_id, outcome))
+        out.update(recall.native(body.get("conversationId")))
+        return JSONResponse(
+            out,
+            headers={**_outcome_headers(agent, started, request_id, outcome), **recall.headers()},
+        )
+
+    async def conversation(request: Request) -> Response:
+        """GET: the caller's stored conversation; DELETE: forget it (204). 404 when the
+        caller has no such conversation with this agent; 503 while Redis is unavailable."""
+        try:
+            caller = await gw.check_access(request)
+            agent = gw.agent(request.path_params["name"])
+            conversation_id = check_conversation_id(request.path_params["id"], "id")
+            conv = gw.memory.conversation(gw.scope(), agent, caller, conversation_id)
+            if conv is None:
+                raise GatewayError(
+                    404, f"the agent {agent.name!r} keeps no conversation memory", code="not_found"
+                )
+            try:
+                if request.method == "DELETE":
+                    found = await gw.memory.forget(conv)
+                    stored: dict[str, Any] | None = {} if found else None
+                else:
+                    stored = await gw.memory.read(conv)
+            except RedisUnavailable as exc:
+                raise GatewayError(
+                    503,
+                    "conversation memory is unavailable (Redis); retry later",
+                    type_="server_error",
+                    code="memory_unavailable",
+                    headers={"retry-after": "1"},
+                ) from exc
+            if stored is None:
+                raise GatewayError(
+                    404, f"no conversation {conversation_id!r} with this agent", code="not_found"
+                )
+        except GatewayError as exc:
+            return _error(exc)
+        if request.method == "DELETE":
+            return Response(status_code=204)
+        return JSONResponse({"agent": agent.name, "conversationId": conversation_id, **stored})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -666,6 +868,7 @@ def build_app(gw: Gateway) -> Starlette:
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/agents/{name}/invoke", invoke, methods=["POST"]),
+            Route("/agents/{name}/conversations/{id}", conversation, methods=["GET", "DELETE"]),
         ],
         lifespan=lifespan,
     )

@@ -61,6 +61,8 @@ class OperatorConfig:
     allow_link_local_destinations: bool = False
     # Gateway pods may call link-local and cloud-metadata upstreams (their SSRF guard off).
     allow_link_local_upstreams: bool = False
+    # Secret (in each Gateway's namespace) whose key "url" gives gateway pods their Redis.
+    gateway_redis_secret: str | None = None
 
 
 @dataclass

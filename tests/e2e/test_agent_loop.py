@@ -62,6 +62,16 @@ def agents(stub: str, tools: str) -> list[dict[str, Any]]:
             runtime={"maxConcurrentTools": 2},
         ),
         agent(
+            "mock-weather",
+            tools=[
+                {
+                    "name": "forecast",
+                    "type": "http",
+                    "http": {"url": f"{tools}/weather", "method": "GET"},
+                }
+            ],
+        ),
+        agent(
             "claude-weather",
             model={
                 "provider": "anthropic",
@@ -334,3 +344,19 @@ def test_the_loop_runs_on_an_anthropic_model_too(served: Served, stream: bool) -
     assert sent[-2]["content"][0]["type"] == "tool_use"
     assert sent[-2]["content"][0]["input"] == {"city": "Paris"}
     assert sent[-1]["content"][0]["type"] == "tool_result"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_offline_mock_model_runs_the_loop_when_asked_for_a_tool(
+    served: Served, stream: bool
+) -> None:
+    request: dict[str, Any] = {
+        "model": "mock-weather",
+        "messages": [{"role": "user", "content": 'forecast {"city": "Lima"}'}],
+    }
+    if stream:
+        chunks = list(served.client().chat.completions.create(**request, stream=True))
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        text = served.client().chat.completions.create(**request).choices[0].message.content
+    assert text == '[mock:echo] {"city":"Lima","forecast":"sunny","celsius":21}'

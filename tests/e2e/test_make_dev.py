@@ -72,6 +72,16 @@ def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> 
             return next(s["reachable"] for s in servers if s["url"].endswith(":18931/mcp"))
 
         eventually(mcp_reachable, timeout=60, what="the dev gateway to reach the MCP server")
+        # The example agent keeps conversation memory in the Redis `up` started.
+        assert re.search(r"redis: +redis://127\.0\.0\.1:\d+/0", out)
+        openai.OpenAI(base_url=f"{url}/v1", api_key="-").chat.completions.create(
+            model="hello-agent",
+            messages=[{"role": "user", "content": "I am Ada"}],
+            extra_headers={"x-kaizen-conversation-id": "demo-1"},
+        )
+        with urllib.request.urlopen(f"{url}/agents/hello-agent/conversations/demo-1") as resp:  # noqa: S310 - loopback
+            turns = json.loads(resp.read())["turns"]
+        assert turns[0][0] == {"role": "user", "content": "I am Ada"}
         with urllib.request.urlopen("http://127.0.0.1:18000/openapi.json", timeout=10) as resp:
             assert "/api/v1/orgs" in json.loads(resp.read())["paths"]
         pids = {p.name: int(p.read_text()) for p in (tmp_path / "dev").glob("*.pid")}

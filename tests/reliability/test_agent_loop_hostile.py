@@ -36,6 +36,20 @@ def agents(stub: str, tools: str) -> list[dict[str, Any]]:
                 http_tool("metadata_v6", "http://[::ffff:169.254.169.254]/latest/"),
                 http_tool("redirect", f"{tools}/redirect"),
                 http_tool("weather", f"{tools}/weather"),
+                {
+                    **http_tool("injecting", f"{tools}/weather"),
+                    "http": {
+                        "url": f"{tools}/weather",
+                        "headersSecretRef": {"name": "bad-headers", "key": "headers"},
+                    },
+                },
+                {
+                    **http_tool("unmounted", f"{tools}/weather"),
+                    "http": {
+                        "url": f"{tools}/weather",
+                        "headersSecretRef": {"name": "never-created", "key": "headers"},
+                    },
+                },
             ],
             runtime={"maxSteps": 3, "maxConcurrentTools": 2},
         ),
@@ -56,7 +70,14 @@ def agents(stub: str, tools: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    yield from serve(tmp_path_factory.mktemp("agent-loop-hostile"), agents)
+    yield from serve(
+        tmp_path_factory.mktemp("agent-loop-hostile"),
+        agents,
+        secrets={"bad-headers": {"headers": json.dumps({"x-token": INJECTED})}},
+    )
+
+
+INJECTED = "secret-abc\r\nx-injected: yes"
 
 
 def tool_result_sent(served: Served) -> str:
@@ -189,6 +210,19 @@ def test_the_token_budget_stops_the_loop(served: Served) -> None:
         served.script("budget-model", [])
     assert answer.choices[0].finish_reason == "token_budget"
     assert answer.usage.total_tokens == 1600  # two steps: the second reached the budget
+
+
+def test_headers_that_would_inject_are_refused_without_quoting_them(served: Served) -> None:
+    before = len(served.tool_requests())
+    ask(served, "injecting")
+    sent = tool_result_sent(served)
+    assert sent.startswith("tool error (headers_invalid): Secret 'bad-headers' key 'headers'")
+    assert "secret-abc" not in sent and "secret-abc" not in served.process.log.read_text()
+    assert len(served.tool_requests()) == before  # nothing was sent
+    ask(served, "unmounted")
+    assert tool_result_sent(served) == (
+        "tool error (headers_unavailable): Secret 'never-created' key 'headers' is not mounted"
+    )
 
 
 def test_the_gateway_still_serves_after_the_hostile_calls(served: Served) -> None:

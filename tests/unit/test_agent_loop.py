@@ -7,6 +7,8 @@ import pytest
 
 from kaizen_api.v1alpha1.agent import AgentSpec
 from kaizen_gateway.loop import Bounds, add_usage, arguments_of, merge_tool_call_deltas, split_calls
+from kaizen_gateway.providers import ChatRequest
+from kaizen_gateway.providers.mock import tool_call
 from kaizen_gateway.tools.http import query
 
 
@@ -108,3 +110,31 @@ def test_a_deadline_out_of_range_is_refused(timeout: str) -> None:
         AgentSpec.model_validate(
             {"model": {"provider": "mock", "name": "m"}, "runtime": {"timeout": timeout}}
         )
+
+
+OFFERED = {"tools": [{"type": "function", "function": {"name": "find_order"}}]}
+
+
+@pytest.mark.parametrize(
+    ("text", "arguments"),
+    [
+        ('find_order {"id": "A-1"}', '{"id": "A-1"}'),
+        ("please find_order now", "{}"),
+        ("find_order {not json}", "{}"),
+    ],
+)
+def test_the_mock_model_calls_a_tool_the_user_names(text: str, arguments: str) -> None:
+    call = tool_call(ChatRequest("m", [{"role": "user", "content": text}], OFFERED))
+    assert call is not None and call["function"] == {"name": "find_order", "arguments": arguments}
+
+
+@pytest.mark.parametrize(
+    ("messages", "params"),
+    [
+        ([{"role": "user", "content": "find_orders please"}], OFFERED),  # another word
+        ([{"role": "user", "content": "find_order"}], {}),  # not offered
+        ([{"role": "user", "content": "find_order"}, {"role": "tool", "content": "x"}], OFFERED),
+    ],
+)
+def test_the_mock_model_calls_no_tool_otherwise(messages: list, params: dict) -> None:
+    assert tool_call(ChatRequest("m", messages, params)) is None

@@ -127,6 +127,21 @@ def test_link_local_upstreams_are_allowed_only_when_the_operator_says_so() -> No
     assert env(True) == [{"name": "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL", "value": "1"}]
 
 
+def test_gateway_pods_take_their_redis_url_from_the_namespaces_secret() -> None:
+    inputs = GatewayInputs(
+        gateway("dev"), (), {}, False, None, None, IMAGE, NOW, redis_secret="kaizen-redis"
+    )
+    deployment = child(render_gateway(inputs), "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    # By reference only: the URL (and its password) is never in the Deployment itself.
+    assert env == [
+        {
+            "name": "KAIZEN_REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": "kaizen-redis", "key": "url", "optional": True}},
+        }
+    ]
+
+
 def test_autoscaled_gateway_sets_replicas_only_at_creation() -> None:
     created = render(gateway("dev", replicas=4), autoscaled=True, min_replicas=2)
     assert created.replicas["spec"] == {"replicas": 2}

@@ -226,6 +226,9 @@ class Tool(KaizenModel):
         return self
 
 
+MIN_MEMORY_TTL, MAX_MEMORY_TTL = 60.0, 720 * 3600.0
+
+
 class MemoryType(StrEnum):
     """How the agent remembers earlier turns."""
 
@@ -235,12 +238,42 @@ class MemoryType(StrEnum):
 
 
 class MemorySpec(KaizenModel):
-    """Conversation memory."""
+    """Conversation memory, kept in the gateway's Redis per agent, caller and conversation."""
 
-    type: MemoryType = Field(default=MemoryType.NONE, description="none, conversation or summary.")
-    max_turns: int = Field(
-        default=20, ge=1, le=1000, description="Turns kept (conversation) or summarized."
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "duration(self.ttl) >= duration('1m') && duration(self.ttl) <= duration('720h')",
+                    "ttl must be between 1m and 720h",
+                    fieldPath=".ttl",
+                )
+            ]
+        )
     )
+
+    type: MemoryType = Field(
+        default=MemoryType.NONE,
+        description="none; conversation: the last maxTurns turns are given to the model; "
+        "summary: as conversation, and older turns are folded into a summary written by the "
+        "agent's own model.",
+    )
+    max_turns: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Turns (a caller's message and the answer) kept word for word.",
+    )
+    ttl: Duration = Field(
+        default="24h",
+        description="A conversation is forgotten this long after its last turn (1m to 720h).",
+    )
+
+    @model_validator(mode="after")
+    def _ttl_bounds(self) -> MemorySpec:
+        if not MIN_MEMORY_TTL <= parse_duration(self.ttl) <= MAX_MEMORY_TTL:
+            raise ValueError("ttl must be between 1m and 720h")
+        return self
 
 
 class KnowledgeSource(KaizenModel):

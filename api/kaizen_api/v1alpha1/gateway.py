@@ -159,7 +159,9 @@ class RateLimit(KaizenModel):
 
 
 class RateLimits(KaizenModel):
-    """Rate limits enforced by each gateway pod (429 with Retry-After beyond them)."""
+    """Rate limits (429 with Retry-After beyond them). With Redis configured for the
+    gateway they hold across all its replicas together; without Redis, or while Redis is
+    unreachable, each pod enforces them on its own."""
 
     total: RateLimit | None = Field(default=None, description="For all callers together.")
     per_api_key: RateLimit | None = Field(default=None, description="For each API key.")
@@ -247,7 +249,11 @@ class GatewaySpec(KaizenModel):
     )
     agents: AgentSelection = Field(description="Which Agents this gateway serves.")
     exposure: ExposureSpec | None = Field(default=None, description="Service, Ingress, route.")
-    rate_limits: RateLimits | None = Field(default=None, description="Request rate limits.")
+    rate_limits: RateLimits | None = Field(
+        default=None,
+        description="Request rate limits. With Redis configured for gateways they hold across "
+        "all replicas together; without Redis, or while it is unreachable, per pod.",
+    )
     auth: GatewayAuth | None = Field(default=None, description="Caller authentication.")
     promoted_revisions: list[PromotedRevision] | None = Field(
         default=None,

@@ -10,6 +10,7 @@ up to a size cap, so a tool answering 50 MB costs the gateway the cap, not 50 MB
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from kaizen_gateway.tools import ToolResult, failed
 MAX_ANSWER_BYTES = 1_048_576  # what the gateway reads of a tool's answer
 SHOWN_OF_FAILURE = 2000  # characters of a failed answer given to the model
 NO_ARGUMENTS_SCHEMA = {"type": "object", "properties": {}}
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # no header may carry CR, LF or other controls
 
 
 def function_spec(tool: Tool) -> dict[str, Any]:
@@ -95,12 +97,14 @@ class HTTPToolRunner:
         except ValueError:
             headers = None
         if not isinstance(headers, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+            isinstance(k, str) and isinstance(v, str) and not CONTROL.search(k + v)
+            for k, v in headers.items()
         ):
             # Never quote the value: it holds credentials.
             return failed(
                 "headers_invalid",
-                f"Secret {ref.name!r} key {ref.key!r} must hold a JSON object of strings",
+                f"Secret {ref.name!r} key {ref.key!r} must hold a JSON object of strings "
+                "without control characters",
             )
         return headers
 

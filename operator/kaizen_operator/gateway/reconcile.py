@@ -73,6 +73,7 @@ async def resolve_gateway(
     now: datetime,
     allow_link_local_upstreams: bool = False,
     gateway_endpoints: Path | None = None,
+    redis_secret: str | None = None,
 ) -> GatewayInputs:
     """Read the Agents, their revisions, the ScalingPolicy, the live Deployment and, when
     an agent has MCP tools, what the gateway pods report of their MCP servers."""
@@ -111,6 +112,7 @@ async def resolve_gateway(
         allow_link_local_upstreams=allow_link_local_upstreams,
         http_route_api=route_api,
         tool_servers=tool_servers,
+        redis_secret=redis_secret,
     )
 
 
@@ -140,6 +142,7 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
             now,
             rt.config.allow_link_local_upstreams,
             rt.config.gateway_endpoints,
+            rt.config.gateway_redis_secret,
         )
         plan = render_gateway(inputs)
         await apply_all(rt.kube, plan.children)

@@ -42,6 +42,9 @@ OPTIONAL_KINDS = (
 
 # The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
+# The gateway's Redis (kaizen_gateway.__main__ reads it), from a Secret's "url" key.
+REDIS_URL_ENV = "KAIZEN_REDIS_URL"
+REDIS_URL_KEY = "url"
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,8 @@ class GatewayInputs:
     # MCP servers as the gateway pods report them on /readyz, merged over pods
     # (read_tool_servers); None when no pod answered.
     tool_servers: tuple[Mapping[str, Any], ...] | None = None
+    # Secret in the Gateway's namespace whose "url" key is the pods' Redis (operator flag).
+    redis_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -327,11 +332,7 @@ def render_deployment(
                             "failureThreshold": 3,
                         },
                         "resources": resources,
-                        **(
-                            {"env": [{"name": ALLOW_LINK_LOCAL_ENV, "value": "1"}]}
-                            if inputs.allow_link_local_upstreams
-                            else {}
-                        ),
+                        **({"env": env} if (env := render_env(inputs)) else {}),
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True,
@@ -350,6 +351,19 @@ def render_deployment(
         "metadata": _meta(inputs, workload),
         "spec": deployment_spec,
     }
+
+
+def render_env(inputs: GatewayInputs) -> list[dict[str, Any]]:
+    """The gateway container's environment. The Redis URL (it may hold a password) comes
+    from the Secret by reference; optional, so a namespace without it still serves, with
+    memory skipped and per-pod rate limits."""
+    env: list[dict[str, Any]] = []
+    if inputs.allow_link_local_upstreams:
+        env.append({"name": ALLOW_LINK_LOCAL_ENV, "value": "1"})
+    if inputs.redis_secret:
+        ref = {"name": inputs.redis_secret, "key": REDIS_URL_KEY, "optional": True}
+        env.append({"name": REDIS_URL_ENV, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def render_replicas(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] | None:
