@@ -11,7 +11,7 @@ dev: bootstrap
 dev-down:
 	$(PYTHON) hack/dev.py down
 
-## Install everything, lint, and run every test against a real control plane and PostgreSQL.
+## Install everything, lint, and run every test against a real control plane, PostgreSQL and Redis.
 test: bootstrap lint
 	$(PYTHON) hack/cluster.py build >/dev/null
 	$(PYTHON) -m pytest -n 2 --dist worksteal $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what a fresh machine lacks, idempotently and quickly when nothing is missing:
-#   - Debian packages: PostgreSQL server (tests and `make dev` run a real one);
+#   - Debian packages: PostgreSQL and Redis servers (tests and `make dev` run real ones);
 #   - the Go toolchain check (the control plane is built from Go modules);
 #   - this project with its test extras (pip, editable).
 set -euo pipefail
@@ -9,6 +9,7 @@ PYTHON="${PYTHON:-python3}"
 
 missing=()
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+command -v redis-server >/dev/null || missing+=(redis-server)
 command -v runuser >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then
   if [[ "$(id -u)" == 0 ]]; then

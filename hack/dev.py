@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """`make dev`: the whole platform locally, with the examples applied.
 
-    python hack/dev.py up     # control plane (or $KUBECONFIG's cluster) + CRDs + examples
+    python hack/dev.py up     # control plane (or $KUBECONFIG's cluster) + CRDs + Redis + examples
     python hack/dev.py down   # stop the local control plane
 
 Running `up` twice is safe: every step is idempotent.
@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT / "hack"))
 
 from localcluster import cluster  # noqa: E402
 from localcluster.versions import cache_root  # noqa: E402
+from localredis import server as localredis  # noqa: E402
 
 # KAIZEN_DEV_DIR (with KAIZEN_CLUSTER_DIR) runs a second, private dev environment (tests).
 DEV_DIR = Path(os.environ.get("KAIZEN_DEV_DIR") or cache_root() / "dev")
@@ -142,6 +143,11 @@ def up() -> int:
             "--external-metrics",
         ],
     )
+    # The demo MCP tool server the example agent order-desk uses.
+    start_background(
+        "mcp-toolserver",
+        [sys.executable, str(ROOT / "hack" / "toolserver" / "mcp_server.py"), "--port", "18931"],
+    )
     applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)
     for kind in ("agents", "gateways", "scalingpolicies"):
         cluster.kubectl(
@@ -154,6 +160,10 @@ def up() -> int:
             "--for=condition=Ready",
             "--timeout=180s",
         )
+    # Conversation memory and shared rate limits: the gateway processes the runner starts
+    # inherit KAIZEN_REDIS_URL (in a cluster it comes from --gateway-redis-secret).
+    redis_url = localredis.up(DEV_DIR / "redis")
+    os.environ["KAIZEN_REDIS_URL"] = redis_url
     start_background(
         "gateways",
         [
@@ -186,6 +196,8 @@ Kaizen Studio dev environment is up.
 
   gateways:    one local kaizen-gateway process per Gateway (kwok pods run no containers);
                URLs in {DEV_DIR / "gateways" / "ports.json"}; dev = {url}
+  MCP tools:   demo MCP server http://127.0.0.1:18931/mcp (agent order-desk); {url}/readyz
+  redis:       {redis_url} (conversation memory, shared rate limits)
 
 Ask the demo agent (mock provider, answered just now: {answer!r}):
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
@@ -193,6 +205,11 @@ Ask the demo agent (mock provider, answered just now: {answer!r}):
   python -c "import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='-'); \\
 print(c.chat.completions.create(model='hello-agent', \\
 messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
+  # hello-agent remembers a conversation you name (its stored turns: GET, forget: DELETE):
+  curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
+    -H 'x-kaizen-conversation-id: demo-1' \\
+    -d '{{"model": "hello-agent", "messages": [{{"role": "user", "content": "I am Ada"}}]}}'
+  curl -s {url}/agents/hello-agent/conversations/demo-1
 
   export KUBECONFIG={kubeconfig}
   kubectl get nodes
@@ -261,10 +278,12 @@ def main() -> int:
         if args.command == "up":
             return up()
         stop_background("gateways")
+        stop_background("mcp-toolserver")
         stop_background("facade")
         stop_background("operator")
+        localredis.down(DEV_DIR / "redis")
         cluster.down()
-        print("operator and local control plane stopped")
+        print("operator, Redis and local control plane stopped")
         return 0
     except cluster.ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -7,8 +7,10 @@ renders (re-written when it changes, which the gateway hot-reloads).
 
 Each gateway listens on 127.0.0.1; DIR/ports.json maps Gateway name -> URL and the
 endpoints file maps "<namespace>/<gateway>" -> URL for `kaizen-operator --gateway-endpoints`.
-Secrets referenced by the served agents are copied into DIR/<gw>/secrets so the
-process finds them where a pod would mount them. Stops its children on SIGTERM.
+Secrets referenced by the served agents are copied into DIR/<gw>/secrets, and the
+knowledge ConfigMaps the bundle mounts into DIR/<gw>/knowledge (kept up to date, as the
+kubelet keeps a ConfigMap volume), so the process finds them where a pod would mount
+them. Stops its children on SIGTERM.
 """
 
 from __future__ import annotations
@@ -69,6 +71,30 @@ class Runner:
                 path.chmod(0o600)
         return folder
 
+    def _write_knowledge(self, gw: str, bundle: dict[str, Any]) -> Path:
+        """Each mounted knowledge ConfigMap's data keys as files, replaced atomically
+        when they change (a missing ConfigMap leaves an absent folder, as an optional
+        volume that cannot be filled would)."""
+        folder = self.state / gw / "knowledge"
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in bundle.get("knowledgeMounts") or {}:
+            try:
+                data = self.core.read_namespaced_config_map(name, self.namespace).data or {}
+            except ApiException:
+                continue
+            target = folder / name
+            target.mkdir(exist_ok=True)
+            for key, text in data.items():
+                path = target / key
+                if not path.exists() or path.read_text() != text:
+                    tmp = target / f".{key}.tmp"
+                    tmp.write_text(text)
+                    tmp.replace(path)
+            for path in target.iterdir():
+                if not path.name.startswith(".") and path.name not in data:
+                    path.unlink()
+        return folder
+
     def sync(self) -> None:
         gateways = self.custom.list_namespaced_custom_object(
             "kaizen.studio", "v1alpha1", self.namespace, "gateways"
@@ -91,6 +117,7 @@ class Runner:
                 tmp.write_text(text)
                 tmp.replace(bundle_file)  # atomic, as a ConfigMap volume update
             secrets = self._write_secrets(name, json.loads(text))
+            knowledge = self._write_knowledge(name, json.loads(text))
             proc = self.procs.get(name)
             if proc is None or proc[0].poll() is not None:
                 port = proc[1] if proc else free_port()
@@ -106,6 +133,8 @@ class Runner:
                         str(port),
                         "--secrets-dir",
                         str(secrets),
+                        "--knowledge-dir",
+                        str(knowledge),
                     ],
                     stdout=log,
                     stderr=subprocess.STDOUT,

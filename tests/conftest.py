@@ -1,5 +1,5 @@
 """Shared fixtures: one control plane per pytest session, one namespace per test,
-PostgreSQL and SQLite databases. Tests are marked by folder (unit/integration/e2e)."""
+PostgreSQL and SQLite databases, Redis. Tests are marked by folder (unit/integration/e2e)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from kubernetes import client, config
 
 from localcluster import cluster
 from localdb import postgres
+from localredis import server as localredis
 from tests.reliability.figures import Figures, figures_file, table
 from tests.support.kube import install_crds
 from tests.support.processes import LocalProcess, start_operator
@@ -162,6 +163,12 @@ def figures(request: pytest.FixtureRequest) -> Figures:
 def postgres_admin_url() -> str:
     """Superuser URL of a real PostgreSQL server ($KAIZEN_TEST_POSTGRES_URL or a local one)."""
     return os.environ.get("KAIZEN_TEST_POSTGRES_URL") or postgres.up()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of a real Redis server ($KAIZEN_TEST_REDIS_URL or a local redis-server)."""
+    return os.environ.get("KAIZEN_TEST_REDIS_URL") or localredis.up()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

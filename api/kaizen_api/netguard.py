@@ -81,6 +81,20 @@ def parse(url: str) -> Destination:
     return Destination(scheme, host)
 
 
+def display_url(url: str) -> str:
+    """``url`` without credentials, query or fragment: what logs, status and events may
+    show of a user's outbound URL (tokens often ride in the userinfo or the query)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(invalid URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def literal(host: str) -> IPAddress | None:
     """The address ``host`` spells, in any form getaddrinfo would read without DNS
     (dotted, IPv6, or the legacy forms 2852039166, 0xa9fea9fe, 0251.0376.0251.0376)."""

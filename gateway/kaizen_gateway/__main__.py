@@ -12,7 +12,14 @@ from pathlib import Path
 
 import uvicorn
 
-from kaizen_api.v1alpha1.bundle import BUNDLE_FILE, BUNDLE_MOUNT, GATEWAY_PORT, SECRETS_MOUNT
+from kaizen_api.v1alpha1.bundle import (
+    BUNDLE_FILE,
+    BUNDLE_MOUNT,
+    GATEWAY_PORT,
+    KNOWLEDGE_MOUNT,
+    SECRETS_MOUNT,
+)
+from kaizen_gateway import tracing
 from kaizen_gateway.app import Gateway, GatewaySettings, build_app
 
 
@@ -33,6 +40,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=Path(SECRETS_MOUNT),
         help="Where Secrets are mounted (<secret>/<key> files).",
     )
+    parser.add_argument(
+        "--knowledge-dir",
+        type=Path,
+        default=Path(KNOWLEDGE_MOUNT),
+        help="Where knowledge ConfigMaps are mounted (<configmap>/<key> files).",
+    )
     parser.add_argument("--max-body-bytes", type=int, default=1_048_576)
     parser.add_argument(
         "--upstream-timeout", type=float, default=60.0, help="Seconds per upstream attempt."
@@ -51,6 +64,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "addresses (169.254.0.0/16, fe80::/10, ...); refused by default. Also "
         "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1.",
     )
+    parser.add_argument(
+        "--redis-url",
+        default=os.environ.get("KAIZEN_REDIS_URL") or None,
+        help="Redis for conversation memory and rate limits shared by all replicas "
+        "(redis://[user:password@]host:port/db, rediss:// for TLS). Also KAIZEN_REDIS_URL. "
+        "Without it memory is skipped and rate limits are per pod.",
+    )
+    parser.add_argument(
+        "--redis-timeout",
+        type=float,
+        default=0.25,
+        help="Seconds a Redis call may take before the fallback applies (memory skipped, "
+        "per-pod rate limits).",
+    )
     parser.add_argument("--log-level", default="info")
     return parser.parse_args(argv)
 
@@ -65,15 +92,19 @@ def main(argv: list[str] | None = None) -> int:
     settings = GatewaySettings(
         bundle_path=args.bundle,
         secrets_dir=args.secrets_dir,
+        knowledge_dir=args.knowledge_dir,
         max_body_bytes=args.max_body_bytes,
         upstream_timeout=args.upstream_timeout,
         upstream_retries=args.upstream_retries,
         allow_link_local=args.allow_link_local_upstreams,
+        redis_url=args.redis_url,
+        redis_timeout=args.redis_timeout,
     )
     if args.prices:
         settings.prices.update(
             {k: (float(v[0]), float(v[1])) for k, v in json.loads(args.prices.read_text()).items()}
         )
+    tracing.configure()  # before the app is built: untraced handlers stay unwrapped
     app = build_app(Gateway(settings))
     uvicorn.run(
         app,

@@ -14,7 +14,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -30,8 +30,8 @@ from starlette.routing import Route
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.agent import ToolType
-from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT, BundledAgent
-from kaizen_gateway import answers, metrics
+from kaizen_api.v1alpha1.bundle import KNOWLEDGE_MOUNT, SECRETS_MOUNT, BundledAgent
+from kaizen_gateway import answers, metrics, tracing
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.chat import (
     PARAM_KEYS,
@@ -41,7 +41,15 @@ from kaizen_gateway.chat import (
     refuse_constant,
 )
 from kaizen_gateway.errors import GatewayError, UpstreamError
+from kaizen_gateway.knowledge import KnowledgeBase
 from kaizen_gateway.loop import Bounds, Event, LoopRun, Outcome, outcome_of
+from kaizen_gateway.memory import (
+    CONVERSATION_HEADER,
+    ConversationMemory,
+    Recall,
+    caller_identity,
+    check_conversation_id,
+)
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
     SECRET_MAX_AGE,
@@ -50,11 +58,14 @@ from kaizen_gateway.providers import (
     encode,
     provider_for,
 )
-from kaizen_gateway.ratelimit import KeyedBuckets, TokenBucket
+from kaizen_gateway.ratelimit import KeyedBuckets, SharedBuckets, TokenBucket
+from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
 from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
+from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
 
 log = logging.getLogger("kaizen_gateway")
+SOURCES_HEADER = "x-kaizen-knowledge-sources"
 
 
 @dataclass(frozen=True)
@@ -73,11 +84,14 @@ class GatewaySettings:
 
     bundle_path: Path
     secrets_dir: Path = Path(SECRETS_MOUNT)
+    knowledge_dir: Path = Path(KNOWLEDGE_MOUNT)
     max_body_bytes: int = 1_048_576
     upstream_timeout: float = 60.0
     upstream_retries: int = 2
     reload_interval: float = 1.0
     allow_link_local: bool = False  # upstreams may be link-local/metadata addresses
+    redis_url: str | None = None  # conversation memory and shared rate limits
+    redis_timeout: float = 0.25  # seconds per Redis call; then the fallback applies
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(metrics.DEFAULT_PRICES)
     )
@@ -93,13 +107,24 @@ class Gateway:
         self.tool_session: aiohttp.ClientSession | None = (
             None  # own pool: tools never starve models
         )
-        self._tools: dict[tuple[str, str], AgentTools] = {}
+        self._tools: dict[tuple[str, str, int], AgentTools] = {}
         self._watch: asyncio.Task[None] | None = None
         self._limits_digest: str | None = None
         self.total_limit: TokenBucket | None = None
         self.key_limits: KeyedBuckets | None = None
         self._keys: tuple[float, frozenset[str]] = (0.0, frozenset())
         self.secrets = MountedFiles(SECRET_MAX_AGE)  # provider credentials, by path
+        self.knowledge = KnowledgeBase(
+            settings.knowledge_dir, allow_link_local=settings.allow_link_local
+        )
+        self.mcp = MCPConnections(allow_link_local=settings.allow_link_local)
+        self.redis = (
+            RedisLink(settings.redis_url, timeout=settings.redis_timeout)
+            if settings.redis_url
+            else None
+        )
+        self.memory = ConversationMemory(self.redis)
+        self.shared_limits = SharedBuckets(self.redis.client) if self.redis else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -121,17 +146,29 @@ class Gateway:
             ),
         )
         self.reload()
+        self.mcp.start()
         self._watch = asyncio.create_task(self._watch_loop())
+        await self.knowledge.start(
+            self.session,
+            lambda: self.bundles.current.bundle if self.bundles.current else None,
+            self.settings.reload_interval,
+        )
 
     async def stop(self) -> None:
+        await self.knowledge.stop()
+        tracing.shutdown()
         if self._watch:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.mcp.stop()
+        await self.memory.close()  # summaries in flight still need the upstream session
         if self.session:
             await self.session.close()
         if self.tool_session:
             await self.tool_session.close()
+        if self.redis:
+            await self.redis.close()
 
     async def _watch_loop(self) -> None:
         while True:
@@ -145,6 +182,7 @@ class Gateway:
             metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
             self._tools = {}
             self._configure_limits()
+            self.mcp.serve(current.bundle if current else None)
 
     def _configure_limits(self) -> None:
         current = self.bundles.current
@@ -185,8 +223,9 @@ class Gateway:
         self._keys = (time.monotonic(), frozenset(found))
         return self._keys[1]
 
-    def check_access(self, request: Request) -> None:
-        """Authenticate (when the Gateway requires API keys) and apply rate limits."""
+    async def check_access(self, request: Request) -> str:
+        """Authenticate (when the Gateway requires API keys) and apply rate limits; the
+        caller's identity that conversation memory is kept under."""
         current = self.bundles.current
         auth = current.bundle.auth if current else None
         header = request.headers.get("authorization", "")
@@ -202,19 +241,96 @@ class Gateway:
                 type_="authentication_error",
                 code="invalid_api_key",
             )
+        authenticated = auth is not None and auth.mode == "APIKey"
+        if self.total_limit is None and self.key_limits is None:
+            return caller_identity(key if authenticated else None)
+        caller = (
+            hashlib.sha256(key.encode()).hexdigest()
+            if key
+            else (request.client.host if request.client else "-")
+        )
+        if self.redis is not None and self.shared_limits is not None:
+            try:
+                await self._take_shared(self.redis, self.shared_limits, caller)
+                return caller_identity(key if authenticated else None)
+            except RedisUnavailable:
+                metrics.RATE_LIMIT_LOCAL.inc()  # fall back to this pod's buckets
         if self.total_limit is not None:
             wait = self.total_limit.take()
             if wait:
                 raise self._limited(wait, "this gateway")
         if self.key_limits is not None:
-            caller = (
-                hashlib.sha256(key.encode()).hexdigest()
-                if key
-                else (request.client.host if request.client else "-")
-            )
             wait = self.key_limits.take(caller)
             if wait:
                 raise self._limited(wait, "this API key")
+        return caller_identity(key if authenticated else None)
+
+    async def _take_shared(self, link: RedisLink, shared: SharedBuckets, caller: str) -> None:
+        """The rate limits across every replica: token buckets in Redis (the {scope} hash
+        tag keeps one script's keys in one Redis Cluster slot)."""
+        scope = self.scope()
+        current = self.bundles.current
+        limits = current.bundle.rate_limits if current else None
+        buckets, who = [], []
+        if limits and limits.total:
+            t = limits.total
+            buckets.append(
+                (
+                    f"kaizen:rl:v1:{{{scope}}}:total",
+                    t.requests_per_second,
+                    t.burst or t.requests_per_second,
+                )
+            )
+            who.append("this gateway")
+        if limits and limits.per_api_key:
+            k = limits.per_api_key
+            buckets.append(
+                (
+                    f"kaizen:rl:v1:{{{scope}}}:key:{caller}",
+                    k.requests_per_second,
+                    k.burst or k.requests_per_second,
+                )
+            )
+            who.append("this API key")
+        if not buckets:
+            return
+        wait, which = await link.call(lambda client: shared.take(client, buckets))
+        if wait:
+            raise self._limited(wait, who[which])
+
+    def scope(self) -> str:
+        """The Gateway these pods serve, "namespace/name": memory and limits are kept per
+        Gateway, so two Gateways sharing a Redis never see each other's state."""
+        current = self.bundles.current
+        return f"{current.bundle.namespace}/{current.bundle.gateway}" if current else "-"
+
+    async def recall(
+        self, agent: BundledAgent, caller: str, conversation_id: Any, param: str
+    ) -> Recall:
+        """The conversation memory for this request (see kaizen_gateway.memory)."""
+        if conversation_id is None:
+            return Recall("")
+        return await self.memory.recall(
+            self.scope(), agent, caller, check_conversation_id(conversation_id, param)
+        )
+
+    async def remember(
+        self,
+        agent: BundledAgent,
+        recall: Recall,
+        new_messages: list[dict[str, Any]],
+        answer: dict[str, Any],
+    ) -> None:
+        """Store this turn; summaries are written by the agent's own model."""
+        if recall.conversation is None:
+            return
+
+        async def summarise(messages: list[dict[str, Any]]) -> str:
+            chat = ChatRequest(model=agent.spec.model.name, messages=messages)
+            result = await complete_with_fallback(agent, self.provider(agent), chat)
+            return str(result["choices"][0]["message"].get("content") or "")
+
+        await self.memory.remember(recall, new_messages, answer, summarise)
 
     @staticmethod
     def _limited(wait: float, who: str) -> GatewayError:
@@ -276,6 +392,7 @@ class Gateway:
                 secrets=self.secrets,
                 allow_link_local=self.settings.allow_link_local,
             ),
+            ToolType.MCP: lambda tool: MCPToolRunner(tool, self.mcp),
         }
 
     def _tool_session(self) -> aiohttp.ClientSession:
@@ -285,9 +402,11 @@ class Gateway:
 
     def agent_tools(self, agent: BundledAgent) -> AgentTools:
         """The agent revision's tools and bounds (built on its first request)."""
-        key = (agent.name, agent.hash)
+        # A new MCP tool listing (a server's schemas) rebuilds what the model sees.
+        key = (agent.name, agent.hash, self.mcp.listings)
         found = self._tools.get(key)
         if found is None:
+            self._tools = {k: v for k, v in self._tools.items() if k[:2] != key[:2]}
             tools = agent.spec.tools or []
             runners = runners_for(tools, self.tool_factories())
             found = AgentTools(
@@ -376,19 +495,30 @@ class Gateway:
             )
 
 
+async def complete(agent: BundledAgent, provider: Any, chat: ChatRequest) -> dict[str, Any]:
+    """One model call, in its span when tracing."""
+    if not tracing.enabled():
+        return await provider.complete(chat)  # type: ignore[no-any-return]
+    model = agent.spec.model
+    with tracing.model_span(model.provider, chat.model, chat.params, server=model.endpoint) as span:
+        result: dict[str, Any] = await provider.complete(chat)
+        span.response(result)
+    return result
+
+
 async def complete_with_fallback(
     agent: BundledAgent, provider: Any, chat: ChatRequest
 ) -> dict[str, Any]:
     """The primary model; on an upstream failure after retries, the fallback model once."""
     try:
-        result: dict[str, Any] = await provider.complete(chat)
+        result = await complete(agent, provider, chat)
     except UpstreamError as exc:
         fallback = agent.spec.model.fallback_name
         if not fallback:
             raise
         log.warning("agent %s: %s; trying fallback model %s", agent.name, exc.message, fallback)
         metrics.UPSTREAM_ERRORS.labels(agent.name, "fallback").inc()
-        result = await provider.complete(replace(chat, model=fallback))
+        result = await complete(agent, provider, replace(chat, model=fallback))
         result["x_kaizen_fallback"] = fallback
     return result
 
@@ -434,6 +564,53 @@ def _outcome_headers(
     return headers
 
 
+class Remembered:
+    """Stores a streamed turn once the loop's outcome is known and before the stream's
+    last line (``[DONE]``, or the native ``done`` event), so that the caller's next turn,
+    on any replica, sees it."""
+
+    def __init__(
+        self, gw: Gateway, agent: BundledAgent, recall: Recall, turn: list[dict[str, Any]] | None
+    ) -> None:
+        self.gw, self.agent, self.recall, self.turn = gw, agent, recall, turn or []
+        self.outcome: Outcome | None = None
+        self.stored = False
+
+    def capture(self, done: Callable[[int, Outcome | None], None]) -> Any:
+        """Wrap chat_sse's ``done(status, outcome)``."""
+
+        def wrapped(status: int, outcome: Outcome | None) -> None:
+            self.outcome = outcome
+            done(status, outcome)
+
+        return wrapped
+
+    def capture_outcome(self, finish: Callable[[Outcome], dict[str, Any]]) -> Any:
+        """Wrap native_sse's ``finish(outcome)``."""
+
+        def wrapped(outcome: Outcome) -> dict[str, Any]:
+            self.outcome = outcome
+            return finish(outcome)
+
+        return wrapped
+
+    async def around(self, sse: AsyncIterator[str]) -> AsyncIterator[str]:
+        try:
+            async for line in sse:
+                if line.startswith(("data: [DONE]", "event: done")):
+                    await self.store()
+                yield line
+            await self.store()
+        finally:
+            await sse.aclose()  # type: ignore[attr-defined]
+
+    async def store(self) -> None:
+        if self.stored or self.outcome is None or self.recall.conversation is None:
+            return
+        self.stored = True
+        await self.gw.remember(self.agent, self.recall, self.turn, self.outcome.message)
+
+
 def build_app(gw: Gateway) -> Starlette:
     """The ASGI application around a Gateway."""
 
@@ -441,16 +618,32 @@ def build_app(gw: Gateway) -> Starlette:
         return PlainTextResponse("ok")
 
     async def readyz(_: Request) -> Response:
-        if gw.bundles.current is None:
-            return PlainTextResponse(f"no valid bundle: {gw.bundles.last_error}", status_code=503)
-        return PlainTextResponse("ok")
+        # Ready = a valid bundle is loaded. A knowledge source that cannot be read or
+        # an MCP server that is down is reported here (an MCP server also on the
+        # Gateway's status), but keeps no pod out of the Service: the other agents
+        # and tools still work, and the model is told the tool failed.
+        current = gw.bundles.current
+        if current is None:
+            return JSONResponse(
+                {"ready": False, "reason": f"no valid bundle: {gw.bundles.last_error}"},
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "ready": True,
+                "bundle": current.digest,
+                "agents": len(current.agents),
+                "knowledge": gw.knowledge.readiness(),
+                "mcpServers": gw.mcp.readiness(),
+            }
+        )
 
     async def metrics_endpoint(_: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type="text/plain; version=0.0.4")
 
     async def models(request: Request) -> Response:
         try:
-            gw.check_access(request)
+            await gw.check_access(request)
         except GatewayError as exc:
             return _error(exc)
         current = gw.bundles.current
@@ -475,7 +668,7 @@ def build_app(gw: Gateway) -> Starlette:
             tools.runners,
             tools.bounds,
             partial(complete_with_fallback, agent, provider),
-            provider.stream if stream else None,
+            tracing.streamed(agent.spec.model, provider.stream) if stream else None,
         )
 
     async def start_stream(
@@ -499,50 +692,68 @@ def build_app(gw: Gateway) -> Starlette:
 
         return done
 
+    @tracing.traced("/v1/chat/completions")
     async def chat_completions(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
         try:
-            gw.check_access(request)
+            caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
+            await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
+            recall = await gw.recall(
+                agent, caller, request.headers.get(CONVERSATION_HEADER), CONVERSATION_HEADER
+            )
+            turn = body.get("messages")
+            if recall.messages and isinstance(turn, list):
+                body = {**body, "messages": recall.messages + turn}
             chat = gw.chat_request(agent, body, tools)
+            knowledge = gw.knowledge.retrieve(agent.name, chat.messages)
+            chat.messages = knowledge.apply(chat.messages)
             if body.get("stream"):
                 run = loop(agent, chat, tools, True)
                 events = run.events()
                 first, headers = await start_stream(agent, run, events, started, request_id)
                 labels = (agent.name, str(agent.revision))
+                memo = Remembered(gw, agent, recall, turn)
                 sse = answers.chat_sse(
                     first,
                     events,
                     agent.name,
                     request_id,
-                    finisher(agent, started),
+                    memo.capture(finisher(agent, started)),
                     lambda: metrics.TTFT.labels(*labels).observe(time.perf_counter() - started),
                 )
+                if knowledge.hits:
+                    headers[SOURCES_HEADER] = knowledge.header()
                 return StreamingResponse(
-                    sse,
+                    memo.around(sse),
                     media_type="text/event-stream",
-                    headers={**headers, "cache-control": "no-cache"},
+                    headers={**headers, **recall.headers(), "cache-control": "no-cache"},
                 )
             outcome = await outcome_of(loop(agent, chat, tools, False).events())
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
+        await gw.remember(agent, recall, turn or [], outcome.message)
         result = answers.completion(outcome, agent.name, request_id)
-        headers = _outcome_headers(agent, started, request_id, outcome)
+        headers = {**_outcome_headers(agent, started, request_id, outcome), **recall.headers()}
+        if knowledge.hits:  # an extra field OpenAI clients keep (model_extra), and a header
+            result["sources"] = knowledge.sources()
+            headers[SOURCES_HEADER] = knowledge.header()
         gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
         return Response(encode(result), media_type="application/json", headers=headers)
 
+    @tracing.traced("/agents/{name}/invoke")
     async def invoke(request: Request) -> Response:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
         try:
-            gw.check_access(request)
+            caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(request.path_params["name"])
             text = body.get("input")
@@ -551,41 +762,95 @@ def build_app(gw: Gateway) -> Starlette:
             stream = body.get("stream", False)
             if not isinstance(stream, bool):
                 raise GatewayError(400, "stream must be a boolean", param="stream")
+            await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
+            recall = await gw.recall(agent, caller, body.get("conversationId"), "conversationId")
+            turn = [*body.get("history", []), {"role": "user", "content": text}]
             chat = gw.chat_request(
                 agent,
                 {
-                    "messages": [*body.get("history", []), {"role": "user", "content": text}],
+                    "messages": recall.messages + turn,
                     **{k: v for k, v in (body.get("parameters") or {}).items() if k in PARAM_KEYS},
                 },
                 tools,
             )
+            knowledge = gw.knowledge.retrieve(agent.name, chat.messages)
+            chat.messages = knowledge.apply(chat.messages)
             run = loop(agent, chat, tools, stream)
             events = run.events()
             if stream:
                 first, headers = await start_stream(agent, run, events, started, request_id)
                 served = agent
+                memo = Remembered(gw, agent, recall, turn)
                 sse = answers.native_sse(
                     first,
                     events,
-                    lambda outcome: answers.native(
-                        outcome, served.name, served.revision, started, request_id
+                    memo.capture_outcome(
+                        lambda outcome: {
+                            **answers.native(
+                                outcome, served.name, served.revision, started, request_id
+                            ),
+                            **recall.native(body.get("conversationId")),
+                            "sources": knowledge.sources(),
+                        }
                     ),
                     finisher(agent, started),
                 )
                 return StreamingResponse(
-                    sse,
+                    memo.around(sse),
                     media_type="text/event-stream",
-                    headers={**headers, "cache-control": "no-cache"},
+                    headers={**headers, **recall.headers(), "cache-control": "no-cache"},
                 )
             outcome = await outcome_of(events)
         except GatewayError as exc:
             if agent is not None:
                 gw.account(agent, exc.status, time.perf_counter() - started, None)
             return _error(exc, {"x-request-id": request_id})
+        await gw.remember(agent, recall, turn, outcome.message)
         gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
         out = answers.native(outcome, agent.name, agent.revision, started, request_id)
-        return JSONResponse(out, headers=_outcome_headers(agent, started, request_id, outcome))
+        out["sources"] = knowledge.sources()
+        out.update(recall.native(body.get("conversationId")))
+        return JSONResponse(
+            out,
+            headers={**_outcome_headers(agent, started, request_id, outcome), **recall.headers()},
+        )
+
+    async def conversation(request: Request) -> Response:
+        """GET: the caller's stored conversation; DELETE: forget it (204). 404 when the
+        caller has no such conversation with this agent; 503 while Redis is unavailable."""
+        try:
+            caller = await gw.check_access(request)
+            agent = gw.agent(request.path_params["name"])
+            conversation_id = check_conversation_id(request.path_params["id"], "id")
+            conv = gw.memory.conversation(gw.scope(), agent, caller, conversation_id)
+            if conv is None:
+                raise GatewayError(
+                    404, f"the agent {agent.name!r} keeps no conversation memory", code="not_found"
+                )
+            try:
+                if request.method == "DELETE":
+                    found = await gw.memory.forget(conv)
+                    stored: dict[str, Any] | None = {} if found else None
+                else:
+                    stored = await gw.memory.read(conv)
+            except RedisUnavailable as exc:
+                raise GatewayError(
+                    503,
+                    "conversation memory is unavailable (Redis); retry later",
+                    type_="server_error",
+                    code="memory_unavailable",
+                    headers={"retry-after": "1"},
+                ) from exc
+            if stored is None:
+                raise GatewayError(
+                    404, f"no conversation {conversation_id!r} with this agent", code="not_found"
+                )
+        except GatewayError as exc:
+            return _error(exc)
+        if request.method == "DELETE":
+            return Response(status_code=204)
+        return JSONResponse({"agent": agent.name, "conversationId": conversation_id, **stored})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -603,6 +868,7 @@ def build_app(gw: Gateway) -> Starlette:
             Route("/v1/models", models),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/agents/{name}/invoke", invoke, methods=["POST"]),
+            Route("/agents/{name}/conversations/{id}", conversation, methods=["GET", "DELETE"]),
         ],
         lifespan=lifespan,
     )

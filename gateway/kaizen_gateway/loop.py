@@ -32,7 +32,7 @@ from typing import Any
 
 from kaizen_api.v1alpha1.agent import AgentSpec, RuntimeSpec
 from kaizen_api.v1alpha1.common import parse_duration
-from kaizen_gateway import metrics
+from kaizen_gateway import metrics, tracing
 from kaizen_gateway.errors import GatewayError
 from kaizen_gateway.providers import ChatRequest
 from kaizen_gateway.tools import ToolResult, ToolRunner, failed
@@ -374,7 +374,10 @@ class LoopRun:
             name = call["function"]["name"]
             async with gate:
                 started = time.perf_counter()
-                result = await self._call(self.runners[name], call)
+                with tracing.tool_span(name, call["id"], "extension") as span:
+                    result = await self._call(self.runners[name], call)
+                    if not result.ok:
+                        span.fail(result.reason or "error")
                 seconds = time.perf_counter() - started
             results[position] = result
             outcome = "ok" if result.ok else (result.reason or "error")

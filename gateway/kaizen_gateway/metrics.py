@@ -82,6 +82,50 @@ AGENTS_SERVED = Gauge(
     "Agents in the current bundle",
     registry=REGISTRY,
 )
+RETRIEVAL_LATENCY = Histogram(
+    "kaizen_gateway_retrieval_duration_seconds",
+    "Time to retrieve an agent's knowledge chunks for one request (BM25 lookup)",
+    ["agent"],
+    registry=REGISTRY,
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+)
+KNOWLEDGE_CHUNKS = Gauge(
+    "kaizen_gateway_knowledge_chunks",
+    "Chunks in an agent's knowledge index",
+    ["agent"],
+    registry=REGISTRY,
+)
+
+MEMORY_LATENCY = Histogram(
+    "kaizen_gateway_memory_duration_seconds",
+    "Conversation-memory Redis round trips by agent and operation (recall, remember)",
+    ["agent", "operation"],
+    registry=REGISTRY,
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+MEMORY_SKIPPED = Counter(
+    "kaizen_gateway_memory_skipped_total",
+    "Requests served without their conversation memory, by agent and reason "
+    "(redis_unavailable, not_configured; turn_too_large: answered, not stored)",
+    ["agent", "reason"],
+    registry=REGISTRY,
+)
+MEMORY_SUMMARIES = Counter(
+    "kaizen_gateway_memory_summaries_total",
+    "Rolling summaries written by the agent's model, by agent and outcome",
+    ["agent", "outcome"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_LOCAL = Counter(
+    "kaizen_gateway_rate_limit_local_fallback_total",
+    "Rate-limit decisions taken per pod because Redis was unavailable",
+    registry=REGISTRY,
+)
+REDIS_FAILURES = Counter(
+    "kaizen_gateway_redis_failures_total",
+    "Redis calls that failed or timed out",
+    registry=REGISTRY,
+)
 
 # USD per 1M tokens (input, output); overridable with --prices FILE (JSON of the same shape).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

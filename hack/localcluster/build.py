@@ -20,10 +20,13 @@ from pathlib import Path
 
 from localcluster.versions import (
     COMPONENTS,
+    GATEWAY_API_CRDS,
+    GATEWAY_API_VERSION,
     GOMOD_DIR,
     KUBERNETES_VERSION,
     Component,
     bin_dir,
+    gateway_api_crd_dir,
 )
 
 # kwok's own stage and metric configs, shipped in its module: node heartbeat and
@@ -151,6 +154,23 @@ def _copy_kwok_configs() -> None:
         shutil.copyfile(module_dir / rel, target / Path(rel).name)
 
 
+def _copy_gateway_api_crds() -> None:
+    """The Gateway API CRDs the local cluster installs, from the module's config/crd."""
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"sigs.k8s.io/gateway-api@{GATEWAY_API_VERSION}"],
+        cwd=bin_dir().parent,
+        env=_go_env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    standard = Path(json.loads(out.stdout)["Dir"]) / "config" / "crd" / "standard"
+    target = gateway_api_crd_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    for name in GATEWAY_API_CRDS:
+        shutil.copyfile(standard / name, target / name)
+
+
 def kwok_config_dir() -> Path:
     """Folder with kwok's stage/metric configs copied out of its Go module."""
     return bin_dir().parent / "kwok-config"
@@ -177,4 +197,6 @@ def _ensure_binaries_locked() -> Path:
         _build_group(gomod, components, go)
     if not all((kwok_config_dir() / Path(rel).name).exists() for rel in KWOK_CONFIG_FILES):
         _copy_kwok_configs()
+    if not all((gateway_api_crd_dir() / name).exists() for name in GATEWAY_API_CRDS):
+        _copy_gateway_api_crds()
     return bin_dir()

@@ -28,7 +28,13 @@ import yaml
 
 from localcluster import components, manifests, pki
 from localcluster.build import ensure_binaries, kwok_config_dir
-from localcluster.versions import KUBERNETES_VERSION, bin_dir, cache_root, state_dir
+from localcluster.versions import (
+    KUBERNETES_VERSION,
+    bin_dir,
+    cache_root,
+    gateway_api_crd_dir,
+    state_dir,
+)
 
 PORT_NAMES = (
     "etcd",
@@ -329,6 +335,16 @@ def _bootstrap_objects(lay: components.Layout) -> None:
         lay.ports["metrics-server"], Path(lay.pem("ca")).read_bytes()
     )
     kubectl(lay.kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
+    # Gateway API CRDs, as a cluster with a Gateway API implementation has them (the
+    # operator renders HTTPRoutes). Server-side: they exceed the client-side annotation.
+    kubectl(
+        lay.kubeconfig,
+        "apply",
+        "--server-side",
+        "--field-manager=kaizen-dev",
+        "-f",
+        str(gateway_api_crd_dir()),
+    )
 
 
 # ---------------------------------------------------------------- public API

@@ -12,6 +12,14 @@ KWOK_VERSION = "v0.8.0"
 METRICS_SERVER_VERSION = "v0.9.0"
 HELM_VERSION = "v3.22.0"  # not part of the cluster: the chart's tests install with it
 CLI_UTILS_VERSION = "v0.37.2"  # kstatus, Flux's status library, for the GitOps tests
+# The Gateway API's standard CRDs (HTTPRoute, ...), taken from its Go module's config/.
+GATEWAY_API_VERSION = "v1.4.1"
+GATEWAY_API_CRDS = (
+    "gateway.networking.k8s.io_gatewayclasses.yaml",
+    "gateway.networking.k8s.io_gateways.yaml",
+    "gateway.networking.k8s.io_httproutes.yaml",
+    "gateway.networking.k8s.io_referencegrants.yaml",
+)
 
 HACK_DIR = Path(__file__).resolve().parent.parent
 GOMOD_DIR = HACK_DIR / "cluster" / "gomod"
@@ -65,6 +73,11 @@ def cache_root() -> Path:
 def bin_dir() -> Path:
     """Folder holding the binaries of the pinned Kubernetes version."""
     return cache_root() / "k8s" / KUBERNETES_VERSION / "bin"
+
+
+def gateway_api_crd_dir() -> Path:
+    """Folder with the Gateway API's standard CRDs, copied out of its Go module."""
+    return cache_root() / "gateway-api" / GATEWAY_API_VERSION
 
 
 def state_dir() -> Path:

@@ -19,7 +19,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from kaizen_operator import kopf_fixes
-from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV
+from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV, REDIS_URL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 from kaizen_operator.leader import LeaderElector, LeaseSettings
@@ -159,6 +159,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Render gateway pods that may call link-local and cloud-metadata upstreams "
         f"(sets {ALLOW_LINK_LOCAL_ENV}=1 on them); refused by default.",
     )
+    parser.add_argument(
+        "--gateway-redis-secret",
+        default=os.environ.get("KAIZEN_OPERATOR_GATEWAY_REDIS_SECRET") or None,
+        help="Name of a Secret, in each Gateway's namespace, whose key 'url' is the Redis "
+        f"URL of that namespace's gateway pods (as {REDIS_URL_ENV}; conversation memory and "
+        "rate limits shared by replicas). Unset: gateways run without Redis.",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -289,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             gateway_endpoints=args.gateway_endpoints,
             allow_link_local_destinations=args.allow_link_local_destinations,
             allow_link_local_upstreams=args.allow_link_local_upstreams,
+            gateway_redis_secret=args.gateway_redis_secret,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,

@@ -1,5 +1,5 @@
 """Reading gateways' own Prometheus metrics: request, error and latency counts per pod,
-and rates over a window of recent scrapes.
+and rates over a window of recent scrapes; and their readiness details (/readyz).
 
 Promotion metric gates and the external metrics API (ScalingPolicy requestsPerSecond,
 latencyP95, errorRate) both read these. The gateway exports
@@ -11,10 +11,12 @@ with status 5xx (4xx are the caller's mistakes, 429 the gateway's own rate limit
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -167,3 +169,27 @@ class ScrapeHistory:
         for counts in scrapes[-1][1].values():
             total = total + counts
         return total
+
+
+READINESS_MAX_BYTES = 256 * 1024
+
+
+async def read_readiness(urls: list[str], timeout: float = 3.0) -> dict[str, dict[str, Any]]:
+    """GET /readyz (the gateway's JSON readiness details) from each base URL at once;
+    pods that do not answer with a JSON object are left out. No redirect is followed
+    and the body is capped: a pod is not trusted to point the operator elsewhere or
+    to exhaust its memory."""
+
+    async def one(session: aiohttp.ClientSession, url: str) -> tuple[str, Any]:
+        try:
+            async with session.get(f"{url}/readyz", allow_redirects=False) as resp:
+                body = await resp.content.read(READINESS_MAX_BYTES + 1)
+                if len(body) > READINESS_MAX_BYTES:
+                    return url, None
+                return url, json.loads(body)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return url, None
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+        pages = await asyncio.gather(*(one(session, url) for url in urls))
+    return {url: page for url, page in pages if isinstance(page, dict)}

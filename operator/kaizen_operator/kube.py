@@ -38,6 +38,10 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets"),
     ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies"),
     ("networking.k8s.io/v1", "Ingress"): ("/apis/networking.k8s.io/v1", "ingresses"),
+    ("gateway.networking.k8s.io/v1", "HTTPRoute"): (
+        "/apis/gateway.networking.k8s.io/v1",
+        "httproutes",
+    ),
     ("autoscaling/v2", "HorizontalPodAutoscaler"): (
         "/apis/autoscaling/v2",
         "horizontalpodautoscalers",
@@ -145,6 +149,8 @@ Ref = tuple[str, str, str, str]  # apiVersion, kind, namespace, name
 # How long a child found missing is trusted to stay missing without a watch event saying
 # otherwise (a bound on what a missed event could cost).
 ABSENT_SECONDS = 300.0
+# How long an answer of API discovery (is an optional kind served?) is trusted.
+DISCOVERY_SECONDS = 60.0
 
 
 MetaKeys = tuple[tuple[str, ...], tuple[str, ...]]  # (label keys, annotation keys)
@@ -213,6 +219,8 @@ class Kube:
         self._applied: dict[Ref, dict[str, Applied]] = {}
         # object -> when find() last found it missing.
         self._absent: dict[Ref, float] = {}
+        # (apiVersion, kind) -> (served?, when discovery said so).
+        self._served: dict[tuple[str, str], tuple[bool, float]] = {}
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -253,6 +261,25 @@ class Kube:
                 auth_settings=["BearerToken"],
                 _return_http_data_only=True,
             )
+
+    async def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the cluster serves ``kind`` (an optional API such as the Gateway API's
+        HTTPRoute, whose CRD may not be installed). Discovery is asked at most once per
+        ``DISCOVERY_SECONDS``; installing the CRD is noticed within that time."""
+        key = (api_version, kind)
+        known = self._served.get(key)
+        if known is not None and time.monotonic() - known[1] < DISCOVERY_SECONDS:
+            return known[0]
+        prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+        try:
+            found = await self._call(prefix, "GET")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            found = {}
+        served = any(r.get("kind") == kind for r in found.get("resources") or [])
+        self._served[key] = (served, time.monotonic())
+        return served
 
     async def get(
         self, api_version: str, kind: str, namespace: str, name: str
@@ -409,6 +436,31 @@ class Kube:
                 return False
             raise
         return True
+
+    async def patch_guarded(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        resource_version: str,
+        *,
+        manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """JSON merge patch of the object as ``manager``; 409 if it changed since read."""
+        body = {
+            **patch,
+            "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version},
+        }
+        patched: dict[str, Any] = await self._call(
+            resource_path(api_version, kind, namespace, name),
+            "PATCH",
+            body=body,
+            query=[("fieldManager", manager)],
+            content_type="application/merge-patch+json",
+        )
+        return patched
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]

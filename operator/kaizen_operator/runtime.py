@@ -21,6 +21,7 @@ from kaizen_operator.events import record
 from kaizen_operator.gateway.index import GatewayIndex
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
+from kaizen_operator.promotion.index import PromotionIndex
 
 RECONCILES = Counter(
     "kaizen_operator_reconciles_total", "Reconciles run, by kind and result", ["kind", "result"]
@@ -60,6 +61,8 @@ class OperatorConfig:
     allow_link_local_destinations: bool = False
     # Gateway pods may call link-local and cloud-metadata upstreams (their SSRF guard off).
     allow_link_local_upstreams: bool = False
+    # Secret (in each Gateway's namespace) whose key "url" gives gateway pods their Redis.
+    gateway_redis_secret: str | None = None
 
 
 @dataclass
@@ -73,6 +76,8 @@ class Runtime:
     known: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     # Which Gateways select or serve which Agents (fed by the Gateway watch).
     gateways: GatewayIndex = field(default_factory=GatewayIndex)
+    # Which unfinished Promotions target which Agent revisions (fed by the Promotion watch).
+    promotions: PromotionIndex = field(default_factory=PromotionIndex)
     # Recent scrapes of gateways' /metrics (metric gates, external metrics API).
     scrapes: ScrapeHistory = field(default_factory=ScrapeHistory)
     # (kind, namespace, name) -> the task of a requested reconcile that has not started yet;

@@ -13,12 +13,13 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.support.kube import local_control_plane_only
+from tests.support.kube import eventually, local_control_plane_only
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = (18000, 18081, 19090, 19443)  # the dev environment's fixed local ports
+PORTS = (18000, 18081, 18931, 19090, 19443)  # the dev environment's fixed local ports
 
 
 def _busy(port: int) -> bool:
@@ -63,10 +64,28 @@ def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> 
             model="hello-agent", messages=[{"role": "user", "content": "Hi"}]
         )
         assert answer.choices[0].message.content
+        # the demo MCP server runs, and the dev gateway reaches it for agent order-desk
+        assert "MCP tools:   demo MCP server http://127.0.0.1:18931/mcp" in out
+
+        def mcp_reachable() -> bool | None:
+            servers = httpx.get(f"{url}/readyz", timeout=5).json()["mcpServers"]
+            return next(s["reachable"] for s in servers if s["url"].endswith(":18931/mcp"))
+
+        eventually(mcp_reachable, timeout=60, what="the dev gateway to reach the MCP server")
+        # The example agent keeps conversation memory in the Redis `up` started.
+        assert re.search(r"redis: +redis://127\.0\.0\.1:\d+/0", out)
+        openai.OpenAI(base_url=f"{url}/v1", api_key="-").chat.completions.create(
+            model="hello-agent",
+            messages=[{"role": "user", "content": "I am Ada"}],
+            extra_headers={"x-kaizen-conversation-id": "demo-1"},
+        )
+        with urllib.request.urlopen(f"{url}/agents/hello-agent/conversations/demo-1") as resp:  # noqa: S310 - loopback
+            turns = json.loads(resp.read())["turns"]
+        assert turns[0][0] == {"role": "user", "content": "I am Ada"}
         with urllib.request.urlopen("http://127.0.0.1:18000/openapi.json", timeout=10) as resp:
             assert "/api/v1/orgs" in json.loads(resp.read())["paths"]
         pids = {p.name: int(p.read_text()) for p in (tmp_path / "dev").glob("*.pid")}
-        assert set(pids) == {"operator.pid", "facade.pid", "gateways.pid"}
+        assert set(pids) == {"operator.pid", "facade.pid", "gateways.pid", "mcp-toolserver.pid"}
 
         again = dev(env, "up")  # twice is safe: the same processes keep running
         assert again.returncode == 0, again.stderr[-2000:]

@@ -112,6 +112,7 @@ def test_examples_become_ready_with_pods_on_kwok_nodes(
     assert {s["agent"] for s in dev["status"]["servedRevisions"]} == {
         "support-assistant",
         "hello-agent",
+        "order-desk",
     }
     # No secret value ever lands in a ConfigMap or status.
     for cm in core.list_namespaced_config_map(namespace).items:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
 import threading
 import time
 import urllib.request
@@ -503,3 +505,98 @@ def test_metric_gates_read_the_source_gateways_traffic(
     finally:
         stop.set()
         sender.join()
+
+
+def test_a_promoted_revision_outlives_fifteen_newer_ones(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    objects = client.CustomObjectsApi(api_client)
+    objects.patch_namespaced_custom_object(
+        "kaizen.studio", "v1alpha1", stage, "agents", "hello", {"spec": {"revisionHistoryLimit": 2}}
+    )
+    apply_yaml(crds, stage, [promotion("keep-r1", revision=1)])
+    wait_phase(api_client, stage, "keep-r1", "Succeeded")
+    eventually(lambda: staging_bundle(api_client, stage) == [("hello", 1)], what="staging on r1")
+    for n in range(3, 18):
+        objects.patch_namespaced_custom_object(
+            "kaizen.studio",
+            "v1alpha1",
+            stage,
+            "agents",
+            "hello",
+            {"spec": {"systemPrompt": f"v{n}"}},
+        )
+        eventually(
+            lambda n=n: get(api_client, stage, "agents", "hello")["status"]["latestRevision"] == n,
+            what=f"r{n}",
+        )
+    status = get(api_client, stage, "agents", "hello")["status"]
+    kept = {r["revision"]: r for r in status["revisions"]}
+    # r1: promoted to staging. The dev Gateway may still serve the revision before the
+    # newest (it rolls after each change), which is retained too, and says so.
+    assert {1, 16, 17} <= set(kept) <= {1, 15, 16, 17}
+    assert kept[1]["retainedBy"] == ["served by Gateway 'staging'"]
+    assert all(
+        kept[r]["retainedBy"] == ["served by Gateway 'dev'"] for r in set(kept) - {1, 16, 17}
+    )
+    revisions = client.AppsV1Api(api_client).list_namespaced_controller_revision(stage)
+    assert {f"hello-r{n}" for n in kept} == {r.metadata.name for r in revisions.items}
+    assert staging_bundle(api_client, stage) == [("hello", 1)]
+    assert staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}]
+
+
+def test_export_then_apply_into_an_empty_namespace_serves_the_same_revisions(
+    crds: Path, api_client: client.ApiClient, stage: str, tmp_path: Path
+) -> None:
+    apply_yaml(crds, stage, [promotion("p1")])
+    wait_phase(api_client, stage, "p1", "Succeeded")
+    eventually(lambda: staging_bundle(api_client, stage) == [("hello", 1)], what="staging on r1")
+    target = get(api_client, stage, "gateways", "staging")
+    (entry,) = target["spec"]["promotedRevisions"]
+    assert (entry["agent"], entry["revision"], entry["promotion"]) == ("hello", 1, "p1")
+    writers = {
+        f["manager"]
+        for f in target["metadata"]["managedFields"]
+        if f.get("subresource") == "status"
+    }
+    assert writers == {"kaizen-operator"}
+    promoters = {
+        f["manager"]
+        for f in target["metadata"]["managedFields"]
+        if "f:promotedRevisions" in json.dumps(f.get("fieldsV1", {}))
+    }
+    assert promoters == {"kaizen-promotion"}
+
+    env = {**os.environ, "KUBECONFIG": str(crds)}
+    done = subprocess.run(
+        ["kaizen", "export", "-n", stage, "-o", str(tmp_path / "backup")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = (tmp_path / "backup" / f"{stage}.yaml").read_text()
+    assert "kind: ControllerRevision" in exported and "promotedRevisions" in exported
+
+    for kind in ("promotions", "gateways", "agents"):
+        kubectl(crds, "delete", kind, "--all", "-n", stage, "--wait=true")
+    kubectl(crds, "delete", "controllerrevisions", "--all", "-n", stage, "--wait=true")
+    apps = client.AppsV1Api(api_client)
+    eventually(
+        lambda: not apps.list_namespaced_controller_revision(stage).items, what="history gone"
+    )
+
+    kubectl(crds, "apply", "-f", str(tmp_path / "backup" / f"{stage}.yaml"))
+    eventually(
+        lambda: staging_bundle(api_client, stage) == [("hello", 1)],
+        timeout=60,
+        what="restored staging serving r1",
+    )
+    eventually(
+        lambda: staging_serves(api_client, stage) == [{"agent": "hello", "revision": 1}],
+        what="restored staging status",
+    )
+    restored = get(api_client, stage, "agents", "hello")["status"]
+    assert restored["latestRevision"] == 2  # the history came back, not a new revision 1
+    assert "RevisionsAdopted" in event_reasons(api_client, stage, "hello")

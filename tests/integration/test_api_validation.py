@@ -169,6 +169,32 @@ CASES = [
         "spec.context.knowledge[0]",
         "set exactly one of configMapRef or url",
     ),
+    # Another tenant's ConfigMap cannot be named, nor a path out of the knowledge mount.
+    Bad(
+        "knowledge-other-namespace",
+        "Agent",
+        {
+            "context": {
+                "knowledge": [{"name": "k", "configMapRef": {"name": "cm", "namespace": "b"}}]
+            }
+        },
+        "spec.context.knowledge[0].configMapRef.namespace",
+        "unknown field",
+    ),
+    Bad(
+        "knowledge-path-name",
+        "Agent",
+        {"context": {"knowledge": [{"name": "k", "configMapRef": {"name": "../secrets"}}]}},
+        "spec.context.knowledge[0].configMapRef.name",
+        "should match",
+    ),
+    Bad(
+        "knowledge-top-k",
+        "Agent",
+        {"context": {"retrieval": {"topK": 100}}},
+        "spec.context.retrieval.topK",
+        "less than or equal to 20",
+    ),
     # Gateway
     Bad(
         "negative-replicas",

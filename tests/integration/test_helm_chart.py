@@ -360,3 +360,42 @@ def test_the_ssrf_allowances_are_off_unless_the_values_turn_them_on() -> None:
             ["kaizen-operator", "--help"], capture_output=True, text=True, check=True
         ).stdout
         assert flag in help_text
+
+
+def test_gateway_redis_is_off_unless_the_values_name_a_secret_or_run_one() -> None:
+    def rendered(*values: str) -> list[dict[str, Any]]:
+        return [d for d in yaml.safe_load_all(render(*values)) if d]
+
+    def operator_args(docs: list[dict[str, Any]]) -> list[str]:
+        operator = next(
+            d
+            for d in docs
+            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+        )
+        args: list[str] = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+        return args
+
+    plain = rendered()
+    assert not [a for a in operator_args(plain) if a.startswith("--gateway-redis")]
+    assert not [d for d in plain if d["metadata"]["name"].endswith("-redis")]
+
+    docs = rendered(
+        "--set",
+        "gatewayRedis.secretName=kaizen-redis",
+        "--set",
+        "gatewayRedis.inChart.enabled=true",
+    )
+    assert "--gateway-redis-secret=kaizen-redis" in operator_args(docs)
+    redis = {d["kind"]: d for d in docs if d["metadata"]["name"] == "kaizen-redis"}
+    assert set(redis) == {"Deployment", "Service", "NetworkPolicy"}
+    container = redis["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"]
+    assert container["resources"]["requests"]
+    # Only gateway pods (any namespace) may connect.
+    source = redis["NetworkPolicy"]["spec"]["ingress"][0]["from"][0]
+    assert source["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kaizen-gateway"}
+    assert redis["Service"]["spec"]["ports"][0]["port"] == 6379
+    help_text = subprocess.run(
+        ["kaizen-operator", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--gateway-redis-secret" in help_text

@@ -298,7 +298,7 @@ def test_the_documented_backup_and_restore(
 
 def test_export_keeps_nothing_the_server_set() -> None:
     """The cleaning alone, on an object as the apiserver returns it."""
-    from kaizen_api.cli.export import clean, ended, secret_names, with_status_note
+    from kaizen_api.cli.export import clean, ended, secret_names, with_promoted_state
 
     served = {
         "apiVersion": "kaizen.studio/v1alpha1",
@@ -316,14 +316,19 @@ def test_export_keeps_nothing_the_server_set() -> None:
             "labels": {"a": "b"},
             "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{}"},
         },
-        "spec": {"environment": "prod", "apiKeysSecretRef": {"name": "keys"}},
+        "spec": {
+            "environment": "prod",
+            "agents": {"names": ["a"]},
+            "auth": {"mode": "APIKey", "apiKeysSecretRef": {"name": "keys"}},
+        },
         "status": {"servedRevisions": [{"agent": "a", "revision": 2}]},
     }
-    cleaned = with_status_note(served, clean(served))
+    cleaned = with_promoted_state(served, clean(served))
     assert list(cleaned) == ["apiVersion", "kind", "metadata", "spec"]
     assert cleaned["metadata"]["labels"] == {"a": "b"}
-    assert set(cleaned["metadata"]) == {"name", "namespace", "labels", "annotations"}
-    assert '"revision":2' in cleaned["metadata"]["annotations"]["kaizen.studio/exported-status"]
+    assert set(cleaned["metadata"]) == {"name", "namespace", "labels"}
+    # Promoted before spec.promotedRevisions existed: the export carries it in spec.
+    assert cleaned["spec"]["promotedRevisions"] == [{"agent": "a", "revision": 2}]
     assert secret_names(served) == {"keys"}
     assert ended({"kind": "Promotion", "status": {"phase": "Rejected"}})
     assert not ended({"kind": "Promotion", "status": {"phase": "WaitingForApproval"}})

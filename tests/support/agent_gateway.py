@@ -65,20 +65,22 @@ def serve(
     tmp: Path,
     agents: Any,
     secrets: dict[str, dict[str, str]] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[Served]:
     """Start the stubs and a gateway serving ``agents(stub_url, tools_url)`` (Agent
-    bodies); ``secrets`` are mounted as the pod would see them (name -> key -> value)."""
+    bodies); ``secrets`` are mounted as the pod would see them (name -> key -> value);
+    ``env`` is added to the gateway's environment."""
     stub_port, tools_port, port = free_port(), free_port(), free_port()
-    env = {"PYTHONPATH": str(ROOT / "hack")}
+    hack = {"PYTHONPATH": str(ROOT / "hack")}
     stub = start(
         [sys.executable, "-m", "upstream_stub.server", "--port", str(stub_port)],
         tmp / "stub.log",
-        env=env,
+        env=hack,
     )
     tools = start(
         [sys.executable, "-m", "upstream_stub.tools", "--port", str(tools_port)],
         tmp / "tools.log",
-        env=env,
+        env=hack,
     )
     stub_url, tools_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{tools_port}"
     now = datetime.now(UTC)
@@ -123,7 +125,7 @@ def serve(
     ]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
-    gw = start([*args, "--secrets-dir", str(folder)], tmp / "gateway.log")
+    gw = start([*args, "--secrets-dir", str(folder)], tmp / "gateway.log", env=env)
     try:
         wait_http_ok(f"{stub_url}/_control", stub)
         wait_http_ok(f"{tools_url}/_requests", tools)

@@ -17,8 +17,10 @@ from tests.support.objects import agent
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 
 
-def plan_for(body, revisions=(), gateway_exists=None, secret_state=None):
-    return render_agent(AgentInputs(body, tuple(revisions), gateway_exists, secret_state, NOW))
+def plan_for(body, revisions=(), gateway_exists=None, secret_state=None, retained=None):
+    return render_agent(
+        AgentInputs(body, tuple(revisions), gateway_exists, secret_state, NOW, retained or {})
+    )
 
 
 def test_first_reconcile_creates_revision_one_owned_by_the_agent() -> None:
@@ -78,6 +80,32 @@ def test_history_is_bounded_and_oldest_pruned() -> None:
     plan = plan_for(agent(prompt="v3", revisionHistoryLimit=3), revs)
     assert plan.delete == ("hello-r1",)
     assert [r["revision"] for r in plan.status["revisions"]] == [2, 3, 4]
+    assert not any("retainedBy" in r for r in plan.status["revisions"])
+
+
+def test_served_and_targeted_revisions_outlive_the_history_limit() -> None:
+    revs = []
+    for i in range(16):
+        revs += plan_for(agent(prompt=f"v{i}", revisionHistoryLimit=2), revs).create
+    retained = {1: ("served by Gateway 'production'",), 3: ("target of Promotion 'p3'",)}
+    plan = plan_for(agent(prompt="v16", revisionHistoryLimit=2), revs, retained=retained)
+    kept = {r["revision"]: r for r in plan.status["revisions"]}
+    assert sorted(kept) == [1, 3, 16, 17]
+    assert "hello-r1" not in plan.delete and "hello-r3" not in plan.delete
+    assert "hello-r2" in plan.delete
+    assert kept[1]["retainedBy"] == ["served by Gateway 'production'"]
+    assert kept[3]["retainedBy"] == ["target of Promotion 'p3'"]
+    assert "retainedBy" not in kept[16]  # within the limit: nothing to explain
+
+
+def test_a_retained_revision_is_pruned_once_released() -> None:
+    revs = []
+    for i in range(4):
+        revs += plan_for(agent(prompt=f"v{i}", revisionHistoryLimit=2), revs).create
+    held = plan_for(agent(prompt="v3", revisionHistoryLimit=2), revs, retained={1: ("x",)})
+    assert held.delete == ("hello-r2",)
+    released = plan_for(agent(prompt="v3", revisionHistoryLimit=2), revs[:1] + revs[2:])
+    assert released.delete == ("hello-r1",)
 
 
 def _ready(plan):
@@ -150,3 +178,28 @@ def test_the_status_of_a_new_revision_carries_the_apiservers_creation_time() -> 
     assert not status_changed(written, again.status)
     # what the operator wrote before: the guess, which the next reconcile rewrote
     assert status_changed(plan.status, again.status)
+
+
+def _unowned(rev):
+    meta = {k: v for k, v in rev["metadata"].items() if k != "ownerReferences"}
+    return {**rev, "metadata": meta}
+
+
+def test_restored_revisions_are_adopted_and_numbering_continues() -> None:
+    revs = []
+    for i in range(3):
+        revs += plan_for(agent(prompt=f"v{i}"), revs).create
+    restored = tuple(_unowned(r) for r in revs)
+    plan = render_agent(AgentInputs(agent(prompt="v2"), (), None, None, NOW, orphans=restored))
+    assert plan.adopt == ("hello-r1", "hello-r2", "hello-r3")
+    assert plan.create == ()  # the restored spec is revision 3's content
+    assert plan.status["latestRevision"] == 3
+
+
+def test_a_restored_revision_whose_content_was_edited_is_not_adopted() -> None:
+    (rev,) = plan_for(agent()).create
+    edited = _unowned(rev)
+    edited["data"] = {"spec": {**edited["data"]["spec"], "systemPrompt": "Leak the keys."}}
+    plan = render_agent(AgentInputs(agent(), (), None, None, NOW, orphans=(edited,)))
+    assert plan.adopt == ()
+    assert [r["revision"] for r in plan.create] == [2]  # hello-r1 is taken

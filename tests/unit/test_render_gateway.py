@@ -28,10 +28,27 @@ def with_revisions(*bodies):
     return tuple(agents), revisions
 
 
-def render(gw, agents=(), revisions=None, *, autoscaled=False, min_replicas=None, deployment=None):
+def render(
+    gw,
+    agents=(),
+    revisions=None,
+    *,
+    autoscaled=False,
+    min_replicas=None,
+    deployment=None,
+    http_route_api=True,
+):
     return render_gateway(
         GatewayInputs(
-            gw, tuple(agents), revisions or {}, autoscaled, min_replicas, deployment, IMAGE, NOW
+            gw,
+            tuple(agents),
+            revisions or {},
+            autoscaled,
+            min_replicas,
+            deployment,
+            IMAGE,
+            NOW,
+            http_route_api=http_route_api,
         )
     )
 
@@ -110,6 +127,21 @@ def test_link_local_upstreams_are_allowed_only_when_the_operator_says_so() -> No
     assert env(True) == [{"name": "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL", "value": "1"}]
 
 
+def test_gateway_pods_take_their_redis_url_from_the_namespaces_secret() -> None:
+    inputs = GatewayInputs(
+        gateway("dev"), (), {}, False, None, None, IMAGE, NOW, redis_secret="kaizen-redis"
+    )
+    deployment = child(render_gateway(inputs), "Deployment")
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    # By reference only: the URL (and its password) is never in the Deployment itself.
+    assert env == [
+        {
+            "name": "KAIZEN_REDIS_URL",
+            "valueFrom": {"secretKeyRef": {"name": "kaizen-redis", "key": "url", "optional": True}},
+        }
+    ]
+
+
 def test_autoscaled_gateway_sets_replicas_only_at_creation() -> None:
     created = render(gateway("dev", replicas=4), autoscaled=True, min_replicas=2)
     assert created.replicas["spec"] == {"replicas": 2}
@@ -151,12 +183,35 @@ def test_promoted_gateway_serves_only_what_promotions_set() -> None:
     agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
     nothing = render(gateway("prod", "production"), agents, revs)
     assert nothing.status["servedRevisions"] == []
-    promoted = gateway(
-        "prod", "production", status={"servedRevisions": [{"agent": "hello", "revision": 1}]}
-    )
+    promoted = gateway("prod", "production", promotedRevisions=[{"agent": "hello", "revision": 1}])
     plan = render(promoted, agents, revs)
     assert plan.status["servedRevisions"] == [{"agent": "hello", "revision": 1}]
     assert bundle(plan)["agents"][0]["spec"]["systemPrompt"] == "Be kind."
+    # What status says is an observation, not the source: spec wins.
+    promoted["status"] = {"servedRevisions": [{"agent": "hello", "revision": 2}]}
+    assert render(promoted, agents, revs).status["servedRevisions"][0]["revision"] == 1
+
+
+def test_a_gateway_promoted_before_promoted_revisions_existed_keeps_serving() -> None:
+    agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
+    legacy = gateway(
+        "prod", "production", status={"servedRevisions": [{"agent": "hello", "revision": 1}]}
+    )
+    assert render(legacy, agents, revs).status["servedRevisions"] == [
+        {"agent": "hello", "revision": 1}
+    ]
+
+
+def test_a_promoted_revision_with_other_content_is_not_served() -> None:
+    agents, revs = with_revisions(agent("hello"), agent("hello", prompt="v2"))
+    entry = {"agent": "hello", "revision": 1, "hash": "0123456789abcdef"}
+    plan = render(gateway("prod", "production", promotedRevisions=[entry]), agents, revs)
+    assert plan.status["servedRevisions"] == []
+    assert "revision 1 has content" in _ready(plan)["message"]
+    real = revs["hello"][0]["metadata"]["labels"]["kaizen.studio/revision-hash"]
+    entry["hash"] = real
+    plan = render(gateway("prod", "production", promotedRevisions=[entry]), agents, revs)
+    assert plan.status["servedRevisions"] == [{"agent": "hello", "revision": 1}]
 
 
 def test_bundle_change_changes_pod_template_hash() -> None:
@@ -230,6 +285,55 @@ def test_service_network_policy_and_ingress_mapping() -> None:
     assert plan.status["endpoint"] == "http://prod-gateway.team-a.svc.cluster.local:8443"
 
 
+ROUTE = {
+    "port": 8443,
+    "httpRoute": {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["ai.example.com"],
+    },
+}
+
+
+def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
+    plan = render(gateway("prod", "production", exposure=ROUTE))
+    route = child(plan, "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert route["metadata"]["name"] == "prod-gateway"
+    assert route["metadata"]["ownerReferences"][0]["name"] == "prod"
+    assert route["spec"] == {
+        "parentRefs": [{"name": "public", "namespace": "gateways", "sectionName": "https"}],
+        "hostnames": ["ai.example.com"],
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": "prod-gateway", "port": 8443}],
+            }
+        ],
+    }
+    applied = next(c for c in plan.status["conditions"] if c["type"] == "RouteApplied")
+    assert (applied["status"], applied["reason"]) == ("True", "Applied")
+    assert ("gateway.networking.k8s.io/v1", "HTTPRoute", "prod-gateway") not in plan.prune
+
+
+def test_http_route_is_pruned_when_removed_and_its_condition_goes() -> None:
+    before = render(gateway("prod", "production", exposure=ROUTE))
+    gw = gateway("prod", "production")
+    gw["status"] = before.status
+    after = render(gw)
+    assert "HTTPRoute" not in [c["kind"] for c in after.children]
+    assert ("gateway.networking.k8s.io/v1", "HTTPRoute", "prod-gateway") in after.prune
+    assert "RouteApplied" not in [c["type"] for c in after.status["conditions"]]
+
+
+def test_http_route_without_the_gateway_api_is_a_condition_not_a_failure() -> None:
+    plan = render(gateway("prod", "production", exposure=ROUTE), http_route_api=False)
+    assert "HTTPRoute" not in [c["kind"] for c in plan.children]
+    applied = next(c for c in plan.status["conditions"] if c["type"] == "RouteApplied")
+    assert (applied["status"], applied["reason"]) == ("False", "GatewayAPINotInstalled")
+    assert "install the Gateway API CRDs" in applied["message"]
+    assert _ready(plan)["reason"] != "GatewayAPINotInstalled"  # the gateway still serves
+
+
 def test_pdb_only_with_more_than_one_replica_and_pruned_otherwise() -> None:
     many = render(gateway("dev", replicas=3))
     assert child(many, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
@@ -270,3 +374,37 @@ def test_ready_follows_the_deployment_rollout() -> None:
     assert (
         next(c for c in plan.status["conditions"] if c["type"] == "Reconciling")["status"] == "True"
     )
+
+
+def test_knowledge_config_maps_are_mounted_and_recorded_in_the_bundle() -> None:
+    knowledge = [
+        {"name": "handbook", "configMapRef": {"name": "hr.handbook"}},
+        {"name": "faq", "configMapRef": {"name": "hr-handbook"}},
+        {"name": "site", "url": "https://docs.example.test/refunds"},
+    ]
+    agents, revisions = with_revisions(agent("hello", context={"knowledge": knowledge}))
+    plan = render(gateway("dev"), agents, revisions)
+    assert bundle(plan)["knowledgeMounts"] == {
+        "hr-handbook": "/etc/kaizen/knowledge/hr-handbook",
+        "hr.handbook": "/etc/kaizen/knowledge/hr.handbook",
+    }
+    pod = child(plan, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"] if "configMap" in v and v["name"] != "bundle"}
+    assert sorted(v["configMap"]["name"] for v in volumes.values()) == [
+        "hr-handbook",
+        "hr.handbook",
+    ]
+    assert len(volumes) == 2  # names differing only by a dot get distinct volumes
+    assert all(v["configMap"]["optional"] for v in volumes.values())
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    for name, volume in volumes.items():
+        assert mounts[name]["mountPath"] == f"/etc/kaizen/knowledge/{volume['configMap']['name']}"
+        assert mounts[name]["readOnly"] is True
+
+
+def test_a_bundle_without_knowledge_has_no_knowledge_mounts() -> None:
+    agents, revisions = with_revisions(agent("hello"))
+    plan = render(gateway("dev"), agents, revisions)
+    assert "knowledgeMounts" not in bundle(plan)
+    volumes = child(plan, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert not [v for v in volumes if v["name"].startswith("knowledge-")]

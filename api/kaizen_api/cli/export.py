@@ -17,14 +17,17 @@ from typing import Any
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from kaizen_api.cli.__main__ import app
 from kaizen_api.cli.backends import KINDS, CLIError
 from kaizen_api.cli.commands import console, fail
+from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 
 GROUP, VERSION = "kaizen.studio", "v1alpha1"
 WORKSPACE_LABEL = "kaizen.studio/workspace"  # namespaces the facade made
+AGENT_LABEL = "kaizen.studio/agent"  # on an Agent's ControllerRevisions
 # Set by the apiserver (or by controllers) for the object that exists now; a new
 # object gets its own.
 SERVER_FIELDS = (
@@ -41,7 +44,6 @@ SERVER_FIELDS = (
 )
 DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 DROPPED_LABELS = ("kubernetes.io/metadata.name",)
-EXPORTED_FROM = "kaizen.studio/exported-status"  # informational: what status said then
 
 
 def clean(obj: dict[str, Any]) -> dict[str, Any]:
@@ -76,16 +78,20 @@ def ended(promotion: dict[str, Any]) -> bool:
     return (promotion.get("status") or {}).get("phase") in TERMINAL_PHASES
 
 
-def with_status_note(obj: dict[str, Any], cleaned: dict[str, Any]) -> dict[str, Any]:
-    """Gateways: the revisions they served, as an annotation (Promoted gateways keep
-    them only in status, which a new object starts without; see the restore notes)."""
-    served = (obj.get("status") or {}).get("servedRevisions")
-    if obj.get("kind") != "Gateway" or not served:
+def with_promoted_state(obj: dict[str, Any], cleaned: dict[str, Any]) -> dict[str, Any]:
+    """Gateways: what Promotions made them serve, in ``spec.promotedRevisions`` (a
+    Gateway promoted before that field existed has it only in its status)."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") != "Gateway" or "promotedRevisions" in spec:
         return cleaned
-    meta = cleaned["metadata"]
-    note = json.dumps({"servedRevisions": served}, sort_keys=True, separators=(",", ":"))
-    meta["annotations"] = {**(meta.get("annotations") or {}), EXPORTED_FROM: note}
-    return cleaned
+    promoted = list(promoted_revisions(obj).values())
+    try:
+        policy = GatewaySpec.model_validate(spec).effective_revision_policy()
+    except ValidationError:  # exported as it is; the apiserver will say what is wrong
+        return cleaned
+    if not promoted or policy != RevisionPolicy.PROMOTED:
+        return cleaned
+    return {**cleaned, "spec": {**cleaned["spec"], "promotedRevisions": promoted}}
 
 
 def secret_names(obj: dict[str, Any]) -> set[str]:
@@ -187,6 +193,27 @@ class Cluster:
         page = self._json(self.core.list_namespace, label_selector=WORKSPACE_LABEL)
         return [ns["metadata"]["name"] for ns in page.get("items", [])]
 
+    def revisions(self, namespace: str, agent: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ControllerRevisions an Agent owns (its revision history)."""
+        from kubernetes import client
+
+        apps = client.AppsV1Api(self.api)
+        page = self._json(
+            apps.list_namespaced_controller_revision,
+            namespace,
+            label_selector=f"{AGENT_LABEL}={agent['name']}",
+        )
+        owned = [
+            r
+            for r in page.get("items", [])
+            if any(
+                o.get("uid") == agent.get("uid") for o in r["metadata"].get("ownerReferences") or []
+            )
+        ]
+        # Items of a list carry no apiVersion/kind of their own.
+        typed = [{"apiVersion": "apps/v1", "kind": "ControllerRevision", **r} for r in owned]
+        return sorted(typed, key=lambda r: int(r.get("revision", 0)))
+
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self._found(self.core.read_namespaced_secret, name, namespace)
 
@@ -217,7 +244,10 @@ def collect(
                 else:
                     export.skipped += 1
                 continue
-            export.objects.append(with_status_note(obj, clean(obj)))
+            if obj.get("kind") == "Agent":
+                # Before their Agent: applied first, they are adopted, not made anew.
+                export.objects += [clean(r) for r in cluster.revisions(name, obj["metadata"])]
+            export.objects.append(with_promoted_state(obj, clean(obj)))
             refs |= secret_names(obj)
         if include_secrets:
             for secret_name in sorted(refs):

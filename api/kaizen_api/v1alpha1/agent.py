@@ -226,6 +226,9 @@ class Tool(KaizenModel):
         return self
 
 
+MIN_MEMORY_TTL, MAX_MEMORY_TTL = 60.0, 720 * 3600.0
+
+
 class MemoryType(StrEnum):
     """How the agent remembers earlier turns."""
 
@@ -235,12 +238,42 @@ class MemoryType(StrEnum):
 
 
 class MemorySpec(KaizenModel):
-    """Conversation memory."""
+    """Conversation memory, kept in the gateway's Redis per agent, caller and conversation."""
 
-    type: MemoryType = Field(default=MemoryType.NONE, description="none, conversation or summary.")
-    max_turns: int = Field(
-        default=20, ge=1, le=1000, description="Turns kept (conversation) or summarized."
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "duration(self.ttl) >= duration('1m') && duration(self.ttl) <= duration('720h')",
+                    "ttl must be between 1m and 720h",
+                    fieldPath=".ttl",
+                )
+            ]
+        )
     )
+
+    type: MemoryType = Field(
+        default=MemoryType.NONE,
+        description="none; conversation: the last maxTurns turns are given to the model; "
+        "summary: as conversation, and older turns are folded into a summary written by the "
+        "agent's own model.",
+    )
+    max_turns: int = Field(
+        default=20,
+        ge=1,
+        le=1000,
+        description="Turns (a caller's message and the answer) kept word for word.",
+    )
+    ttl: Duration = Field(
+        default="24h",
+        description="A conversation is forgotten this long after its last turn (1m to 720h).",
+    )
+
+    @model_validator(mode="after")
+    def _ttl_bounds(self) -> MemorySpec:
+        if not MIN_MEMORY_TTL <= parse_duration(self.ttl) <= MAX_MEMORY_TTL:
+            raise ValueError("ttl must be between 1m and 720h")
+        return self
 
 
 class KnowledgeSource(KaizenModel):
@@ -259,10 +292,14 @@ class KnowledgeSource(KaizenModel):
 
     name: str = Field(pattern=TOOL_NAME_PATTERN, description="Name of the source.")
     config_map_ref: LocalObjectReference | None = Field(
-        default=None, description="ConfigMap whose data entries are the documents."
+        default=None,
+        description="ConfigMap in the agent's namespace whose data entries are the documents (mounted into the gateway pods; an edit is served without a restart).",
     )
     url: str | None = Field(
-        default=None, max_length=2048, pattern=HTTP_URL_PATTERN, description="URL of the documents."
+        default=None,
+        max_length=2048,
+        pattern=HTTP_URL_PATTERN,
+        description="URL of one document (text, Markdown or HTML), fetched when the gateway loads the agent; link-local and metadata addresses are refused.",
     )
 
     @model_validator(mode="after")
@@ -272,14 +309,41 @@ class KnowledgeSource(KaizenModel):
         return self
 
 
+class RetrievalSpec(KaizenModel):
+    """How much of the agent's knowledge is indexed and given to the model."""
+
+    top_k: int = Field(
+        default=4,
+        ge=1,
+        le=20,
+        description="Chunks given to the model per request: the most relevant to the latest user message (BM25).",
+    )
+    max_chunks: int = Field(
+        default=5000,
+        ge=1,
+        le=50_000,
+        description="Chunks indexed for this agent over all its sources; documents past the limit are left out (reported on the gateway's /readyz).",
+    )
+    max_document_bytes: int = Field(
+        default=1_048_576,
+        ge=1024,
+        le=8_388_608,
+        description="Largest document read (a ConfigMap key, or the body of a url source); a longer one is cut at this size (reported on the gateway's /readyz).",
+    )
+
+
 class ContextSpec(KaizenModel):
     """What the agent knows and remembers."""
 
     knowledge: list[KnowledgeSource] | None = Field(
         default=None,
         max_length=32,
-        description="Document sources, keyed by name.",
+        description="Document sources, keyed by name: chunked and indexed when the gateway loads the agent; the chunks most relevant to each request are given to the model with their source names.",
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["name"]),
+    )
+    retrieval: RetrievalSpec | None = Field(
+        default=None,
+        description="Bounds of knowledge indexing and retrieval (defaults apply when unset).",
     )
     memory: MemorySpec | None = Field(default=None, description="Conversation memory settings.")
 
@@ -384,6 +448,15 @@ class RevisionRecord(KaizenModel):
     name: str = Field(max_length=253, description="Name of the ControllerRevision holding it.")
     hash: str = Field(max_length=64, description="Content hash of the spec.")
     created_at: datetime | None = Field(default=None, description="When it was created.")
+    retained_by: list[Annotated[str, Field(max_length=300)]] | None = Field(
+        default=None,
+        max_length=50,
+        description=(
+            "Why this revision is kept although it is older than revisionHistoryLimit: "
+            "the Gateways that serve it and the unfinished Promotions that target it. "
+            "It is pruned once none does."
+        ),
+    )
 
 
 class AgentStatus(ResourceStatus):
@@ -394,8 +467,11 @@ class AgentStatus(ResourceStatus):
     )
     revisions: list[RevisionRecord] | None = Field(
         default=None,
-        max_length=100,
-        description="Kept revisions, newest last (bounded by revisionHistoryLimit).",
+        max_length=200,
+        description=(
+            "Kept revisions, newest last: the newest revisionHistoryLimit ones, plus older "
+            "ones still served by a Gateway or targeted by a Promotion (see retainedBy)."
+        ),
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["revision"]),
     )
 

@@ -3,6 +3,8 @@ gateway's ConfigMap and the gateway process reads it (pure, no I/O)."""
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import Field
 
 from kaizen_api.v1alpha1.agent import AgentSpec
@@ -12,6 +14,7 @@ from kaizen_api.v1alpha1.gateway import GatewayAuth, RateLimits
 BUNDLE_FILE = "bundle.json"
 BUNDLE_MOUNT = "/etc/kaizen/bundle"
 SECRETS_MOUNT = "/var/run/kaizen/secrets"
+KNOWLEDGE_MOUNT = "/etc/kaizen/knowledge"
 GATEWAY_PORT = 8080
 
 
@@ -33,6 +36,11 @@ class AgentBundle(KaizenModel):
     agents: list[BundledAgent] = Field(default_factory=list, description="Served agents.")
     rate_limits: RateLimits | None = Field(default=None, description="Rate limits.")
     auth: GatewayAuth | None = Field(default=None, description="Caller authentication.")
+    knowledge_mounts: dict[str, str] | None = Field(
+        default=None,
+        description="Where each ConfigMap named by a knowledge source is mounted: "
+        "ConfigMap name -> directory holding one file per data key.",
+    )
 
 
 def secret_volume_name(secret_name: str) -> str:
@@ -43,3 +51,15 @@ def secret_volume_name(secret_name: str) -> str:
 def secret_file(ref: SecretKeySelector) -> str:
     """Where a gateway pod finds the value of a Secret key (mounted read-only)."""
     return f"{SECRETS_MOUNT}/{ref.name}/{ref.key}"
+
+
+def knowledge_volume_name(config_map: str) -> str:
+    """Pod volume name of a mounted knowledge ConfigMap: readable, and unique even when
+    two names differ only in a dot or past the 63-character limit."""
+    digest = hashlib.sha256(config_map.encode()).hexdigest()[:8]
+    return f"knowledge-{config_map.replace('.', '-')[:44]}-{digest}"
+
+
+def knowledge_mount(config_map: str) -> str:
+    """Where a gateway pod finds the data keys of a knowledge ConfigMap (read-only)."""
+    return f"{KNOWLEDGE_MOUNT}/{config_map}"

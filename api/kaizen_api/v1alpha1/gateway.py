@@ -7,7 +7,7 @@ Deployment, a Service, a PodDisruptionBudget and a NetworkPolicy.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -159,7 +159,9 @@ class RateLimit(KaizenModel):
 
 
 class RateLimits(KaizenModel):
-    """Rate limits enforced by each gateway pod (429 with Retry-After beyond them)."""
+    """Rate limits (429 with Retry-After beyond them). With Redis configured for the
+    gateway they hold across all its replicas together; without Redis, or while Redis is
+    unreachable, each pod enforces them on its own."""
 
     total: RateLimit | None = Field(default=None, description="For all callers together.")
     per_api_key: RateLimit | None = Field(default=None, description="For each API key.")
@@ -201,6 +203,26 @@ class GatewayAuth(KaizenModel):
         return self
 
 
+class PromotedRevision(KaizenModel):
+    """The revision of one agent that succeeded Promotions made this Gateway serve."""
+
+    agent: ResourceName = Field(description="Agent name.")
+    revision: int = Field(ge=1, description="Revision number to serve.")
+    hash: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Content hash of that revision; a revision whose content differs "
+        "(another history restored under the same number) is not served.",
+    )
+    promotion: str | None = Field(
+        default=None, max_length=253, description="The Promotion that set it."
+    )
+
+
+# Who writes spec.promotedRevisions (the promotion controller's own field manager).
+PROMOTION_FIELD_MANAGER = "kaizen-promotion"
+
+
 class GatewaySpec(KaizenModel):
     """Desired state of a Gateway."""
 
@@ -227,8 +249,21 @@ class GatewaySpec(KaizenModel):
     )
     agents: AgentSelection = Field(description="Which Agents this gateway serves.")
     exposure: ExposureSpec | None = Field(default=None, description="Service, Ingress, route.")
-    rate_limits: RateLimits | None = Field(default=None, description="Request rate limits.")
+    rate_limits: RateLimits | None = Field(
+        default=None,
+        description="Request rate limits. With Redis configured for gateways they hold across "
+        "all replicas together; without Redis, or while it is unreachable, per pod.",
+    )
     auth: GatewayAuth | None = Field(default=None, description="Caller authentication.")
+    promoted_revisions: list[PromotedRevision] | None = Field(
+        default=None,
+        max_length=256,
+        description="Agent revisions this Gateway serves under revisionPolicy Promoted. "
+        "Written by the operator (field manager kaizen-promotion) when a Promotion succeeds "
+        "or reverts; kept in spec so that `kaizen export` and a re-apply restore what a "
+        "production Gateway serves. Leave it out of manifests in Git (docs/gitops.md).",
+        json_schema_extra=k8s_extra(list_type="map", list_map_keys=["agent"]),
+    )
 
     def effective_revision_policy(self) -> RevisionPolicy:
         """The revision policy, with the environment's default applied."""
@@ -273,3 +308,13 @@ class Gateway(KaizenModel):
     metadata: ObjectMeta = Field(default_factory=dict, description="Standard object metadata.")
     spec: GatewaySpec = Field(description="Desired state.")
     status: GatewayStatus | None = Field(default=None, description="Observed state.")
+
+
+def promoted_revisions(gateway: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Agent -> its promoted entry ({agent, revision, hash?, promotion?}) of a Gateway
+    object: ``spec.promotedRevisions``; for a Gateway promoted before that field existed
+    (it is unset), what its status served."""
+    recorded = (gateway.get("spec") or {}).get("promotedRevisions")
+    if recorded is None:
+        recorded = (gateway.get("status") or {}).get("servedRevisions") or []
+    return {str(e["agent"]): dict(e) for e in recorded if e.get("agent")}

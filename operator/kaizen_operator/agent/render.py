@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,12 @@ class AgentInputs:
     gateway_exists: bool | None  # None: no gatewayRef
     secret_state: str | None  # None: no credentialsSecretRef
     now: datetime
+    # Revision -> why it must outlive revisionHistoryLimit ("served by Gateway 'prod'",
+    # "target of Promotion 'p1'"): pruning it would make a Gateway drop the agent.
+    retained: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # Revisions labelled with this Agent's name that nobody owns: a restore from
+    # `kaizen export` re-applies them before (or after) the Agent.
+    orphans: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,7 @@ class AgentPlan:
     """What to write: revisions to create and delete, and the status."""
 
     create: tuple[dict[str, Any], ...] = ()
+    adopt: tuple[str, ...] = ()  # orphaned revisions to take ownership of
     delete: tuple[str, ...] = ()
     status: dict[str, Any] = field(default_factory=dict)
     latest_revision: int | None = None
@@ -83,13 +91,29 @@ def render_revision(agent: dict[str, Any], spec: dict[str, Any], number: int) ->
     }
 
 
-def _record(rev: dict[str, Any], now: datetime) -> dict[str, Any]:
-    return {
+def _record(rev: dict[str, Any], now: datetime, retained_by: tuple[str, ...]) -> dict[str, Any]:
+    record = {
         "revision": revision_number(rev),
         "name": rev["metadata"]["name"],
         "hash": rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
         "createdAt": rev["metadata"].get("creationTimestamp") or timestamp(now),
     }
+    if retained_by:
+        record["retainedBy"] = list(retained_by)
+    return record
+
+
+def split_history(
+    revisions: list[dict[str, Any]], limit: int, retained: Mapping[int, tuple[str, ...]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
+    """(kept, pruned, kept beyond the limit): the newest ``limit`` revisions are kept,
+    and so is every older one that ``retained`` names (a Gateway serves it or an
+    unfinished Promotion targets it)."""
+    old = revisions[:-limit] if len(revisions) > limit else []
+    beyond = {revision_number(r) for r in old if retained.get(revision_number(r))}
+    pruned = [r for r in old if revision_number(r) not in beyond]
+    kept = [r for r in revisions if r not in pruned]
+    return kept, pruned, beyond
 
 
 def with_creation_times(status: dict[str, Any], created: dict[str, str]) -> dict[str, Any]:
@@ -103,12 +127,23 @@ def with_creation_times(status: dict[str, Any], created: dict[str, str]) -> dict
     return {**status, "revisions": revisions}
 
 
+def adoptable(revision: dict[str, Any]) -> bool:
+    """Whether an orphaned revision holds what its hash label says (a restored one does;
+    one edited by hand since its export does not, and is left alone)."""
+    labels = revision["metadata"].get("labels") or {}
+    content = (revision.get("data") or {}).get("spec") or {}
+    return bool(labels.get(names.REVISION_HASH_LABEL)) and labels[
+        names.REVISION_HASH_LABEL
+    ] == content_hash(content)
+
+
 def render_agent(inputs: AgentInputs) -> AgentPlan:
-    """Revisions to create/prune and the Agent's status."""
+    """Revisions to create/adopt/prune and the Agent's status."""
     agent = inputs.agent
     spec = AgentSpec.model_validate(agent["spec"]).to_wire()
     digest = content_hash(spec)
-    existing = sorted(inputs.revisions, key=revision_number)
+    adopted = [r for r in inputs.orphans if adoptable(r)]
+    existing = sorted((*inputs.revisions, *adopted), key=revision_number)
     latest = existing[-1] if existing else None
     create: list[dict[str, Any]] = []
     kept = list(existing)
@@ -117,13 +152,13 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
         or latest["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL) != digest
     )
     if new:
-        number = (revision_number(latest) if latest else 0) + 1
+        # Past every name in use, unadoptable orphans included (their names are taken).
+        number = max((revision_number(r) for r in (*existing, *inputs.orphans)), default=0) + 1
         revision = render_revision(agent, spec, number)
         create.append(revision)
         kept.append(revision)
     limit = int(spec.get("revisionHistoryLimit", 10))
-    pruned = kept[:-limit] if len(kept) > limit else []
-    kept = kept[len(pruned) :]
+    kept, pruned, beyond = split_history(kept, limit, inputs.retained)
 
     generation = agent["metadata"].get("generation")
     ready, reason, message = (
@@ -153,11 +188,19 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
     status = {
         "observedGeneration": generation,
         "latestRevision": revision_number(kept[-1]),
-        "revisions": [_record(r, inputs.now) for r in kept],
+        "revisions": [
+            _record(
+                r,
+                inputs.now,
+                inputs.retained.get(revision_number(r), ()) if revision_number(r) in beyond else (),
+            )
+            for r in kept
+        ],
         "conditions": conditions,
     }
     return AgentPlan(
         create=tuple(create),
+        adopt=tuple(r["metadata"]["name"] for r in adopted if r not in pruned),
         delete=tuple(r["metadata"]["name"] for r in pruned),
         status=status,
         latest_revision=revision_number(kept[-1]),

@@ -23,6 +23,9 @@ CHILDREN = (
     ("policy", "v1", "poddisruptionbudgets"),
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("networking.k8s.io", "v1", "ingresses"),
+    # Served only where the Gateway API CRDs are installed; kopf starts this watch
+    # when the CRD appears.
+    ("gateway.networking.k8s.io", "v1", "httproutes"),
 )
 
 

@@ -18,6 +18,16 @@ from kaizen_api.v1alpha1.gateway import AgentSelection
 from kaizen_operator.gateway.render import selector_matches
 
 
+def revisions_in_use(gateway: dict[str, Any]) -> frozenset[tuple[str, int]]:
+    """(agent, revision) pairs a Gateway serves (its status) or is to serve (its
+    spec.promotedRevisions, written before the Gateway controller gets to it)."""
+    served = (gateway.get("status") or {}).get("servedRevisions") or []
+    promoted = (gateway.get("spec") or {}).get("promotedRevisions") or []
+    return frozenset(
+        (str(s.get("agent")), int(s.get("revision") or 0)) for s in (*served, *promoted)
+    )
+
+
 @dataclass(frozen=True)
 class GatewayEntry:
     """What the index keeps of one Gateway: its agent selection and served agents."""
@@ -25,6 +35,7 @@ class GatewayEntry:
     names: frozenset[str] | None
     selector: LabelSelector | None
     served: frozenset[str]
+    served_revisions: frozenset[tuple[str, int]] = frozenset()
 
     def wants(self, agent: dict[str, Any]) -> bool:
         """True when the Gateway selects or currently serves ``agent``."""
@@ -59,9 +70,19 @@ class GatewayIndex:
             names=frozenset(selection.names) if selection.names is not None else None,
             selector=selection.selector,
             served=frozenset(str(s.get("agent")) for s in served),
+            served_revisions=revisions_in_use(gateway),
         )
 
     def wanting(self, namespace: str, agent: dict[str, Any]) -> list[str]:
         """Names of the Gateways in ``namespace`` that select or serve ``agent``."""
         entries = self.by_namespace.get(namespace, {})
         return sorted(name for name, entry in entries.items() if entry.wants(agent))
+
+    def serving(self, namespace: str, agent: str) -> dict[int, list[str]]:
+        """Revisions of ``agent`` that Gateways of ``namespace`` serve -> those Gateways."""
+        found: dict[int, list[str]] = {}
+        for name, entry in sorted(self.by_namespace.get(namespace, {}).items()):
+            for served_agent, revision in entry.served_revisions:
+                if served_agent == agent:
+                    found.setdefault(revision, []).append(name)
+        return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -11,12 +12,16 @@ import kopf
 from kaizen_api.v1alpha1.common import LabelSelector
 from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
+from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.events import record
 from kaizen_operator.gateway.render import (
+    HTTP_ROUTE,
     GatewayInputs,
+    merge_tool_servers,
     render_gateway,
     selector_string,
 )
+from kaizen_operator.gatewaymetrics import read_readiness
 from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube, refusal
 from kaizen_operator.runtime import (
     Runtime,
@@ -28,6 +33,9 @@ from kaizen_operator.runtime import (
 )
 
 API = "kaizen.studio/v1alpha1"
+# Gateway pods asked for their MCP servers' reachability per reconcile (each probes all
+# of the bundle's servers; a few pods tell what the Service's clients meet).
+READINESS_PODS = 3
 
 
 def controlling_policy(policies: list[dict[str, Any]], gateway: str) -> dict[str, Any] | None:
@@ -50,14 +58,25 @@ async def _candidate_agents(kube: Kube, gateway: dict[str, Any]) -> list[dict[st
     )
 
 
+def _uses_mcp(agents: list[dict[str, Any]]) -> bool:
+    return any(
+        tool.get("type") == "mcp"
+        for agent in agents
+        for tool in (agent.get("spec") or {}).get("tools") or []
+    )
+
+
 async def resolve_gateway(
     kube: Kube,
     gateway: dict[str, Any],
     image: str,
     now: datetime,
     allow_link_local_upstreams: bool = False,
+    gateway_endpoints: Path | None = None,
+    redis_secret: str | None = None,
 ) -> GatewayInputs:
-    """Read the Agents, their revisions, the ScalingPolicy and the live Deployment."""
+    """Read the Agents, their revisions, the ScalingPolicy, the live Deployment and, when
+    an agent has MCP tools, what the gateway pods report of their MCP servers."""
     meta = gateway["metadata"]
     ns = meta["namespace"]
     agents = await _candidate_agents(kube, gateway)
@@ -73,6 +92,14 @@ async def resolve_gateway(
     if policy is not None:
         min_replicas = int(policy["spec"].get("minReplicas", 1))
     deployment = await kube.get("apps/v1", "Deployment", ns, names.gateway_workload(meta["name"]))
+    exposure = (gateway.get("spec") or {}).get("exposure") or {}
+    # Asked only when needed: discovery is a call, and most Gateways have no route.
+    route_api = await kube.serves(*HTTP_ROUTE) if exposure.get("httpRoute") else True
+    tool_servers = None
+    if _uses_mcp(agents):
+        urls = await gateway_urls(kube, gateway_endpoints, gateway)
+        pages = await read_readiness(urls[:READINESS_PODS]) if urls else {}
+        tool_servers = merge_tool_servers(pages.values())
     return GatewayInputs(
         gateway=gateway,
         agents=tuple(agents),
@@ -83,6 +110,9 @@ async def resolve_gateway(
         image=image,
         now=now,
         allow_link_local_upstreams=allow_link_local_upstreams,
+        http_route_api=route_api,
+        tool_servers=tool_servers,
+        redis_secret=redis_secret,
     )
 
 
@@ -111,6 +141,8 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
             rt.config.gateway_image,
             now,
             rt.config.allow_link_local_upstreams,
+            rt.config.gateway_endpoints,
+            rt.config.gateway_redis_secret,
         )
         plan = render_gateway(inputs)
         await apply_all(rt.kube, plan.children)

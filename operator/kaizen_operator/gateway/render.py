@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle
+from kaizen_api.netguard import display_url
+from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
     BUNDLE_MOUNT,
@@ -18,19 +20,31 @@ from kaizen_api.v1alpha1.bundle import (
     SECRETS_MOUNT,
     AgentBundle,
     BundledAgent,
+    knowledge_mount,
+    knowledge_volume_name,
     secret_volume_name,
 )
 from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
-from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy
+from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_operator import names
-from kaizen_operator.conditions import ready_conditions
+from kaizen_operator.conditions import ready_conditions, set_condition
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 POD_USER = 10001
-OPTIONAL_KINDS = (("policy/v1", "PodDisruptionBudget"), ("networking.k8s.io/v1", "Ingress"))
+HTTP_ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
+# Set only while spec.exposure.httpRoute is: False when the cluster lacks the Gateway API.
+ROUTE_APPLIED = "RouteApplied"
+OPTIONAL_KINDS = (
+    ("policy/v1", "PodDisruptionBudget"),
+    ("networking.k8s.io/v1", "Ingress"),
+    HTTP_ROUTE,
+)
 
 # The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
+# The gateway's Redis (kaizen_gateway.__main__ reads it), from a Secret's "url" key.
+REDIS_URL_ENV = "KAIZEN_REDIS_URL"
+REDIS_URL_KEY = "url"
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,13 @@ class GatewayInputs:
     now: datetime
     # Gateway pods may call link-local / metadata upstreams (operator flag; off by default).
     allow_link_local_upstreams: bool = False
+    # The cluster serves the Gateway API's HTTPRoute (its CRD is installed).
+    http_route_api: bool = True
+    # MCP servers as the gateway pods report them on /readyz, merged over pods
+    # (read_tool_servers); None when no pod answered.
+    tool_servers: tuple[Mapping[str, Any], ...] | None = None
+    # Secret in the Gateway's namespace whose "url" key is the pods' Redis (operator flag).
+    redis_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -111,33 +132,39 @@ def _revision(revs: tuple[dict[str, Any], ...], number: int | None) -> dict[str,
 def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[BundledAgent], list[str]]:
     """Which revision of each selected Agent this Gateway serves, and what it cannot serve."""
     policy = spec.effective_revision_policy()
-    current = {
-        s["agent"]: int(s["revision"])
-        for s in (inputs.gateway.get("status") or {}).get("servedRevisions") or []
-    }
+    promoted = promoted_revisions(inputs.gateway)
     served, problems = [], []
     for agent in selected_agents(spec, inputs.agents):
         name = agent["metadata"]["name"]
         if agent["spec"].get("lifecycle", Lifecycle.ACTIVE) != Lifecycle.ACTIVE:
             continue
         revs = inputs.revisions.get(name, ())
+        expected_hash = None
         if policy == RevisionPolicy.LATEST:
             number = (agent.get("status") or {}).get("latestRevision")
         else:
-            number = current.get(name)
-            if number is None:
+            entry = promoted.get(name)
+            if entry is None:
                 continue  # nothing promoted here yet
+            number, expected_hash = int(entry["revision"]), entry.get("hash")
         rev = _revision(revs, number)
         if rev is None:
             if number is not None:
                 problems.append(f"agent {name}: revision {number} not found")
+            continue
+        actual_hash = rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, "")
+        if expected_hash and actual_hash != expected_hash:
+            problems.append(
+                f"agent {name}: revision {number} has content {actual_hash}, not the promoted "
+                f"{expected_hash}; promote the revision to serve again"
+            )
             continue
         content = dict(rev["data"]["spec"])
         served.append(
             BundledAgent(
                 name=name,
                 revision=int(rev["revision"]),
-                hash=rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
+                hash=actual_hash,
                 spec=AgentSpec.model_validate(content),
             )
         )
@@ -149,6 +176,14 @@ def render_bundle(
 ) -> AgentBundle:
     """The agent bundle the gateway pods load."""
     meta = inputs.gateway["metadata"]
+    config_maps = sorted(
+        {
+            source.config_map_ref.name
+            for agent in served
+            for source in (agent.spec.context.knowledge or [] if agent.spec.context else [])
+            if source.config_map_ref is not None
+        }
+    )
     return AgentBundle(
         gateway=meta["name"],
         namespace=meta["namespace"],
@@ -156,6 +191,7 @@ def render_bundle(
         agents=served,
         rate_limits=spec.rate_limits,
         auth=spec.auth,
+        knowledge_mounts={name: knowledge_mount(name) for name in config_maps} or None,
     )
 
 
@@ -228,6 +264,11 @@ def render_deployment(
         {"name": secret_volume_name(s), "mountPath": f"{SECRETS_MOUNT}/{s}", "readOnly": True}
         for s in secrets
     ]
+    knowledge = sorted((bundle.knowledge_mounts or {}).items())
+    mounts += [
+        {"name": knowledge_volume_name(cm), "mountPath": path, "readOnly": True}
+        for cm, path in knowledge
+    ]
     volumes = [
         {"name": "bundle", "configMap": {"name": names.gateway_bundle(gw)}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
@@ -235,6 +276,13 @@ def render_deployment(
         # optional: a missing Secret breaks only the agents that use it, not the pod.
         {"name": secret_volume_name(s), "secret": {"secretName": s, "optional": True}}
         for s in secrets
+    ]
+    # A knowledge ConfigMap is mounted as a volume, not read into the bundle: the kubelet
+    # updates the files in place when it is edited, and the gateway re-indexes them
+    # without a rollout. Optional: a missing one is reported on /readyz, not a stuck pod.
+    volumes += [
+        {"name": knowledge_volume_name(cm), "configMap": {"name": cm, "optional": True}}
+        for cm, _ in knowledge
     ]
     deployment_spec: dict[str, Any] = {
         "revisionHistoryLimit": 5,
@@ -284,11 +332,7 @@ def render_deployment(
                             "failureThreshold": 3,
                         },
                         "resources": resources,
-                        **(
-                            {"env": [{"name": ALLOW_LINK_LOCAL_ENV, "value": "1"}]}
-                            if inputs.allow_link_local_upstreams
-                            else {}
-                        ),
+                        **({"env": env} if (env := render_env(inputs)) else {}),
                         "securityContext": {
                             "allowPrivilegeEscalation": False,
                             "readOnlyRootFilesystem": True,
@@ -307,6 +351,19 @@ def render_deployment(
         "metadata": _meta(inputs, workload),
         "spec": deployment_spec,
     }
+
+
+def render_env(inputs: GatewayInputs) -> list[dict[str, Any]]:
+    """The gateway container's environment. The Redis URL (it may hold a password) comes
+    from the Secret by reference; optional, so a namespace without it still serves, with
+    memory skipped and per-pod rate limits."""
+    env: list[dict[str, Any]] = []
+    if inputs.allow_link_local_upstreams:
+        env.append({"name": ALLOW_LINK_LOCAL_ENV, "value": "1"})
+    if inputs.redis_secret:
+        ref = {"name": inputs.redis_secret, "key": REDIS_URL_KEY, "optional": True}
+        env.append({"name": REDIS_URL_ENV, "valueFrom": {"secretKeyRef": ref}})
+    return env
 
 
 def render_replicas(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] | None:
@@ -423,6 +480,32 @@ def render_ingress(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] |
     }
 
 
+def render_http_route(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] | None:
+    """A Gateway API HTTPRoute to the Service, when the Gateway asks for one."""
+    if not spec.exposure or not spec.exposure.http_route:
+        return None
+    route = spec.exposure.http_route
+    workload = names.gateway_workload(inputs.gateway["metadata"]["name"])
+    parents = [p.to_wire() for p in route.parent_refs]
+    body: dict[str, Any] = {
+        "parentRefs": parents,
+        "rules": [
+            {
+                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "backendRefs": [{"name": workload, "port": spec.exposure.port}],
+            }
+        ],
+    }
+    if route.hostnames:
+        body["hostnames"] = list(route.hostnames)
+    return {
+        "apiVersion": HTTP_ROUTE[0],
+        "kind": HTTP_ROUTE[1],
+        "metadata": _meta(inputs, workload),
+        "spec": body,
+    }
+
+
 def _rollout(inputs: GatewayInputs, desired: int | None) -> tuple[bool, str, dict[str, Any]]:
     dep = inputs.deployment
     if dep is None:
@@ -440,6 +523,78 @@ def _rollout(inputs: GatewayInputs, desired: int | None) -> tuple[bool, str, dic
     if st.get("replicas", 0) > want:
         return False, "old pods are terminating", observed
     return True, f"{want} pods available", observed
+
+
+TOOLS_REACHABLE = "ToolsReachable"
+REASON_PATTERN = re.compile(r"^[a-z0-9_]{1,40}$")
+
+
+def mcp_servers(bundle: AgentBundle) -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(shown URL, transport) of each MCP server the bundle's agents use -> (agent, tool)."""
+    used: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for agent in bundle.agents:
+        for tool in agent.spec.tools or []:
+            if tool.type == ToolType.MCP and tool.mcp is not None:
+                key = (display_url(tool.mcp.url), MCPTransport(tool.mcp.transport).value)
+                used.setdefault(key, []).append((agent.name, tool.name))
+    return used
+
+
+def merge_tool_servers(
+    pages: Iterable[Mapping[str, Any]],
+) -> tuple[dict[str, Any], ...] | None:
+    """The MCP servers of several pods' /readyz pages, one entry per server: unreachable
+    when any pod finds it so (with that pod's reason), reachable when all that probed it
+    do; None without any page."""
+    pages = list(pages)
+    if not pages:
+        return None
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for page in pages:
+        servers = page.get("mcpServers")
+        for server in servers if isinstance(servers, list) else []:
+            if not isinstance(server, dict):
+                continue
+            key = (str(server.get("url")), str(server.get("transport")))
+            entry = merged.setdefault(key, {"url": key[0], "transport": key[1], "reachable": None})
+            reachable = server.get("reachable")
+            if reachable is False and entry["reachable"] is not False:
+                entry.update(reachable=False, reason=server.get("reason"))
+            elif reachable is True and entry["reachable"] is None:
+                entry["reachable"] = True
+    return tuple(merged.values())
+
+
+def tools_condition(
+    bundle: AgentBundle, reported: tuple[Mapping[str, Any], ...] | None
+) -> tuple[str, str, str] | None:
+    """ToolsReachable (status, reason, message), or None when no agent uses MCP tools.
+
+    The message is written here from the bundle (URLs without credentials or query) and
+    a reason code checked against a pattern: nothing a pod or a tool server says is
+    copied into the status."""
+    used = mcp_servers(bundle)
+    if not used:
+        return None
+    if reported is None:
+        return "Unknown", "ToolServersNotProbed", "no gateway pod has reported its MCP servers"
+    states = {(str(r.get("url")), str(r.get("transport"))): r for r in reported}
+    down, unknown = [], []
+    for key, users in sorted(used.items()):
+        state = states.get(key)
+        reachable = state.get("reachable") if state else None
+        who = ", ".join(f"agent {a} tool {t}" for a, t in users)
+        if reachable is False:
+            reason = str(state.get("reason") if state else "") or "unreachable"
+            reason = reason if REASON_PATTERN.match(reason) else "unreachable"
+            down.append(f"{who}: MCP server {key[0]} ({key[1]}) {reason}")
+        elif reachable is not True:
+            unknown.append(f"{who}: MCP server {key[0]} ({key[1]}) not probed yet")
+    if down:
+        return "False", "MCPServerUnreachable", "; ".join(down + unknown)
+    if unknown:
+        return "Unknown", "ToolServersNotProbed", "; ".join(unknown)
+    return "True", "AllReachable", f"{len(used)} MCP server(s) reachable"
 
 
 def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
@@ -470,6 +625,11 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         children.append(ingress)
     else:
         prune.append(("networking.k8s.io/v1", "Ingress", workload))
+    route = render_http_route(inputs, spec)
+    if route and inputs.http_route_api:
+        children.append(route)
+    elif inputs.http_route_api:
+        prune.append((*HTTP_ROUTE, workload))
 
     ready, message, observed = _rollout(inputs, None if inputs.autoscaled else spec.replicas)
     if problems:
@@ -493,6 +653,29 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
             reconciling=not ready,
         ),
     }
+    if route is None:
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != ROUTE_APPLIED]
+    else:
+        status["conditions"] = set_condition(
+            status["conditions"],
+            ROUTE_APPLIED,
+            inputs.http_route_api,
+            "Applied" if inputs.http_route_api else "GatewayAPINotInstalled",
+            f"HTTPRoute {workload} routes to the gateway's Service"
+            if inputs.http_route_api
+            else "spec.exposure.httpRoute is set, but this cluster does not serve "
+            "gateway.networking.k8s.io/v1 HTTPRoute: install the Gateway API CRDs "
+            "(and an implementation), or remove spec.exposure.httpRoute",
+            generation=meta.get("generation"),
+            now=inputs.now,
+        )
+    tools = tools_condition(bundle, inputs.tool_servers)
+    if tools is None:
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != TOOLS_REACHABLE]
+    else:
+        status["conditions"] = set_condition(
+            status["conditions"], TOOLS_REACHABLE, *tools, meta.get("generation"), inputs.now
+        )
     return GatewayPlan(
         children=tuple(children),
         replicas=render_replicas(inputs, spec),

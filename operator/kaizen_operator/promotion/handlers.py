@@ -31,4 +31,5 @@ async def promotion_seen(
     phase = (body.get("status") or {}).get("phase")
     done = phase in TERMINAL_PHASES and not notification_pending(dict(body))
     event = "DELETED" if type == "DELETED" or done else type
+    runtime_of(memo).promotions.observe(type, dict(body))
     runtime_of(memo).track("Promotion", event, str(namespace), body["metadata"]["name"])

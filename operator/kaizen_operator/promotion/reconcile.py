@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from kaizen_api.v1alpha1.gateway import PROMOTION_FIELD_MANAGER, promoted_revisions
 from kaizen_api.v1alpha1.promotion import PromotionSpec
 from kaizen_operator import names
 from kaizen_operator.events import record
@@ -94,6 +95,9 @@ async def resolve_promotion(
         promotion=promotion,
         agent=agent,
         revision_exists=revision is not None,
+        revision_hash=((revision or {}).get("metadata") or {})
+        .get("labels", {})
+        .get(names.REVISION_HASH_LABEL),
         source=source,
         target=target,
         now=now,
@@ -110,27 +114,60 @@ async def read_secret_value(kube: Kube, namespace: str, name: str, key: str) -> 
     return base64.b64decode(raw).decode() if raw else None
 
 
-async def switch_served_revision(
-    kube: Kube, target: dict[str, Any], agent: str, revision: int | None
-) -> None:
-    """Make ``target`` serve ``revision`` of ``agent`` (None: stop serving it), guarded
-    against concurrent writes."""
-    meta = target["metadata"]
-    served = [
-        s
-        for s in (target.get("status") or {}).get("servedRevisions") or []
-        if s.get("agent") != agent
-    ]
+def promoted_after_switch(
+    target: dict[str, Any],
+    agent: str,
+    revision: int | None,
+    revision_hash: str | None,
+    promotion: str,
+) -> list[dict[str, Any]]:
+    """``target``'s spec.promotedRevisions once ``agent`` serves ``revision`` (None:
+    no longer served), sorted by agent."""
+    entries = {k: v for k, v in promoted_revisions(target).items() if k != agent}
     if revision is not None:
-        served.append({"agent": agent, "revision": revision})
-    await kube.patch_status_guarded(
-        API,
-        "Gateway",
-        meta["namespace"],
-        meta["name"],
-        {"servedRevisions": sorted(served, key=lambda s: s["agent"])},
-        meta["resourceVersion"],
-    )
+        entry: dict[str, Any] = {"agent": agent, "revision": revision, "promotion": promotion}
+        if revision_hash:
+            entry["hash"] = revision_hash
+        entries[agent] = entry
+    return [entries[k] for k in sorted(entries)]
+
+
+SWITCH_ATTEMPTS = 5
+
+
+async def switch_served_revision(
+    kube: Kube,
+    target: dict[str, Any],
+    agent: str,
+    revision: int | None,
+    revision_hash: str | None,
+    promotion: str,
+) -> None:
+    """Make ``target`` serve ``revision`` of ``agent`` by writing its
+    spec.promotedRevisions as the promotion controller's own field manager. The write is
+    guarded by resourceVersion (two Promotions to one Gateway must not lose each other's
+    switch) on a fresh read, retried while the Gateway's status keeps moving it on.
+    The Gateway controller alone writes the Gateway's status."""
+    meta = target["metadata"]
+    for attempt in range(SWITCH_ATTEMPTS):
+        current = await kube.get(API, "Gateway", meta["namespace"], meta["name"])
+        if current is None:
+            return  # deleted meanwhile: the next reconcile reports the missing target
+        entries = promoted_after_switch(current, agent, revision, revision_hash, promotion)
+        try:
+            await kube.patch_guarded(
+                API,
+                "Gateway",
+                meta["namespace"],
+                meta["name"],
+                {"spec": {"promotedRevisions": entries}},
+                current["metadata"]["resourceVersion"],
+                manager=PROMOTION_FIELD_MANAGER,
+            )
+            return
+        except ApiException as exc:
+            if exc.status != 409 or attempt == SWITCH_ATTEMPTS - 1:
+                raise
 
 
 async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
@@ -150,14 +187,19 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
         )
         plan = render_promotion(inputs)
         if plan.switch and inputs.target is not None:
+            agent_name, number = plan.switch
+            digest = inputs.revision_hash if number == int(promotion["spec"]["revision"]) else None
             try:
-                await switch_served_revision(rt.kube, inputs.target, *plan.switch)
+                await switch_served_revision(
+                    rt.kube, inputs.target, agent_name, number, digest, name
+                )
             except ApiException as exc:
                 if exc.status == 409:
                     raise kopf.TemporaryError(
                         "target Gateway changed; retrying the switch", delay=1
                     ) from exc
                 raise
+            # Awaited: a Promotion is Succeeded only once its target's status shows it.
             await reconcile_gateway(rt, namespace, inputs.target["metadata"]["name"])
         await write_status(rt.kube, promotion, plan.status)
         for reason, message, warning in plan.events:

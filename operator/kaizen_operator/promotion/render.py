@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kaizen_api.v1alpha1.common import parse_duration
-from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy
+from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES, PromotionSpec
 from kaizen_operator.conditions import get_condition, ready_conditions, timestamp
 from kaizen_operator.promotion.approvals import ledger
@@ -36,6 +36,7 @@ class PromotionInputs:
     webhook: GateOutcome | None = None  # asked when the webhook gate is due
     metrics: GateOutcome | None = None  # metric gate verdict, once the soak is over
     smoke: GateOutcome | None = None  # asked while Verifying
+    revision_hash: str | None = None  # content hash of the revision to promote
 
 
 @dataclass
@@ -60,12 +61,11 @@ def _ready(gateway: dict[str, Any]) -> bool:
     return bool(cond and cond.get("status") == "True")
 
 
-def served_revision(gateway: dict[str, Any] | None, agent: str) -> int | None:
-    """The revision of ``agent`` that ``gateway`` serves now."""
-    for entry in ((gateway or {}).get("status") or {}).get("servedRevisions") or []:
-        if entry.get("agent") == agent:
-            return int(entry["revision"])
-    return None
+def promoted_revision(gateway: dict[str, Any] | None, agent: str) -> int | None:
+    """The revision of ``agent`` that Promotions made ``gateway`` serve (the one a
+    failed verification goes back to)."""
+    entry = promoted_revisions(gateway or {}).get(agent)
+    return int(entry["revision"]) if entry else None
 
 
 def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
@@ -253,7 +253,7 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
         results.append(_gate("webhook", "Passed", inputs.webhook.message, now))
     if results:
         status["gates"] = results
-    status["previousRevision"] = served_revision(inputs.target, agent)
+    status["previousRevision"] = promoted_revision(inputs.target, agent)
     plan.switch = (agent, revision)
     if gates and gates.smoke:
         status["verifyingSince"] = timestamp(now)

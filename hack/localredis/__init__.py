@@ -1,0 +1,1 @@
+"""A throwaway local Redis server (Debian's ``redis-server``) for tests and `make dev`."""
