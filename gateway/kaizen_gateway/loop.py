@@ -258,7 +258,7 @@ class LoopRun:
                 return
             for i, call in enumerate(server):
                 call["id"] = call.get("id") or f"call_{step}_{i}"
-            results: dict[str, ToolResult] = {}
+            results: dict[int, ToolResult] = {}  # by position: ids may repeat
             async for event in self._run_tools(server, step, results):
                 yield event
             if asyncio.get_running_loop().time() >= self.deadline:
@@ -271,8 +271,8 @@ class LoopRun:
                     "tool_calls": server,
                 },
                 *(
-                    {"role": "tool", "tool_call_id": c["id"], "content": results[c["id"]].content}
-                    for c in server
+                    {"role": "tool", "tool_call_id": c["id"], "content": results[i].content}
+                    for i, c in enumerate(server)
                 ),
             ]
         raise AssertionError("unreachable: the last step returns")
@@ -364,13 +364,13 @@ class LoopRun:
         yield finish
 
     async def _run_tools(
-        self, calls: list[dict[str, Any]], step: int, results: dict[str, ToolResult]
+        self, calls: list[dict[str, Any]], step: int, results: dict[int, ToolResult]
     ) -> AsyncIterator[Event]:
         """Run a step's server-side calls, at most ``max_concurrent_tools`` at a time."""
         gate = asyncio.Semaphore(self.bounds.max_concurrent_tools)
         t0 = time.perf_counter()
 
-        async def one(call: dict[str, Any]) -> ToolFinished:
+        async def one(position: int, call: dict[str, Any]) -> ToolFinished:
             name = call["function"]["name"]
             async with gate:
                 started = time.perf_counter()
@@ -379,13 +379,13 @@ class LoopRun:
                     if not result.ok:
                         span.fail(result.reason or "error")
                 seconds = time.perf_counter() - started
-            results[call["id"]] = result
+            results[position] = result
             outcome = "ok" if result.ok else (result.reason or "error")
             metrics.TOOL_CALLS.labels(self.agent, name, outcome).inc()
             metrics.TOOL_LATENCY.labels(self.agent, name).observe(seconds)
             return ToolFinished(step, call["id"], name, result.ok, result.reason, seconds)
 
-        pending = {asyncio.ensure_future(one(call)) for call in calls}
+        pending = {asyncio.ensure_future(one(i, call)) for i, call in enumerate(calls)}
         for call in calls:
             yield ToolStarted(step, call["id"], call["function"]["name"])
         try:

@@ -36,6 +36,7 @@ def agents(stub: str, tools: str) -> list[dict[str, Any]]:
                 http_tool("metadata_v6", "http://[::ffff:169.254.169.254]/latest/"),
                 http_tool("redirect", f"{tools}/redirect"),
                 http_tool("weather", f"{tools}/weather"),
+                http_tool("slow", f"{tools}/slow"),
                 {
                     **http_tool("injecting", f"{tools}/weather"),
                     "http": {
@@ -210,6 +211,25 @@ def test_the_token_budget_stops_the_loop(served: Served) -> None:
         served.script("budget-model", [])
     assert answer.choices[0].finish_reason == "token_budget"
     assert answer.usage.total_tokens == 1600  # two steps: the second reached the budget
+
+
+def test_a_stream_stays_alive_while_a_tool_takes_long(served: Served) -> None:
+    served.script(
+        "hostile-model",
+        [{"tool_calls": [{"name": "slow", "arguments": {"seconds": 6}}]}, {"content": "{tools}"}],
+    )
+    with httpx.stream(
+        "POST",
+        f"{served.url}/v1/chat/completions",
+        json={"model": "hostile", "messages": [{"role": "user", "content": "x"}], "stream": True},
+        timeout=httpx.Timeout(30, read=5.5),  # fails unless something arrives every 5.5 s
+    ) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    started = lines.index(": tool slow started")
+    assert lines[started + 1] == ": keepalive" and lines[started + 2] == ": tool slow ok"
+    chunks = [json.loads(line[6:]) for line in lines if line.startswith("data: {")]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert text == '{"slept":true}'
 
 
 def test_headers_that_would_inject_are_refused_without_quoting_them(served: Served) -> None:
