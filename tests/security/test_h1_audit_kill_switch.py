@@ -88,12 +88,33 @@ def test_a_record_the_database_refuses_is_quarantined(
     migrate(engine)
     writer = AuditWriter(engine)
     try:
-        good = AuditRecord(actor="a", action="POST /x", resource="/x", outcome=201,
-                           request_id="good-1", ip="", user_agent="")
-        bad = AuditRecord(actor="a", action="POST /x", resource="/x", outcome=201,
-                          request_id="bad-" + "x" * 100, ip="", user_agent="")
-        later = AuditRecord(actor="a", action="POST /y", resource="/y", outcome=201,
-                            request_id="good-2", ip="", user_agent="")
+        good = AuditRecord(
+            actor="a",
+            action="POST /x",
+            resource="/x",
+            outcome=201,
+            request_id="good-1",
+            ip="",
+            user_agent="",
+        )
+        bad = AuditRecord(
+            actor="a",
+            action="POST /x",
+            resource="/x",
+            outcome=201,
+            request_id="bad-" + "x" * 100,
+            ip="",
+            user_agent="",
+        )
+        later = AuditRecord(
+            actor="a",
+            action="POST /y",
+            resource="/y",
+            outcome=201,
+            request_id="good-2",
+            ip="",
+            user_agent="",
+        )
         with writer._lock:  # forged: as if a record got past validation into the backlog
             writer._backlog.append(good.model_dump(exclude={"id"}))
             writer._backlog.append(bad.model_dump(exclude={"id"}))
@@ -103,7 +124,9 @@ def test_a_record_the_database_refuses_is_quarantined(
             ids = set(db.execute(text("SELECT request_id FROM audit_records")).scalars())
         if engine.dialect.name == "postgresql":  # SQLite does not enforce lengths
             assert ids == {"good-1", "good-2"}
-            assert any("quarantined" in r.message and r.levelname == "ERROR" for r in caplog.records)
+            assert any(
+                "quarantined" in r.message and r.levelname == "ERROR" for r in caplog.records
+            )
         else:
             assert {"good-1", "good-2"} <= ids
     finally:
@@ -121,8 +144,17 @@ def test_the_backlog_is_bounded_and_keeps_what_it_accepted(tmp_path: Path) -> No
     writer = AuditWriter(engine, max_backlog=3)
     try:
         for n in range(5):
-            writer.write(AuditRecord(actor="a", action="POST /x", resource="/x", outcome=201,
-                                     request_id=f"r{n}", ip="", user_agent=""))
+            writer.write(
+                AuditRecord(
+                    actor="a",
+                    action="POST /x",
+                    resource="/x",
+                    outcome=201,
+                    request_id=f"r{n}",
+                    ip="",
+                    user_agent="",
+                )
+            )
         assert writer.backlog == 5  # accepted: kept, none dropped
         assert not writer.accepting
     finally:

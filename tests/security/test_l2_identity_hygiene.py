@@ -60,18 +60,30 @@ def test_an_api_key_cannot_accept_invitations_or_see_other_organizations(server:
     with client_from(server.url) as http:
         own = http.post("/orgs", json={"slug": f"k{server.org[1:]}", "name": "own"}, headers=user)
         assert own.status_code == 201, own.text
-        second = http.post("/orgs", json={"slug": f"q{server.org[1:]}", "name": "2nd"}, headers=user)
+        second = http.post(
+            "/orgs", json={"slug": f"q{server.org[1:]}", "name": "2nd"}, headers=user
+        )
         assert second.status_code == 201, second.text
-        key = http.post(f"/orgs/{own.json()['slug']}/keys", json={"name": "ci", "permissions": ["*:*"]}, headers=user)
+        key = http.post(
+            f"/orgs/{own.json()['slug']}/keys",
+            json={"name": "ci", "permissions": ["*:*"]},
+            headers=user,
+        )
         assert key.status_code == 201, key.text
         as_key = {"authorization": f"Bearer {key.json()['key']}"}
         me = http.get("/auth/me", headers=as_key)
         assert me.status_code == 200
         assert [o["slug"] for o in me.json()["organizations"]] == [own.json()["slug"]]
         token = invite(server, email)
-        problem(http.post("/invitations/accept", json={"token": token}, headers=as_key), 403, "api-key-not-allowed")
+        problem(
+            http.post("/invitations/accept", json={"token": token}, headers=as_key),
+            403,
+            "api-key-not-allowed",
+        )
         # The user themself can.
-        assert http.post("/invitations/accept", json={"token": token}, headers=user).status_code == 200
+        assert (
+            http.post("/invitations/accept", json={"token": token}, headers=user).status_code == 200
+        )
 
 
 def test_accepting_into_an_organization_one_is_in_is_a_conflict(server: Server) -> None:
@@ -79,5 +91,11 @@ def test_accepting_into_an_organization_one_is_in_is_a_conflict(server: Server) 
     user = bearer(login(server.url, email))
     first, second = invite(server, email), invite(server, email)
     with client_from(server.url) as http:
-        assert http.post("/invitations/accept", json={"token": first}, headers=user).status_code == 200
-        problem(http.post("/invitations/accept", json={"token": second}, headers=user), 409, "already-member")
+        assert (
+            http.post("/invitations/accept", json={"token": first}, headers=user).status_code == 200
+        )
+        problem(
+            http.post("/invitations/accept", json={"token": second}, headers=user),
+            409,
+            "already-member",
+        )

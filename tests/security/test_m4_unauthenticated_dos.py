@@ -54,7 +54,8 @@ def test_registration_is_throttled_per_client_address(
         assert int(answers[3].headers["retry-after"]) > 0 and "address" in body["detail"]
         with client_from(server.url, "127.0.0.6") as elsewhere:  # another client is not affected
             r = elsewhere.post(
-                "/auth/register", json={"email": f"o-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD}
+                "/auth/register",
+                json={"email": f"o-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD},
             )
             assert r.status_code == 201, r.text
 
@@ -70,7 +71,10 @@ def test_password_hashing_is_bounded_and_refused_when_busy(
             with client_from(server.url) as http:
                 return http.post(
                     "/auth/register",
-                    json={"email": f"c{n}-{uuid.uuid4().hex[:6]}@example.com", "password": PASSWORD},
+                    json={
+                        "email": f"c{n}-{uuid.uuid4().hex[:6]}@example.com",
+                        "password": PASSWORD,
+                    },
                 )
 
         with ThreadPoolExecutor(8) as pool:
@@ -104,7 +108,9 @@ def test_a_guesser_behind_the_ingress_locks_out_only_itself(
     """Every client reaches the facade through one proxy address; failures of one
     client (and failures on one account) do not lock out others, nor the account's
     owner logging in from a clean address."""
-    with facade(facade_cluster, api_client, tmp_path, KAIZEN_TRUSTED_PROXIES=f"{PROXY}/32") as server:
+    with facade(
+        facade_cluster, api_client, tmp_path, KAIZEN_TRUSTED_PROXIES=f"{PROXY}/32"
+    ) as server:
         attacker = {"x-forwarded-for": "203.0.113.9"}
         with client_from(server.url, PROXY, **attacker) as http:
             for n in range(10):
@@ -112,7 +118,9 @@ def test_a_guesser_behind_the_ingress_locks_out_only_itself(
             problem(bad_login(http, "nobody@example.com"), 429, "too-many-failures")
         # Ten failures on the owner's account, from ten addresses.
         for n in range(10):
-            with client_from(server.url, PROXY, **{"x-forwarded-for": f"203.0.113.{100 + n}"}) as http:
+            with client_from(
+                server.url, PROXY, **{"x-forwarded-for": f"203.0.113.{100 + n}"}
+            ) as http:
                 assert bad_login(http, server.email).status_code == 401
         # Past the account's limit, an address that failed on it gets no further guess.
         with client_from(server.url, PROXY, **{"x-forwarded-for": "203.0.113.100"}) as http:

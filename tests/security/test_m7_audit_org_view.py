@@ -57,11 +57,19 @@ def settled(server: Server) -> list[dict[str, Any]]:
 def test_outsiders_cannot_write_into_an_organizations_audit_view(server: Server) -> None:
     path = f"/orgs/{server.org}/members"
     with client_from(server.url, **{"user-agent": "forged entry"}) as anonymous:
-        assert anonymous.post(path, json={"email": "x@example.com", "role": "viewer"}).status_code == 401
+        assert (
+            anonymous.post(path, json={"email": "x@example.com", "role": "viewer"}).status_code
+            == 401
+        )
     outsider = bearer(login(server.url, register(server.url, "outsider")))
     with client_from(server.url, **{"user-agent": "forged entry"}) as http:
         # A valid body (404: not a member) and an invalid one (422 before any membership check).
-        assert http.post(path, json={"email": "x@example.com", "role": "viewer"}, headers=outsider).status_code == 404
+        assert (
+            http.post(
+                path, json={"email": "x@example.com", "role": "viewer"}, headers=outsider
+            ).status_code
+            == 404
+        )
         assert http.post(path, json={"nonsense": 1}, headers=outsider).status_code == 422
     forged = [r for r in settled(server) if r["user_agent"] == "forged entry"]
     assert forged == [], f"outsiders' requests in the organization's audit view: {forged}"
