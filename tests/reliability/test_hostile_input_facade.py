@@ -298,16 +298,17 @@ def test_password_brute_force_is_throttled_even_for_the_right_password(
     assert outcomes.count(401) == FAILURES + 1 and outcomes.count(429) >= 5
     assert {r.ip for r in records() or []} >= {"203.0.113.66", "198.51.100.1"}
 
-    # Once the window has passed, the right password works again (here: 3 per 2 s).
+    # Once the window has passed, the right password works again (here: 3 per 6 s, long
+    # enough for three password hashes on a busy machine).
     state = facade.client.app.state.kaizen
-    state.auth_throttle = AuthThrottle(state.engine, 3, 2.0)
+    state.auth_throttle = AuthThrottle(state.engine, 3, 6.0)
     carl = facade.user("carl")
     for _ in range(3):
         login(attacker, carl.email, "wrong password!")
     blocked = login(attacker, carl.email, PASSWORD)
     problem(blocked, 429, "too-many-failures")
-    assert 1 <= int(blocked.headers["retry-after"]) <= 2
-    time.sleep(2.1)
+    assert 1 <= int(blocked.headers["retry-after"]) <= 6
+    time.sleep(int(blocked.headers["retry-after"]) + 0.1)
     assert login(attacker, carl.email, PASSWORD).status_code == 200
     figures.record("login attempts sent", tries)
     figures.record("failed logins allowed before throttling", FAILURES)

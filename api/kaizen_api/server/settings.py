@@ -40,7 +40,7 @@ class Settings:
     # Password hashes (argon2, 64 MiB each) at once per process, and how long a request
     # waits for one before 503: 4 x 64 MiB fits the chart's 512Mi.
     password_hash_concurrency: int = 4
-    password_hash_wait_seconds: float = 10.0
+    password_hash_wait_seconds: float = 2.0
     # Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client;
     # empty: none, the peer address is the client.
     trusted_proxies: str = ""
