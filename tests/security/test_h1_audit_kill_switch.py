@@ -160,3 +160,24 @@ def test_the_backlog_is_bounded_and_keeps_what_it_accepted(tmp_path: Path) -> No
     finally:
         writer._closed.set()
         engine.dispose()
+
+
+def test_mutations_are_refused_while_the_backlog_is_full(facade: Any) -> None:
+    """Past the bound the facade answers mutations 503 before running them, so no
+    change happens unrecorded; reads keep working."""
+    from tests.support.facade import Facade
+
+    handle: Facade = facade
+    owner = handle.user("owner")
+    org = handle.org(owner)
+    writer: AuditWriter = handle.client.app.state.kaizen.audit
+    writer.max_backlog = 0  # as if the database had been away for a long while
+    try:
+        refused = handle.call("POST", f"/orgs/{org}/workspaces", owner, json={"name": "late"})
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["code"] == "audit-unavailable"
+        assert int(refused.headers["retry-after"]) > 0
+        assert handle.call("GET", f"/orgs/{org}/workspaces", owner).status_code == 200
+    finally:
+        writer.max_backlog = 10_000
+    assert handle.call("GET", f"/orgs/{org}/workspaces/late", owner).status_code == 404
