@@ -129,7 +129,11 @@ def main() -> int:
         )
     folder = Path(tempfile.mkdtemp(prefix="facade-bench-"))
     port = free_port()
-    env = {"KUBECONFIG": str(kubeconfig), "KAIZEN_DATABASE_URL": f"sqlite:///{folder / 'api.db'}"}
+    env = {
+        "KUBECONFIG": str(kubeconfig),
+        "KAIZEN_DATABASE_URL": f"sqlite:///{folder / 'api.db'}",
+        "KAIZEN_USER_RATE_LIMIT": "100000000",  # the bench measures, it does not throttle
+    }
     proc = start(
         ["kaizen-api", "--host", "127.0.0.1", "--port", str(port)],
         folder / "api.log",

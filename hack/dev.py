@@ -240,6 +240,9 @@ def start_facade(kubeconfig: Path) -> str:
         )
     os.environ["KUBECONFIG"] = str(kubeconfig)
     os.environ.setdefault("KAIZEN_DATABASE_URL", f"sqlite:///{DEV_DIR / 'kaizen-api.db'}")
+    # On PostgreSQL, set KAIZEN_MIGRATION_DATABASE_URL to the owner's URL as well: the
+    # facade then migrates as the owner and serves as KAIZEN_DATABASE_URL's runtime role
+    # (docs/security.md). Both are passed through to the facade unchanged.
     keys = DEV_DIR / "jwt-keys"
     if not keys.exists():  # a stable signing key, so tokens survive a restart of the facade
         from cryptography.hazmat.primitives import serialization

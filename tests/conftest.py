@@ -30,7 +30,7 @@ class OperatorHandle:
     endpoints: Path  # devrunner endpoint files the operator reads (--gateway-endpoints)
 
 
-TIERS = ("unit", "integration", "e2e", "reliability")
+TIERS = ("unit", "integration", "e2e", "reliability", "security")
 WORKER_LABEL = "kaizen.studio/test-worker"  # routes Promotion webhooks to this worker's operator
 
 

@@ -173,7 +173,7 @@ def test_database_restart_answers_503_recovers_and_loses_no_audit_record(
 ) -> None:
     root, admin = private_postgres
     database_url = postgres.create_database(admin, "kaizen")
-    env = {"KAIZEN_API_KEY_RATE_LIMIT": "100000"}
+    env = {"KAIZEN_API_KEY_RATE_LIMIT": "100000", "KAIZEN_USER_RATE_LIMIT": "100000"}
     with live_facade(
         facade_cluster, api_client, tmp_path, database_url, env=env, plan="enterprise"
     ) as server:

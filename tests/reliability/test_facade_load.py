@@ -99,8 +99,15 @@ def test_200_concurrent_clients_get_no_errors(
 ) -> None:
     seconds = pick(10, 60)
     # enterprise: no agent quota, so creates are never refused by the plan
+    env = {"KAIZEN_USER_RATE_LIMIT": "1000000"}  # one user's token drives the load
     with live_facade(
-        facade_cluster, api_client, tmp_path, load_database, plan="enterprise", prefix="load"
+        facade_cluster,
+        api_client,
+        tmp_path,
+        load_database,
+        env=env,
+        plan="enterprise",
+        prefix="load",
     ) as server:
         names = [f"seed-{i}" for i in range(SEEDED)]
         with httpx.Client(base_url=server.api, headers=server.headers, timeout=60) as http:

@@ -41,7 +41,7 @@ DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 def server(facade_cluster: Path, api_client: client.ApiClient, tmp_path: Path) -> Iterator[Server]:
     """A facade of this test: enterprise plan, so no agent quota fills up over the run
     (an answer that changes with history makes Hypothesis' replays inconsistent)."""
-    env = {"KAIZEN_AUTH_FAILURE_LIMIT": "1000000"}
+    env = {"KAIZEN_AUTH_FAILURE_LIMIT": "1000000", "KAIZEN_USER_RATE_LIMIT": "1000000"}
     with live_facade(
         facade_cluster, api_client, tmp_path, env=env, plan="enterprise", prefix="stateful"
     ) as handle:

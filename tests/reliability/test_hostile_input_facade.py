@@ -273,12 +273,15 @@ def test_password_brute_force_is_throttled_even_for_the_right_password(
     retry = int(throttled["detail"].rsplit("retry in ", 1)[1].rstrip("s"))
     assert 0 < int(login(attacker, ann.email, "x").headers["retry-after"]) <= 300
     assert 0 < retry <= 300
-    # The right password is refused too while the window lasts: from the attacker's
-    # address, and for the account from anywhere (the guesser may rotate addresses).
+    # The right password is refused too while the window lasts, from the attacker's
+    # address. The account's owner, from an address that did not guess, still logs in
+    # (a guesser must not lock the owner out); a guesser rotating addresses gets one
+    # guess per address on the account past its limit.
     problem(login(attacker, ann.email, PASSWORD), 429, "too-many-failures")
-    problem(
-        login(from_address(facade, "198.51.100.1"), ann.email, PASSWORD), 429, "too-many-failures"
-    )
+    assert login(from_address(facade, "198.51.100.1"), ann.email, PASSWORD).status_code == 200
+    rotated = from_address(facade, "198.51.100.9")
+    problem(login(rotated, ann.email, "rotated guess"), 401, "invalid-credentials")
+    problem(login(rotated, ann.email, PASSWORD), 429, "too-many-failures")
     # The attacker's address is throttled for every account (password spraying) ...
     problem(login(attacker, bob.email, PASSWORD), 429, "too-many-failures")
     # ... while other clients and accounts are not, and their success resets nothing.
@@ -289,22 +292,23 @@ def test_password_brute_force_is_throttled_even_for_the_right_password(
     # Every attempt, refused or throttled, is in the audit trail with the account tried.
     def records() -> list[AuditRecord] | None:
         found = [r for r in audited(facade, "/auth/login") if r.actor == ann.email]
-        return found if len(found) >= FAILURES + 5 else None
+        return found if len(found) >= FAILURES + 7 else None
 
     outcomes = [r.outcome for r in eventually(records, timeout=10, what="audit records")]
-    assert outcomes.count(401) == FAILURES and outcomes.count(429) >= 5
+    assert outcomes.count(401) == FAILURES + 1 and outcomes.count(429) >= 5
     assert {r.ip for r in records() or []} >= {"203.0.113.66", "198.51.100.1"}
 
-    # Once the window has passed, the right password works again (here: 3 per 2 s).
+    # Once the window has passed, the right password works again (here: 3 per 6 s, long
+    # enough for three password hashes on a busy machine).
     state = facade.client.app.state.kaizen
-    state.auth_throttle = AuthThrottle(state.engine, 3, 2.0)
+    state.auth_throttle = AuthThrottle(state.engine, 3, 6.0)
     carl = facade.user("carl")
     for _ in range(3):
         login(attacker, carl.email, "wrong password!")
     blocked = login(attacker, carl.email, PASSWORD)
     problem(blocked, 429, "too-many-failures")
-    assert 1 <= int(blocked.headers["retry-after"]) <= 2
-    time.sleep(2.1)
+    assert 1 <= int(blocked.headers["retry-after"]) <= 6
+    time.sleep(int(blocked.headers["retry-after"]) + 0.1)
     assert login(attacker, carl.email, PASSWORD).status_code == 200
     figures.record("login attempts sent", tries)
     figures.record("failed logins allowed before throttling", FAILURES)

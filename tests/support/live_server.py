@@ -144,7 +144,7 @@ def module_server(
     """``server``: a live facade on SQLite, shared by a test module (import
     ``module_server`` into the module to use it)."""
     # Generated requests guess credentials on purpose: no lock-out for this address.
-    env = {"KAIZEN_AUTH_FAILURE_LIMIT": "1000000"}
+    env = {"KAIZEN_AUTH_FAILURE_LIMIT": "1000000", "KAIZEN_USER_RATE_LIMIT": "1000000"}
     with live_facade(
         facade_cluster, api_client, tmp_path_factory.mktemp("live"), env=env, prefix="fuzz"
     ) as handle:

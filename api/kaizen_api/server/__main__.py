@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         "KAIZEN_DATABASE_URL (default sqlite:///kaizen-api.db), KUBECONFIG, "
         "KAIZEN_JWT_KEY_DIR, KAIZEN_ACCESS_TTL, KAIZEN_REFRESH_TTL, "
         "KAIZEN_API_KEY_RATE_LIMIT, KAIZEN_AUDIT_RETENTION_DAYS, KAIZEN_MAX_BODY_BYTES, "
-        "KAIZEN_AUTH_FAILURE_LIMIT, KAIZEN_AUTH_FAILURE_WINDOW, KAIZEN_QUOTA_WAIT.",
+        "KAIZEN_AUTH_FAILURE_LIMIT, KAIZEN_AUTH_FAILURE_WINDOW, KAIZEN_QUOTA_WAIT, "
+        "KAIZEN_MIGRATION_DATABASE_URL, KAIZEN_TRUSTED_PROXIES, KAIZEN_USER_RATE_LIMIT, "
+        "KAIZEN_REGISTER_LIMIT, KAIZEN_REGISTER_WINDOW, KAIZEN_PASSWORD_HASH_CONCURRENCY, "
+        "KAIZEN_PASSWORD_HASH_WAIT, KAIZEN_ANONYMOUS_AUDIT_LIMIT, KAIZEN_AUDIT_MAX_BACKLOG.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
@@ -39,17 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     if args.command == "migrate":
-        from kaizen_api.server.db import engine_for, migrate
+        from kaizen_api.server.db import migrate_for
 
-        migrate(engine_for(settings.database_url))
+        migrate_for(settings.database_url, settings.migration_database_url)
         return 0
     if args.command == "purge-audit":
         from kaizen_api.server.audit import AuditWriter
         from kaizen_api.server.db import engine_for
 
-        removed = AuditWriter(engine_for(settings.database_url)).purge(
-            settings.audit_retention_days
-        )
+        # Deleting needs the owner's role: the runtime role may only insert and read.
+        owner_url = settings.migration_database_url or settings.database_url
+        removed = AuditWriter(engine_for(owner_url)).purge(settings.audit_retention_days)
         print(f"removed {removed} audit record(s) older than {settings.audit_retention_days} days")
         return 0
     from kubernetes.config import ConfigException
@@ -73,8 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     # Authorization header, and query strings never hold secrets here. asyncio's own
     # loop: uvloop measured no faster (A/B, same p50) and has an open fd-reuse bug with
     # aiohttp client connections (MagicStack/uvloop#653).
+    # X-Forwarded-For is read only from the trusted proxies (none by default: uvicorn
+    # would otherwise trust 127.0.0.1 and $FORWARDED_ALLOW_IPS); the throttles and the
+    # audit trail then see the real client address, which no other client can forge.
+    trusted = settings.trusted_proxies.strip()
     uvicorn.run(
-        app, host=args.host, port=args.port, log_level="info", access_log=False, loop="asyncio"
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        access_log=False,
+        loop="asyncio",
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
     )
     return 0
 

@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.kube import Caller
 from kaizen_api.server.models import (
@@ -174,6 +175,7 @@ async def current_principal(
         counted = f"token-address:{client_address(request)}"
         principal = await run_in_threadpool(authenticate_throttled, token, state, counted)
         state.principals.put(token, principal)
+    request.state.actor = principal.user.email  # refused requests below are theirs too
     if principal.key is not None:
         wait = await run_in_threadpool(state.key_limiter.hit, principal.key.id)
         if wait:
@@ -185,7 +187,16 @@ async def current_principal(
                 headers={"retry-after": str(wait)},
             )
         request.state.key_id = principal.key.id
-    request.state.actor = principal.user.email
+    else:  # a user's bearer tokens share one limit, counted like a key's
+        wait = await run_in_threadpool(state.user_limiter.hit, principal.user.id)
+        if wait:
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests for this user",
+                f"limit {state.user_limiter.limit} per minute; retry in {wait}s",
+                headers={"retry-after": str(wait)},
+            )
     return principal
 
 
@@ -235,6 +246,7 @@ def org_access(db: Session, principal: Principal, slug: str) -> OrgAccess:
         or (principal.key is not None and principal.key.org_id != org.id)
     ):
         raise Problem(404, "not-found", "No such organization", f"organization {slug!r}")
+    member_of(org.slug)  # this request belongs in the organization's audit view
     return OrgAccess(principal, org, membership.role)
 
 

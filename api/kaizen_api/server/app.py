@@ -14,13 +14,13 @@ from kaizen_api.server import audit, openapi, problems
 from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.cache import TTLCache
-from kaizen_api.server.db import engine_for, migrate
+from kaizen_api.server.db import engine_for, migrate_for
 from kaizen_api.server.kube import Kube
 from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
 from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
-from kaizen_api.server.security import SigningKeys
+from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
 from kaizen_api.server.throttle import AuthThrottle
@@ -31,11 +31,11 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = engine_for(settings.database_url)
         if run_migrations:
-            migrate(engine)
+            migrate_for(settings.database_url, settings.migration_database_url)
+        engine = engine_for(settings.database_url)
         kube = Kube(settings.kubeconfig, quota_wait_seconds=settings.quota_wait_seconds)
-        writer = AuditWriter(engine)
+        writer = AuditWriter(engine, max_backlog=settings.audit_max_backlog)
         app.state.kaizen = AppState(
             settings=settings,
             engine=engine,
@@ -46,6 +46,22 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
                 engine, settings.auth_failure_limit, settings.auth_failure_window_seconds
             ),
             audit=writer,
+            anonymous_audit=(
+                SlidingWindow(engine, "anon-audit", settings.anonymous_audit_limit)
+                if settings.anonymous_audit_limit > 0
+                else None
+            ),
+            user_limiter=SlidingWindow(engine, "user", settings.user_requests_per_minute),
+            register_limiter=(
+                SlidingWindow(
+                    engine, "register", settings.register_limit, settings.register_window_seconds
+                )
+                if settings.register_limit > 0
+                else None
+            ),
+            passwords=PasswordWork(
+                settings.password_hash_concurrency, settings.password_hash_wait_seconds
+            ),
             principals=PrincipalCache(),
             accesses=TTLCache(),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -9,10 +10,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, event, make_url, text
 from sqlmodel import Session, create_engine
 
 CONNECT_TIMEOUT_SECONDS = 5
+log = logging.getLogger("kaizen_api.db")
 
 
 def aware(value: datetime) -> datetime:
@@ -63,6 +65,69 @@ def migrate(engine: Engine) -> None:
     with engine.begin() as conn:
         config.attributes["connection"] = conn
         command.upgrade(config, "head")
+
+
+def runtime_role(url: str) -> str | None:
+    """The PostgreSQL role the facade connects as (None for SQLite)."""
+    parsed = make_url(url)
+    return parsed.username if parsed.get_backend_name() == "postgresql" else None
+
+
+def grant_runtime(migration_engine: Engine, role: str) -> None:
+    """Give the facade's runtime ``role`` what it needs and no more: rows of every
+    table, but on audit_records only INSERT and SELECT, and the schema version read-only.
+    Not an owner, it cannot drop or disable the append-only triggers either."""
+    quoted = '"' + role.replace('"', '""') + '"'
+    with migration_engine.begin() as db:
+        for statement in (
+            f"GRANT USAGE ON SCHEMA public TO {quoted}",
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}",
+            f"REVOKE UPDATE, DELETE, TRUNCATE ON audit_records FROM {quoted}",
+            f"REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM {quoted}",
+            f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}",
+            f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {quoted}",
+        ):
+            db.execute(text(statement))
+
+
+def migrate_for(database_url: str, migration_url: str | None) -> None:
+    """Migrate as the migration role when there is one (and grant the runtime role its
+    rights), else as the runtime role itself (SQLite, development)."""
+    if not migration_url or migration_url == database_url:
+        engine = engine_for(database_url)
+        try:
+            migrate(engine)
+            warn_if_owner(engine)
+        finally:
+            engine.dispose()
+        return
+    owner = engine_for(migration_url)
+    try:
+        migrate(owner)
+        role = runtime_role(database_url)
+        if role is not None:
+            grant_runtime(owner, role)
+    finally:
+        owner.dispose()
+
+
+def warn_if_owner(engine: Engine) -> None:
+    """A facade that owns audit_records could drop its append-only triggers: say so."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as db:
+        owns = db.execute(
+            text(
+                "SELECT pg_has_role(current_user, tableowner, 'MEMBER') "
+                "FROM pg_tables WHERE tablename = 'audit_records'"
+            )
+        ).scalar()
+    if owns:
+        log.warning(
+            "the facade's database role owns audit_records and could drop its append-only "
+            "triggers; set KAIZEN_MIGRATION_DATABASE_URL to run migrations as the owner "
+            "and connect as a runtime role (docs/security.md)"
+        )
 
 
 @contextmanager

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -33,6 +34,50 @@ API_KEY_PREFIX = "ksk"
 
 def hash_password(password: str) -> str:
     return _HASHER.hash(password)
+
+
+class HashingBusy(Exception):
+    """Every password-hash slot stayed taken for the whole wait."""
+
+
+class PasswordWork:
+    """Argon2 hashes and verifications, at most ``concurrency`` at once: each takes
+    the hasher's memory (64 MiB by default), so unthrottled simultaneous logins and
+    registrations could exceed the pod's memory. A caller waits up to ``wait`` seconds
+    for a slot, then gets HashingBusy (answered 503 with Retry-After)."""
+
+    def __init__(self, concurrency: int, wait: float) -> None:
+        self.concurrency, self.wait = max(1, concurrency), max(0.0, wait)
+        self._slots = threading.BoundedSemaphore(self.concurrency)
+        self._dummy: str | None = None
+
+    def _slot(self) -> None:
+        taken = (
+            self._slots.acquire(timeout=self.wait)
+            if self.wait
+            else self._slots.acquire(blocking=False)
+        )
+        if not taken:
+            raise HashingBusy
+
+    def hash(self, password: str) -> str:
+        self._slot()
+        try:
+            return hash_password(password)
+        finally:
+            self._slots.release()
+
+    def verify(self, password_hash: str | None, password: str) -> bool:
+        """Whether ``password`` matches; with no hash (an unknown user) the same work
+        is done against a stand-in, so the answer's timing does not tell."""
+        if password_hash is None and self._dummy is None:
+            self._dummy = self.hash(secrets.token_urlsafe(16))
+        self._slot()
+        try:
+            ok = verify_password(password_hash or self._dummy or "", password)
+        finally:
+            self._slots.release()
+        return ok and password_hash is not None
 
 
 def verify_password(password_hash: str, password: str) -> bool:

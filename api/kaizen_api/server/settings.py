@@ -16,6 +16,9 @@ class Settings:
     """Where the facade keeps its state and how it signs and limits."""
 
     database_url: str = "sqlite:///kaizen-api.db"
+    # Migrations run as this role (the tables' owner) when set; the facade itself then
+    # connects as database_url's role, granted only what it needs (audit: INSERT, SELECT).
+    migration_database_url: str | None = None
     kubeconfig: str | None = None
     jwt_key_dir: Path | None = None  # *.pem RSA private keys; the newest (by name) signs
     issuer: str = "kaizen-studio"
@@ -29,6 +32,22 @@ class Settings:
     # keys per address) allowed per window; then 429 until the oldest failure ages out.
     auth_failure_limit: int = 10
     auth_failure_window_seconds: int = 300
+    # Requests per minute of one user with bearer tokens (API keys have their own).
+    user_requests_per_minute: int = 1200
+    # Registrations per client address per window (0: unlimited).
+    register_limit: int = 20
+    register_window_seconds: int = 3600
+    # Password hashes (argon2, 64 MiB each) at once per process, and how long a request
+    # waits for one before 503: 4 x 64 MiB fits the chart's 512Mi.
+    password_hash_concurrency: int = 4
+    password_hash_wait_seconds: float = 2.0
+    # Proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For names the client;
+    # empty: none, the peer address is the client.
+    trusted_proxies: str = ""
+    # Audit records of unauthenticated requests per client address per minute (0: all).
+    anonymous_audit_limit: int = 60
+    # Audit records kept through a database outage; past it mutations are refused 503.
+    audit_max_backlog: int = 10_000
     # How long a workspace's creation and a resource create wait for the quota controller
     # to count a new quota ("status unknown for quota") before answering anyway / 503.
     quota_wait_seconds: int = 30
@@ -39,6 +58,7 @@ class Settings:
         keys = os.environ.get("KAIZEN_JWT_KEY_DIR")
         return cls(
             database_url=os.environ.get("KAIZEN_DATABASE_URL", cls.database_url),
+            migration_database_url=os.environ.get("KAIZEN_MIGRATION_DATABASE_URL") or None,
             kubeconfig=os.environ.get("KUBECONFIG"),
             jwt_key_dir=Path(keys) if keys else None,
             access_ttl_seconds=_int("KAIZEN_ACCESS_TTL", cls.access_ttl_seconds),
@@ -53,4 +73,16 @@ class Settings:
                 "KAIZEN_AUTH_FAILURE_WINDOW", cls.auth_failure_window_seconds
             ),
             quota_wait_seconds=_int("KAIZEN_QUOTA_WAIT", cls.quota_wait_seconds),
+            user_requests_per_minute=_int("KAIZEN_USER_RATE_LIMIT", cls.user_requests_per_minute),
+            register_limit=_int("KAIZEN_REGISTER_LIMIT", cls.register_limit),
+            register_window_seconds=_int("KAIZEN_REGISTER_WINDOW", cls.register_window_seconds),
+            password_hash_concurrency=_int(
+                "KAIZEN_PASSWORD_HASH_CONCURRENCY", cls.password_hash_concurrency
+            ),
+            password_hash_wait_seconds=float(
+                os.environ.get("KAIZEN_PASSWORD_HASH_WAIT", cls.password_hash_wait_seconds)
+            ),
+            trusted_proxies=os.environ.get("KAIZEN_TRUSTED_PROXIES", cls.trusted_proxies),
+            anonymous_audit_limit=_int("KAIZEN_ANONYMOUS_AUDIT_LIMIT", cls.anonymous_audit_limit),
+            audit_max_backlog=_int("KAIZEN_AUDIT_MAX_BACKLOG", cls.audit_max_backlog),
         )

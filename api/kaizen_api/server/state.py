@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from kaizen_api.server.kube import Kube
 from kaizen_api.server.ratelimit import SlidingWindow
-from kaizen_api.server.security import SigningKeys
+from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.throttle import AuthThrottle
 
@@ -31,6 +31,10 @@ class AppState:
     key_limiter: SlidingWindow
     auth_throttle: AuthThrottle
     audit: AuditWriter
+    anonymous_audit: SlidingWindow | None  # records of unauthenticated requests, per address
+    user_limiter: SlidingWindow  # requests per user with bearer tokens
+    register_limiter: SlidingWindow | None  # registrations per client address
+    passwords: PasswordWork  # argon2, bounded concurrency
     principals: PrincipalCache
     accesses: TTLCache[WorkspaceAccess]
 

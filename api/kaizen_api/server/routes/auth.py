@@ -7,19 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, select, update
 
 from kaizen_api.server.access import CurrentPrincipal
 from kaizen_api.server.db import session
 from kaizen_api.server.models import Membership, Organization, RefreshToken, User, new_id
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
-from kaizen_api.server.security import (
-    Email,
-    InvalidToken,
-    hash_password,
-    token_claims,
-    verify_password,
-)
+from kaizen_api.server.security import Email, HashingBusy, InvalidToken, token_claims
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.throttle import client_address
 
@@ -102,14 +96,41 @@ def _issue(state: AppState, user: User, family: str) -> Tokens:
     )
 
 
+def _busy() -> Problem:
+    return Problem(
+        503,
+        "busy",
+        "Too many password checks at once",
+        "the facade bounds simultaneous password hashing; retry shortly",
+        headers={"retry-after": "2"},
+    )
+
+
 @router.post("/auth/register", status_code=201, response_model=UserOut)
 def register(body: Register, request: Request, state: State) -> UserOut:
+    """A new user. Registrations are limited per client address; the password is
+    hashed before the address is looked up, so a taken address answers no faster."""
     email = body.email.lower()
     request.state.actor = email
+    if state.register_limiter is not None:
+        wait = state.register_limiter.hit(client_address(request))
+        if wait:
+            raise Problem(
+                429,
+                "too-many-registrations",
+                "Too many registrations",
+                f"{state.register_limiter.limit} registrations within "
+                f"{state.register_limiter.window:g}s from this address; retry in {wait}s",
+                headers={"retry-after": str(wait)},
+            )
+    try:
+        password_hash = state.passwords.hash(body.password)
+    except HashingBusy as exc:
+        raise _busy() from exc
     with session(state.engine) as db:
         if db.exec(select(User).where(User.email == email)).first():
             raise Problem(409, "email-taken", "This email is registered", "log in instead")
-        user = User(email=email, name=body.name, password_hash=hash_password(body.password))
+        user = User(email=email, name=body.name, password_hash=password_hash)
         db.add(user)
     return UserOut(id=user.id, email=user.email, name=user.name)
 
@@ -117,15 +138,20 @@ def register(body: Register, request: Request, state: State) -> UserOut:
 @router.post("/auth/login", response_model=Tokens)
 def login(body: Login, request: Request, state: State) -> Tokens:
     """Tokens for the right password. Failures are counted per client address and per
-    account; past the limit every attempt is 429 until the window passes."""
+    account (throttle.AuthThrottle.check_login); an unknown email costs the same
+    password check as a wrong password."""
     email = body.email.lower()
     request.state.actor = email
-    counted = (f"login-address:{client_address(request)}", f"login-account:{email}")
-    state.auth_throttle.check(*counted)
+    address = client_address(request)
+    state.auth_throttle.check_login(address, email)
     with session(state.engine) as db:
         user = db.exec(select(User).where(User.email == email)).first()
-    if user is None or user.disabled or not verify_password(user.password_hash, body.password):
-        state.auth_throttle.failed(*counted)
+    try:
+        right = state.passwords.verify(user.password_hash if user else None, body.password)
+    except HashingBusy as exc:
+        raise _busy() from exc
+    if user is None or user.disabled or not right:
+        state.auth_throttle.login_failed(address, email)
         raise Problem(401, "invalid-credentials", "Wrong email or password")
     return _issue(state, user, new_id())
 
@@ -148,12 +174,21 @@ def refresh(body: RefreshRequest, request: Request, state: State) -> Tokens:
         if record is None or user is None or user.disabled:
             raise Problem(401, "invalid-token", "Invalid refresh token", "unknown token")
         request.state.actor = user.email
-        reused = record.revoked_at is not None or record.used_at is not None
+        # Spent by a conditional UPDATE: of simultaneous uses exactly one changes the
+        # row (the others wait for its lock, then match nothing) and the rest count
+        # as reuse.
+        spent = db.exec(
+            update(RefreshToken)
+            .where(
+                col(RefreshToken.jti) == record.jti,
+                col(RefreshToken.used_at).is_(None),
+                col(RefreshToken.revoked_at).is_(None),
+            )
+            .values(used_at=now)
+        )
+        reused = spent.rowcount != 1
         if reused:  # revoke the whole login; committed before answering
             revoke_family(db, record.family, now)
-        else:
-            record.used_at = now
-            db.add(record)
     if reused:
         raise Problem(
             401,
@@ -192,12 +227,15 @@ def logout(body: RefreshRequest, request: Request, state: State) -> Response:
 
 @router.get("/auth/me", response_model=Me)
 def me(principal: CurrentPrincipal, state: State) -> Me:
+    query = (
+        select(Organization, Membership.role)
+        .join(Membership, col(Membership.org_id) == col(Organization.id))
+        .where(Membership.user_id == principal.user.id)
+    )
+    if principal.key is not None:  # a key sees only its own organization
+        query = query.where(col(Membership.org_id) == principal.key.org_id)
     with session(state.engine) as db:
-        rows = db.exec(
-            select(Organization, Membership.role)
-            .join(Membership, col(Membership.org_id) == col(Organization.id))
-            .where(Membership.user_id == principal.user.id)
-        ).all()
+        rows = db.exec(query).all()
     user = principal.user
     return Me(
         id=user.id,

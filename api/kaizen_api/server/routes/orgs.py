@@ -17,6 +17,7 @@ from kaizen_api.server.access import (
     forget_accesses,
     org_access,
 )
+from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import (
     Invitation,
@@ -136,7 +137,6 @@ def _owners(db: Session, org: Organization) -> int:
 
 @router.post("/orgs", status_code=201, response_model=OrgOut)
 def create_org(body: OrgIn, request: Request, principal: CurrentPrincipal, state: State) -> OrgOut:
-    request.scope.setdefault("path_params", {})["org"] = body.slug
     if principal.key is not None:
         raise Problem(403, "forbidden", "Not allowed", "API keys cannot create organizations")
     with session(state.engine) as db:
@@ -146,6 +146,7 @@ def create_org(body: OrgIn, request: Request, principal: CurrentPrincipal, state
         db.add(org)
         db.flush()
         db.add(Membership(org_id=org.id, user_id=principal.user.id, role="org_owner"))
+    member_of(org.slug)  # the creation opens the new organization's audit view
     return OrgOut(slug=org.slug, name=org.name, plan=org.plan, role="org_owner")
 
 
@@ -299,10 +300,24 @@ def accept(body: AcceptIn, principal: CurrentPrincipal, state: State) -> OrgOut:
             or aware(invitation.expires_at) <= now
         ):
             raise Problem(404, "not-found", "No such invitation", "it expired or was used")
+        if principal.key is not None:  # a key acts in its organization only
+            raise Problem(
+                403,
+                "api-key-not-allowed",
+                "API keys cannot accept invitations",
+                "accept with your own login (a bearer access token)",
+            )
         if invitation.email != principal.user.email:
             raise Problem(403, "forbidden", "Not your invitation", "log in as the invitee")
         org = db.get(Organization, invitation.org_id)
         assert org is not None  # noqa: S101 - foreign key
+        member_of(org.slug)  # joining is in the organization's audit view
+        if db.exec(
+            select(Membership).where(
+                Membership.org_id == org.id, Membership.user_id == principal.user.id
+            )
+        ).first():
+            raise Problem(409, "already-member", "Already a member", f"you are in {org.slug}")
         _check_user_quota(db, org)
         invitation.accepted_at = now
         db.add(invitation)

@@ -26,6 +26,7 @@ from kaizen_api.server.access import (
     org_access,
     workspace_access,
 )
+from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import session
 from kaizen_api.server.kube import KubeError, kaizen_path
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
@@ -111,6 +112,7 @@ async def _check(
     if access is None:
         access = await run_in_threadpool(_resolve, principal, state, org, ws)
         state.accesses.put(key, access)
+    member_of(access.org.org.slug)  # remembered resolutions count too (audit view)
     access.require(permission)  # the workspace role and, for a key, its scope
     return access
 
