@@ -579,7 +579,7 @@ def test_export_then_apply_into_an_empty_namespace_serves_the_same_revisions(
     exported = (tmp_path / "backup" / f"{stage}.yaml").read_text()
     assert "kind: ControllerRevision" in exported and "promotedRevisions" in exported
 
-    for kind in ("promotions", "gateways", "agents"):
+    for kind in ("promotions", "gateways.kaizen.studio", "agents"):
         kubectl(crds, "delete", kind, "--all", "-n", stage, "--wait=true")
     kubectl(crds, "delete", "controllerrevisions", "--all", "-n", stage, "--wait=true")
     apps = client.AppsV1Api(api_client)
