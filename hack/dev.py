@@ -143,10 +143,14 @@ def up() -> int:
             "--external-metrics",
         ],
     )
-    # The demo MCP tool server the example agent order-desk uses.
+    # The demo tool servers the example agent order-desk uses (MCP and http tools).
     start_background(
         "mcp-toolserver",
         [sys.executable, str(ROOT / "hack" / "toolserver" / "mcp_server.py"), "--port", "18931"],
+    )
+    start_background(
+        "http-toolserver",
+        [sys.executable, str(ROOT / "hack" / "upstream_stub" / "tools.py"), "--port", "18932"],
     )
     applied = _apply_folder(kubeconfig, ROOT / "examples", DEMO_NAMESPACE)
     for kind in ("agents", "gateways", "scalingpolicies"):
@@ -197,6 +201,7 @@ Kaizen Studio dev environment is up.
   gateways:    one local kaizen-gateway process per Gateway (kwok pods run no containers);
                URLs in {DEV_DIR / "gateways" / "ports.json"}; dev = {url}
   MCP tools:   demo MCP server http://127.0.0.1:18931/mcp (agent order-desk); {url}/readyz
+  http tools:  demo endpoints http://127.0.0.1:18932 (agent order-desk's weather tool)
   redis:       {redis_url} (conversation memory, shared rate limits)
 
 Ask the demo agent (mock provider, answered just now: {answer!r}):
@@ -282,6 +287,7 @@ def main() -> int:
             return up()
         stop_background("gateways")
         stop_background("mcp-toolserver")
+        stop_background("http-toolserver")
         stop_background("facade")
         stop_background("operator")
         localredis.down(DEV_DIR / "redis")

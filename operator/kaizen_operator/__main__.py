@@ -13,13 +13,14 @@ from collections.abc import Callable, Coroutine
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import kopf
 from aiohttp import web
 from prometheus_client import start_http_server
 
 from kaizen_operator import kopf_fixes
-from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV, REDIS_URL_ENV
+from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV, OTLP_ENDPOINT_ENV, REDIS_URL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 from kaizen_operator.leader import LeaderElector, LeaseSettings
@@ -33,6 +34,21 @@ from kaizen_operator.scaling.metrics_api import (
 )
 
 DEFAULT_IMAGE = f"ghcr.io/kaizen-studio/kaizen-studio:{version('kaizen-studio')}"
+
+
+def otlp_endpoint(value: str) -> str:
+    """An OTLP/HTTP collector URL: http(s), a host, and no credentials — it is written
+    into every gateway Deployment, where a password would be readable by anyone who can
+    read Deployments."""
+    url = urlsplit(value)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an http(s) URL with a host")
+    if url.username or url.password:
+        raise argparse.ArgumentTypeError(
+            "the OTLP endpoint must not hold credentials; they would be readable in every "
+            "gateway Deployment"
+        )
+    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,6 +182,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"URL of that namespace's gateway pods (as {REDIS_URL_ENV}; conversation memory and "
         "rate limits shared by replicas). Unset: gateways run without Redis.",
     )
+    parser.add_argument(
+        "--gateway-otlp-endpoint",
+        type=otlp_endpoint,
+        default=os.environ.get("KAIZEN_OPERATOR_GATEWAY_OTLP_ENDPOINT") or None,
+        help="OTLP/HTTP collector URL gateway pods export their traces to (as "
+        f"{OTLP_ENDPOINT_ENV}, e.g. http://otel-collector.observability.svc:4318). "
+        "Unset: gateways record no traces.",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -297,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
             allow_link_local_destinations=args.allow_link_local_destinations,
             allow_link_local_upstreams=args.allow_link_local_upstreams,
             gateway_redis_secret=args.gateway_redis_secret,
+            gateway_otlp_endpoint=args.gateway_otlp_endpoint,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,

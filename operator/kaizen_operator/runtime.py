@@ -63,6 +63,8 @@ class OperatorConfig:
     allow_link_local_upstreams: bool = False
     # Secret (in each Gateway's namespace) whose key "url" gives gateway pods their Redis.
     gateway_redis_secret: str | None = None
+    # OTLP/HTTP endpoint gateway pods export traces to (OTEL_EXPORTER_OTLP_ENDPOINT).
+    gateway_otlp_endpoint: str | None = None
 
 
 @dataclass

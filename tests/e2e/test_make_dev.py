@@ -19,7 +19,7 @@ import pytest
 from tests.support.kube import eventually, local_control_plane_only
 
 ROOT = Path(__file__).resolve().parents[2]
-PORTS = (18000, 18081, 18931, 19090, 19443)  # the dev environment's fixed local ports
+PORTS = (18000, 18081, 18931, 18932, 19090, 19443)  # the dev environment's fixed local ports
 
 
 def _busy(port: int) -> bool:
@@ -72,6 +72,18 @@ def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> 
             return next(s["reachable"] for s in servers if s["url"].endswith(":18931/mcp"))
 
         eventually(mcp_reachable, timeout=60, what="the dev gateway to reach the MCP server")
+        # order-desk's MCP and http tools run: the mock model calls the tool a message names
+        assert "http tools:  demo endpoints http://127.0.0.1:18932" in out
+        desk = openai.OpenAI(base_url=f"{url}/v1", api_key="-")
+        for ask, expected in (
+            ('find_order {"order_id": "A-1001"}', ("A-1001", "total_eur")),
+            ('weather {"city": "Paris"}', ("Paris", "sunny")),
+        ):
+            said = desk.chat.completions.create(
+                model="order-desk", messages=[{"role": "user", "content": ask}]
+            )
+            content = said.choices[0].message.content or ""
+            assert all(e in content for e in expected), (ask, content)
         # The example agent keeps conversation memory in the Redis `up` started.
         assert re.search(r"redis: +redis://127\.0\.0\.1:\d+/0", out)
         openai.OpenAI(base_url=f"{url}/v1", api_key="-").chat.completions.create(
@@ -85,7 +97,13 @@ def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> 
         with urllib.request.urlopen("http://127.0.0.1:18000/openapi.json", timeout=10) as resp:
             assert "/api/v1/orgs" in json.loads(resp.read())["paths"]
         pids = {p.name: int(p.read_text()) for p in (tmp_path / "dev").glob("*.pid")}
-        assert set(pids) == {"operator.pid", "facade.pid", "gateways.pid", "mcp-toolserver.pid"}
+        assert set(pids) == {
+            "operator.pid",
+            "facade.pid",
+            "gateways.pid",
+            "mcp-toolserver.pid",
+            "http-toolserver.pid",
+        }
 
         again = dev(env, "up")  # twice is safe: the same processes keep running
         assert again.returncode == 0, again.stderr[-2000:]

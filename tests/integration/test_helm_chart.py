@@ -362,18 +362,18 @@ def test_the_ssrf_allowances_are_off_unless_the_values_turn_them_on() -> None:
         assert flag in help_text
 
 
+def operator_args(docs: list[dict[str, Any]]) -> list[str]:
+    """The operator container's command-line arguments in rendered chart documents."""
+    operator = next(
+        d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
+    )
+    args: list[str] = operator["spec"]["template"]["spec"]["containers"][0]["args"]
+    return args
+
+
 def test_gateway_redis_is_off_unless_the_values_name_a_secret_or_run_one() -> None:
     def rendered(*values: str) -> list[dict[str, Any]]:
         return [d for d in yaml.safe_load_all(render(*values)) if d]
-
-    def operator_args(docs: list[dict[str, Any]]) -> list[str]:
-        operator = next(
-            d
-            for d in docs
-            if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-operator")
-        )
-        args: list[str] = operator["spec"]["template"]["spec"]["containers"][0]["args"]
-        return args
 
     plain = rendered()
     assert not [a for a in operator_args(plain) if a.startswith("--gateway-redis")]
@@ -399,3 +399,15 @@ def test_gateway_redis_is_off_unless_the_values_name_a_secret_or_run_one() -> No
         ["kaizen-operator", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--gateway-redis-secret" in help_text
+    assert "--gateway-otlp-endpoint" in help_text
+
+
+def test_gateway_traces_go_to_the_collector_the_chart_names() -> None:
+    def args(*values: str) -> list[str]:
+        return operator_args([d for d in yaml.safe_load_all(render(*values)) if d])
+
+    assert not [a for a in args() if a.startswith("--gateway-otlp")]
+    endpoint = "http://otel-collector.observability.svc:4318"
+    assert f"--gateway-otlp-endpoint={endpoint}" in args(
+        "--set", f"gatewayTracing.otlpEndpoint={endpoint}"
+    )

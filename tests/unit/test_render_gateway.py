@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from kaizen_operator.agent.render import AgentInputs, render_agent
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
 from tests.support.objects import agent, gateway
@@ -140,6 +142,35 @@ def test_gateway_pods_take_their_redis_url_from_the_namespaces_secret() -> None:
             "valueFrom": {"secretKeyRef": {"name": "kaizen-redis", "key": "url", "optional": True}},
         }
     ]
+
+
+def test_gateway_pods_export_traces_to_the_operators_otlp_endpoint() -> None:
+    def env(endpoint: str | None) -> dict[str, str]:
+        inputs = GatewayInputs(
+            gateway("dev"), (), {}, False, None, None, IMAGE, NOW, otlp_endpoint=endpoint
+        )
+        deployment = child(render_gateway(inputs), "Deployment")
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        return {e["name"]: e["value"] for e in container.get("env", [])}
+
+    assert env(None) == {}
+    exported = env("http://otel-collector.observability.svc:4318")
+    assert exported["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4318"
+    assert exported["OTEL_SERVICE_NAME"] == "kaizen-gateway"
+    attributes = dict(kv.split("=", 1) for kv in exported["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+    assert attributes["kaizen.gateway"] == "dev"
+    assert attributes["k8s.deployment.name"] == "dev-gateway"
+    assert attributes["deployment.environment.name"] == "dev"
+
+
+def test_the_operator_refuses_an_otlp_endpoint_with_credentials() -> None:
+    from kaizen_operator.__main__ import parse_args
+
+    args = parse_args(["--gateway-otlp-endpoint", "https://collector.example:4318"])
+    assert args.gateway_otlp_endpoint == "https://collector.example:4318"
+    for bad in ("https://user:pw@collector.example:4318", "collector:4318", "ftp://x"):
+        with pytest.raises(SystemExit):
+            parse_args(["--gateway-otlp-endpoint", bad])
 
 
 def test_autoscaled_gateway_sets_replicas_only_at_creation() -> None:

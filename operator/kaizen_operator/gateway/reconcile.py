@@ -74,6 +74,7 @@ async def resolve_gateway(
     allow_link_local_upstreams: bool = False,
     gateway_endpoints: Path | None = None,
     redis_secret: str | None = None,
+    otlp_endpoint: str | None = None,
 ) -> GatewayInputs:
     """Read the Agents, their revisions, the ScalingPolicy, the live Deployment and, when
     an agent has MCP tools, what the gateway pods report of their MCP servers."""
@@ -113,6 +114,7 @@ async def resolve_gateway(
         http_route_api=route_api,
         tool_servers=tool_servers,
         redis_secret=redis_secret,
+        otlp_endpoint=otlp_endpoint,
     )
 
 
@@ -143,6 +145,7 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> boo
             rt.config.allow_link_local_upstreams,
             rt.config.gateway_endpoints,
             rt.config.gateway_redis_secret,
+            rt.config.gateway_otlp_endpoint,
         )
         plan = render_gateway(inputs)
         await apply_all(rt.kube, plan.children)

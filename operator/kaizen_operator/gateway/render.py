@@ -44,6 +44,7 @@ OPTIONAL_KINDS = (
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
 # The gateway's Redis (kaizen_gateway.__main__ reads it), from a Secret's "url" key.
 REDIS_URL_ENV = "KAIZEN_REDIS_URL"
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 REDIS_URL_KEY = "url"
 
 
@@ -68,6 +69,8 @@ class GatewayInputs:
     tool_servers: tuple[Mapping[str, Any], ...] | None = None
     # Secret in the Gateway's namespace whose "url" key is the pods' Redis (operator flag).
     redis_secret: str | None = None
+    # OTLP/HTTP collector the pods export traces to (operator flag); None: no export.
+    otlp_endpoint: str | None = None
 
 
 @dataclass(frozen=True)
@@ -356,13 +359,30 @@ def render_deployment(
 def render_env(inputs: GatewayInputs) -> list[dict[str, Any]]:
     """The gateway container's environment. The Redis URL (it may hold a password) comes
     from the Secret by reference; optional, so a namespace without it still serves, with
-    memory skipped and per-pod rate limits."""
+    memory skipped and per-pod rate limits. With an OTLP endpoint, the standard OTel
+    variables name the collector and say which Gateway a span comes from."""
     env: list[dict[str, Any]] = []
     if inputs.allow_link_local_upstreams:
         env.append({"name": ALLOW_LINK_LOCAL_ENV, "value": "1"})
     if inputs.redis_secret:
         ref = {"name": inputs.redis_secret, "key": REDIS_URL_KEY, "optional": True}
         env.append({"name": REDIS_URL_ENV, "valueFrom": {"secretKeyRef": ref}})
+    if inputs.otlp_endpoint:
+        meta = inputs.gateway["metadata"]
+        resource = {
+            "k8s.namespace.name": meta["namespace"],
+            "k8s.deployment.name": names.gateway_workload(meta["name"]),
+            "kaizen.gateway": meta["name"],
+            "deployment.environment.name": str(inputs.gateway["spec"].get("environment", "")),
+        }
+        env += [
+            {"name": OTLP_ENDPOINT_ENV, "value": inputs.otlp_endpoint},
+            {"name": "OTEL_SERVICE_NAME", "value": "kaizen-gateway"},
+            {
+                "name": "OTEL_RESOURCE_ATTRIBUTES",
+                "value": ",".join(f"{k}={v}" for k, v in resource.items()),
+            },
+        ]
     return env
 
 
