@@ -20,6 +20,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from kaizen_operator import kopf_fixes
+from kaizen_operator.cache import ObjectCache
 from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV, OTLP_ENDPOINT_ENV, REDIS_URL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
@@ -210,13 +211,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     config: OperatorConfig = memo.operator_config
-    memo.runtime = Runtime(kube=await Kube.connect(config.kubeconfig), config=config)
+    kube = await Kube.connect(config.kubeconfig)
+    kube.cache = ObjectCache()  # reconciles read watched kinds from memory (cache_feed)
+    memo.runtime = Runtime(kube=kube, config=config)
     memo.resync = asyncio.create_task(resync_forever(memo.runtime))
     webhook: WebhookSettings | None = memo.webhook_settings
     memo.webhook_runner, memo.registration = None, []
     if webhook is None or webhook.cert_dir is not None:
         return  # none, or served by every replica (see serve_on_every_replica)
-    kube = memo.runtime.kube
     metrics_api = (
         ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes)
         if memo.external_metrics
@@ -306,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     kopf_fixes.apply()
     # Handlers register on import; importing here keeps `--help` fast.
+    from kaizen_operator import cache_feed as _cache  # noqa: F401
     from kaizen_operator.agent import handlers as _agent  # noqa: F401
     from kaizen_operator.gateway import handlers as _gateway  # noqa: F401
     from kaizen_operator.promotion import handlers as _promotion  # noqa: F401

@@ -18,12 +18,20 @@ from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client, config
+from prometheus_client import Counter
+
+from kaizen_operator.cache import ObjectCache
 
 FIELD_MANAGER = "kaizen-operator"
 # Server-side apply bodies are parsed as YAML; the parameter keeps the client library
 # from re-encoding our bytes (see apply_body).
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml; charset=utf-8"
 REPLICAS_MANAGER = "kaizen-operator-replicas"
+CACHE_READS = Counter(
+    "kaizen_operator_cache_reads_total",
+    "Reads of watched kinds answered from the watch cache instead of the apiserver",
+    ["kind"],
+)
 
 # (apiVersion, kind) -> (URL prefix, plural)
 RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
@@ -221,6 +229,8 @@ class Kube:
         self._absent: dict[Ref, float] = {}
         # (apiVersion, kind) -> (served?, when discovery said so).
         self._served: dict[tuple[str, str], tuple[bool, float]] = {}
+        # The watched kinds, fed by the operator's watches; None: every read is a call.
+        self.cache: ObjectCache | None = None
 
     @classmethod
     async def connect(cls, kubeconfig: str | None = None) -> Kube:
@@ -282,9 +292,13 @@ class Kube:
         return served
 
     async def get(
-        self, api_version: str, kind: str, namespace: str, name: str
+        self, api_version: str, kind: str, namespace: str, name: str, *, fresh: bool = False
     ) -> dict[str, Any] | None:
-        """The object, or None when it does not exist."""
+        """The object, or None when it does not exist. A watched kind is answered from
+        the cache unless ``fresh`` (after a conflict, or before deleting for good)."""
+        if not fresh and self.cache is not None and self.cache.holds(api_version, kind):
+            CACHE_READS.labels(kind).inc()
+            return self.cache.get(kind, namespace, name)
         try:
             obj: dict[str, Any] = await self._call(
                 resource_path(api_version, kind, namespace, name), "GET"
@@ -313,9 +327,24 @@ class Kube:
         return obj
 
     async def list(
-        self, api_version: str, kind: str, namespace: str, label_selector: str | None = None
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str,
+        label_selector: str | None = None,
+        *,
+        fresh: bool = False,
     ) -> list[dict[str, Any]]:
-        """Objects of a kind in a namespace (optionally by label selector)."""
+        """Objects of a kind in a namespace (optionally by label selector). A watched
+        kind without a selector is answered from the cache unless ``fresh``."""
+        if (
+            not fresh
+            and label_selector is None
+            and self.cache is not None
+            and self.cache.holds(api_version, kind)
+        ):
+            CACHE_READS.labels(kind).inc()
+            return self.cache.list(kind, namespace)
         query = [("labelSelector", label_selector)] if label_selector else []
         result = await self._call(resource_path(api_version, kind, namespace), "GET", query=query)
         items: list[dict[str, Any]] = result.get("items", [])

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from kaizen_operator.agent.reconcile import reconcile_agent
+from kaizen_operator.cache_feed import forget_deleted
 from kaizen_operator.gateway.reconcile import reconcile_gateways_of
 from kaizen_operator.runtime import runtime_of
 
@@ -36,6 +37,7 @@ async def agent_seen(
 ) -> None:
     """Track the Agent for resyncs; a deleted Agent leaves the Gateways that served it."""
     rt = runtime_of(memo)
+    forget_deleted(memo, "Agent", type, body)
     rt.track("Agent", type, str(namespace), body["metadata"]["name"])
     if type == "DELETED":
         reconcile_gateways_of(rt, str(namespace), dict(body))

@@ -51,12 +51,12 @@ async def read_retained_revisions(
     good, and the watches may not have shown the latest switch yet (the Gateway and
     Promotion watches are separate streams)."""
     gateways: dict[int, list[str]] = {}
-    for gw in await kube.list(API, "Gateway", namespace):
+    for gw in await kube.list(API, "Gateway", namespace, fresh=True):
         for served_agent, revision in revisions_in_use(gw):
             if served_agent == agent:
                 gateways.setdefault(revision, []).append(gw["metadata"]["name"])
     promotions: dict[int, list[str]] = {}
-    for promotion in await kube.list(API, "Promotion", namespace):
+    for promotion in await kube.list(API, "Promotion", namespace, fresh=True):
         target = PromotionIndex.target_of(promotion)
         if target is not None and target[0] == agent:
             promotions.setdefault(target[1], []).append(promotion["metadata"]["name"])

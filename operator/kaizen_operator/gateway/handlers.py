@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from kaizen_operator import names
+from kaizen_operator.cache_feed import forget_deleted
 from kaizen_operator.gateway.reconcile import reconcile_gateway
 from kaizen_operator.runtime import runtime_of
 
@@ -43,6 +44,7 @@ async def gateway_seen(
 ) -> None:
     """Track Gateways for the periodic resync and for Agent events (the index)."""
     rt = runtime_of(memo)
+    forget_deleted(memo, "Gateway", type, body)
     rt.track("Gateway", type, str(namespace), body["metadata"]["name"])
     rt.gateways.observe(type, dict(body))
 

@@ -19,6 +19,7 @@ from kaizen_operator.gateway.render import (
     GatewayInputs,
     merge_tool_servers,
     render_gateway,
+    selector_matches,
     selector_string,
 )
 from kaizen_operator.gatewaymetrics import read_readiness
@@ -47,15 +48,21 @@ def controlling_policy(policies: list[dict[str, Any]], gateway: str) -> dict[str
 
 
 async def _candidate_agents(kube: Kube, gateway: dict[str, Any]) -> list[dict[str, Any]]:
-    """The Agents a Gateway may serve, letting the apiserver filter (never the whole list)."""
+    """The Agents a Gateway may serve: from the watch cache, else letting the apiserver
+    filter (never the whole list)."""
     ns = gateway["metadata"]["namespace"]
     spec = GatewaySpec.model_validate(gateway["spec"])
     if spec.agents.names is not None:
         found = [await kube.get(API, "Agent", ns, name) for name in spec.agents.names]
         return [a for a in found if a is not None]
-    return await kube.list(
-        API, "Agent", ns, selector_string(spec.agents.selector or LabelSelector()) or None
-    )
+    selector = spec.agents.selector or LabelSelector()
+    if kube.cache is not None:
+        return kube.cache.list(
+            "Agent",
+            ns,
+            where=lambda a: selector_matches(selector, a["metadata"].get("labels") or {}),
+        )
+    return await kube.list(API, "Agent", ns, selector_string(selector) or None)
 
 
 def _uses_mcp(agents: list[dict[str, Any]]) -> bool:
@@ -124,15 +131,16 @@ CONFLICT_RETRIES = 5
 async def reconcile_gateway(rt: Runtime, namespace: str, name: str) -> None:
     """Make a Gateway's children and status match its spec and the agents it serves."""
     async with rt.reconciling("Gateway", namespace, name):
-        for _ in range(CONFLICT_RETRIES):
-            if await _reconcile_gateway_once(rt, namespace, name):
+        for attempt in range(CONFLICT_RETRIES):
+            # After a lost race the cache may not have the winner yet: read afresh.
+            if await _reconcile_gateway_once(rt, namespace, name, fresh=attempt > 0):
                 return
         raise kopf.TemporaryError("Gateway kept changing while reconciling; retrying", delay=2)
 
 
-async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str) -> bool:
+async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str, fresh: bool) -> bool:
     """One pass; False when the status write lost a race and the pass must be redone."""
-    gateway = await rt.kube.get(API, "Gateway", namespace, name)
+    gateway = await rt.kube.get(API, "Gateway", namespace, name, fresh=fresh)
     if gateway is None or gateway["metadata"].get("deletionTimestamp"):
         return True
     try:

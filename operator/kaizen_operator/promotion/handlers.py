@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
+from kaizen_operator.cache_feed import forget_deleted
 from kaizen_operator.promotion.reconcile import reconcile_promotion
 from kaizen_operator.promotion.render import notification_pending
 from kaizen_operator.runtime import runtime_of
@@ -31,5 +32,6 @@ async def promotion_seen(
     phase = (body.get("status") or {}).get("phase")
     done = phase in TERMINAL_PHASES and not notification_pending(dict(body))
     event = "DELETED" if type == "DELETED" or done else type
+    forget_deleted(memo, "Promotion", type, body)
     runtime_of(memo).promotions.observe(type, dict(body))
     runtime_of(memo).track("Promotion", event, str(namespace), body["metadata"]["name"])

@@ -150,7 +150,8 @@ async def switch_served_revision(
     The Gateway controller alone writes the Gateway's status."""
     meta = target["metadata"]
     for attempt in range(SWITCH_ATTEMPTS):
-        current = await kube.get(API, "Gateway", meta["namespace"], meta["name"])
+        # The cache first; after a conflict, afresh (the cache may lag the winner).
+        current = await kube.get(API, "Gateway", meta["namespace"], meta["name"], fresh=attempt > 0)
         if current is None:
             return  # deleted meanwhile: the next reconcile reports the missing target
         entries = promoted_after_switch(current, agent, revision, revision_hash, promotion)

@@ -7,6 +7,7 @@ from typing import Any
 import kopf
 
 from kaizen_operator import names
+from kaizen_operator.cache_feed import forget_deleted
 from kaizen_operator.gateway.reconcile import reconcile_gateway
 from kaizen_operator.runtime import runtime_of
 from kaizen_operator.scaling.reconcile import reconcile_scaling_policy
@@ -33,6 +34,7 @@ async def policy_deleted(
     """Track policies for resyncs; when one goes, a rival may take over and the Gateway
     owns replicas again."""
     rt = runtime_of(memo)
+    forget_deleted(memo, "ScalingPolicy", type, body)
     rt.track("ScalingPolicy", type, str(namespace), body["metadata"]["name"])
     if type != "DELETED":
         return
