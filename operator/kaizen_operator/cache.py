@@ -30,6 +30,15 @@ WATCHED = {
     "ScalingPolicy": "scalingpolicies",
     "Promotion": "promotions",
 }
+# Children kept too: only the operator's own (labelled) ones are watched, and only what
+# a reconcile reads of them: a gateway Deployment's generation, replicas and status; of
+# the optional children, that they exist and who owns them (prune). Not HTTPRoute: its
+# CRD may be missing, and its absence is remembered by Kube.find instead.
+CHILDREN: dict[tuple[str, str], tuple[str, ...]] = {
+    ("apps/v1", "Deployment"): ("replicas",),
+    ("policy/v1", "PodDisruptionBudget"): (),
+    ("networking.k8s.io/v1", "Ingress"): (),
+}
 KEPT_METADATA = (
     "name",
     "namespace",
@@ -66,10 +75,24 @@ def slim(body: Mapping[str, Any]) -> dict[str, Any]:
         "kind": body.get("kind"),
         "metadata": kept,
     }
-    for part in ("spec", "status"):
-        if part in body:
-            obj[part] = copy.deepcopy(body[part])
+    kept_spec = CHILDREN.get((obj["apiVersion"], str(obj["kind"])))
+    spec = body.get("spec")
+    if kept_spec is not None and isinstance(spec, Mapping):
+        obj["spec"] = {k: copy.deepcopy(spec[k]) for k in kept_spec if k in spec}
+    elif spec is not None:
+        obj["spec"] = copy.deepcopy(spec)
+    if "status" in body and (kept_spec is None or kept_spec):
+        obj["status"] = copy.deepcopy(body["status"])
     return obj
+
+
+def _older(candidate: Mapping[str, Any], kept: Mapping[str, Any]) -> bool:
+    """True when ``candidate`` is an older version than ``kept``. resourceVersions are
+    opaque, but every apiserver backed by etcd 3 makes them increasing integers; if
+    either is not one, the newest arrival wins, as in an informer."""
+    new = candidate["metadata"].get("resourceVersion", "")
+    old = kept["metadata"].get("resourceVersion", "")
+    return new.isdigit() and old.isdigit() and int(new) < int(old)
 
 
 @dataclass
@@ -80,14 +103,23 @@ class ObjectCache:
 
     def holds(self, api_version: str, kind: str) -> bool:
         """True for the kinds the watches feed."""
-        return api_version == API_VERSION and kind in WATCHED
+        return (api_version == API_VERSION and kind in WATCHED) or (
+            api_version,
+            kind,
+        ) in CHILDREN
 
     def store(self, body: Mapping[str, Any]) -> None:
-        """Keep the latest version of an object a watch reported."""
+        """Keep the latest version of an object, as a watch reported it or as the
+        apiserver answered our own write (so the next reconcile reads its own write
+        before the watch echoes it); an older version never replaces a newer one."""
         obj = slim(body)
         meta = obj["metadata"]
-        kinds = self.objects.setdefault(str(obj["kind"]), {})
-        kinds.setdefault(meta["namespace"], {})[meta["name"]] = obj
+        in_namespace = self.objects.setdefault(str(obj["kind"]), {}).setdefault(
+            meta["namespace"], {}
+        )
+        kept = in_namespace.get(meta["name"])
+        if kept is None or not _older(obj, kept):
+            in_namespace[meta["name"]] = obj
 
     def remove(self, kind: str, namespace: str, name: str) -> None:
         """Forget a deleted object."""

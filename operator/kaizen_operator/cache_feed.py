@@ -12,14 +12,20 @@ from typing import Any
 
 import kopf
 
+from kaizen_operator import names
 from kaizen_operator.cache import WATCHED
 from kaizen_operator.runtime import runtime_of
 
 GROUP, VERSION = "kaizen.studio", "v1alpha1"
+# Our gateway children only (the label selector is the drift watch's).
+GATEWAY_CHILDREN: Any = {
+    "app.kubernetes.io/managed-by": names.MANAGED_BY,
+    names.GATEWAY_LABEL: kopf.PRESENT,
+}
 
 
-def _register(plural: str) -> None:
-    @kopf.index(GROUP, VERSION, plural, id=f"{plural}-cache")
+def _register(group: str, version: str, plural: str, labels: Any = None) -> None:
+    @kopf.index(group, version, plural, labels=labels, id=f"{plural}-cache")
     def cache_object(body: kopf.Body, memo: Any, **_: Any) -> None:
         """Keep the object as the watch shows it (kopf's own index stays empty)."""
         cache = runtime_of(memo).kube.cache
@@ -28,7 +34,8 @@ def _register(plural: str) -> None:
 
 
 def forget_deleted(memo: Any, kind: str, event_type: str | None, body: kopf.Body) -> None:
-    """Drop a deleted object from the cache (called by each kind's event handler)."""
+    """Drop a deleted object from the cache (called by each kind's event handler and by
+    the children's drift handler)."""
     cache = runtime_of(memo).kube.cache
     if event_type == "DELETED" and cache is not None:
         meta = body["metadata"]
@@ -36,4 +43,7 @@ def forget_deleted(memo: Any, kind: str, event_type: str | None, body: kopf.Body
 
 
 for _plural in WATCHED.values():
-    _register(_plural)
+    _register(GROUP, VERSION, _plural)
+_register("apps", "v1", "deployments", GATEWAY_CHILDREN)
+_register("policy", "v1", "poddisruptionbudgets", GATEWAY_CHILDREN)
+_register("networking.k8s.io", "v1", "ingresses", GATEWAY_CHILDREN)

@@ -387,6 +387,7 @@ class Kube:
             )
         self._applied.setdefault(ref, {})[manager] = Applied.of(digest, obj, applied)
         self._absent.pop(ref, None)
+        self._remember_write(applied)
         return applied
 
     def observe(self, obj: dict[str, Any]) -> bool:
@@ -454,6 +455,8 @@ class Kube:
     async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete the object (background propagation); False when it was already gone."""
         self.forget(api_version, kind, namespace, name)
+        if self.cache is not None:
+            self.cache.remove(kind, namespace, name)
         try:
             await self._call(
                 resource_path(api_version, kind, namespace, name),
@@ -489,7 +492,15 @@ class Kube:
             query=[("fieldManager", manager)],
             content_type="application/merge-patch+json",
         )
+        self._remember_write(patched)
         return patched
+
+    def _remember_write(self, answer: dict[str, Any]) -> None:
+        """Put what the apiserver answered a write of a cached kind into the cache."""
+        if self.cache is not None and self.cache.holds(
+            str(answer.get("apiVersion")), str(answer.get("kind"))
+        ):
+            self.cache.store(answer)
 
     async def patch_status(
         self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
@@ -502,6 +513,7 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER)],
             content_type="application/merge-patch+json",
         )
+        self._remember_write(patched)
         return patched
 
     async def patch_status_guarded(
@@ -521,4 +533,5 @@ class Kube:
             query=[("fieldManager", FIELD_MANAGER)],
             content_type="application/merge-patch+json",
         )
+        self._remember_write(patched)
         return patched

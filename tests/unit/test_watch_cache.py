@@ -56,3 +56,30 @@ def test_reads_are_copies_and_deletions_are_forgotten() -> None:
     assert cache.get("Agent", "shop", "a") is None and len(cache) == 1
     assert cache.holds("kaizen.studio/v1alpha1", "Agent")
     assert not cache.holds("apps/v1", "ControllerRevision")
+
+
+def test_an_older_version_never_replaces_a_newer_one() -> None:
+    # A reconcile's own write (answer at rv 12) must survive the late echo of rv 11.
+    cache = ObjectCache()
+    newer, older = watched_agent("a"), watched_agent("a")
+    newer["metadata"]["resourceVersion"], newer["status"] = "12", {"latestRevision": 4}
+    older["metadata"]["resourceVersion"] = "11"
+    cache.store(newer)
+    cache.store(older)
+    assert cache.get("Agent", "shop", "a")["status"] == {"latestRevision": 4}  # type: ignore[index]
+
+
+def test_a_gateway_deployment_is_kept_without_its_pod_template() -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "dev-gateway", "namespace": "shop", "generation": 3},
+        "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "gateway"}]}}},
+        "status": {"observedGeneration": 3, "availableReplicas": 2},
+    }
+    cache = ObjectCache()
+    assert cache.holds("apps/v1", "Deployment")
+    cache.store(deployment)
+    kept = cache.get("Deployment", "shop", "dev-gateway")
+    assert kept is not None and kept["spec"] == {"replicas": 2}
+    assert kept["status"] == deployment["status"] and kept["metadata"]["generation"] == 3

@@ -72,6 +72,7 @@ def _register_child_watch(group: str, version: str, plural: str) -> None:
         meta = obj.get("metadata", {})
         if type == "DELETED":
             rt.kube.forget(obj["apiVersion"], obj["kind"], str(namespace), meta["name"])
+            forget_deleted(memo, obj["kind"], type, body)
         elif not rt.kube.observe(obj):
             return  # the echo of our own apply: nothing new to see
         gateway = labels.get(names.GATEWAY_LABEL)
