@@ -9,7 +9,6 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +16,14 @@ import httpx
 import openai
 import pytest
 
-from kaizen_operator.agent.render import AgentInputs, render_agent
-from kaizen_operator.gateway.render import GatewayInputs, render_gateway
 from tests.reliability.figures import Figures
-from tests.support.objects import agent, gateway
+from tests.support.agent_gateway import (
+    gateway_bundle,
+    gateway_command,
+    metric_total,
+    render_dev_gateway,
+)
+from tests.support.objects import agent
 from tests.support.processes import LocalProcess, free_port, start, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,17 +40,11 @@ class Running:
         httpx.post(f"{self.stub}/_control", json=settings, timeout=5).raise_for_status()
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(self.url, name, **labels)
 
 
 def rendered(stub: str, tmp: Path, **gateway_spec: Any) -> tuple[list[str], str]:
     """The Deployment's command and the ConfigMap's bundle, for agents on the stub."""
-    now = datetime.now(UTC)
     bodies = [
         agent(
             "helper",
@@ -82,19 +79,8 @@ def rendered(stub: str, tmp: Path, **gateway_spec: Any) -> tuple[list[str], str]
             },
         ),
     ]
-    agents, revisions = [], {}
-    for body in bodies:
-        plan = render_agent(AgentInputs(body, (), None, None, now))
-        agents.append({**body, "status": plan.status})
-        revisions[body["metadata"]["name"]] = plan.create
-    gw = gateway("dev", agents={"names": ["helper", "claude", "echo", "resilient"]}, **gateway_spec)
-    plan = render_gateway(
-        GatewayInputs(gw, tuple(agents), revisions, False, None, None, "img", now)
-    )
-    deployment = next(c for c in plan.children if c["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    bundle = next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["bundle.json"]
-    return container["command"] + container["args"], bundle
+    plan = render_dev_gateway(bodies, **gateway_spec)
+    return gateway_command(plan), gateway_bundle(plan)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,11 +17,15 @@ import httpx
 import openai
 import pytest
 
-from kaizen_operator.agent.render import AgentInputs, render_agent
-from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+from tests.support.agent_gateway import (
+    gateway_bundle,
+    gateway_command,
+    metric_total,
+    render_dev_gateway,
+)
 from tests.support.kube import eventually
 from tests.support.mounts import write_config_map_volume
-from tests.support.objects import agent, gateway
+from tests.support.objects import agent
 from tests.support.otlp import OTLPReceiver, ReceivedSpan, children
 from tests.support.processes import LocalProcess, free_port, start, wait_http_ok
 
@@ -109,29 +112,8 @@ class KnowledgeGateway:
 
 def rendered_command(agents: list[dict[str, Any]]) -> tuple[list[str], str]:
     """The Deployment's command and the ConfigMap's bundle for ``agents``."""
-    now = datetime.now(UTC)
-    served, revisions = [], {}
-    for body in agents:
-        plan = render_agent(AgentInputs(body, (), None, None, now))
-        served.append({**body, "status": plan.status})
-        revisions[body["metadata"]["name"]] = plan.create
-    names = [a["metadata"]["name"] for a in agents]
-    plan = render_gateway(
-        GatewayInputs(
-            gateway("dev", agents={"names": names}),
-            tuple(served),
-            revisions,
-            False,
-            None,
-            None,
-            "img",
-            now,
-        )
-    )
-    deployment = next(c for c in plan.children if c["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    bundle = next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["bundle.json"]
-    return container["command"] + container["args"], bundle
+    plan = render_dev_gateway(agents)
+    return gateway_command(plan), gateway_bundle(plan)
 
 
 def start_knowledge_gateway(
@@ -229,21 +211,18 @@ def context_of(messages: list[dict[str, Any]]) -> str:
     )
 
 
-def metric(gw: KnowledgeGateway, line_start: str) -> float:
-    text = httpx.get(f"{gw.url}/metrics", timeout=5).text
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(line_start)
-    )
+def metric(gw: KnowledgeGateway, name: str, **labels: str) -> float:
+    return metric_total(gw.url, name, **labels)
 
 
 def test_the_answer_names_the_config_map_document_holding_the_fact(
     served: KnowledgeGateway,
 ) -> None:
-    lookups = 'kaizen_gateway_retrieval_duration_seconds_count{agent="shop"}'
-    before = metric(served, lookups)
+    lookups = "kaizen_gateway_retrieval_duration_seconds_count"
+    before = metric(served, lookups, agent="shop")
     answer = invoke(served, "shop", "How many days do I have to get a refund?").json()
-    assert metric(served, lookups) == before + 1
-    assert metric(served, 'kaizen_gateway_knowledge_chunks{agent="shop"}') == 3
+    assert metric(served, lookups, agent="shop") == before + 1
+    assert metric(served, "kaizen_gateway_knowledge_chunks", agent="shop") == 3
     assert answer["sources"][0]["name"] == "policies"
     assert answer["sources"][0]["document"] == "refunds.md"
     sent = served.sent_upstream()

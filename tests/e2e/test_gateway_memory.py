@@ -14,7 +14,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,15 @@ import openai
 import pytest
 
 from kaizen_gateway.memory import SUMMARY_INSTRUCTIONS
-from kaizen_operator.agent.render import AgentInputs, render_agent
-from kaizen_operator.gateway.render import GatewayInputs, render_gateway
 from localredis import server as localredis
-from tests.support.objects import agent, gateway
+from tests.support.agent_gateway import (
+    gateway_bundle,
+    gateway_command,
+    gateway_pod,
+    metric_total,
+    render_dev_gateway,
+)
+from tests.support.objects import agent
 from tests.support.processes import LocalProcess, free_port, start, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,14 +59,7 @@ class Replicas:
         raise AssertionError("the stub received no chat request")
 
     def metric(self, index: int, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.urls[index]}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith((name + "{", name + " ")) and all(
-                f'{k}="{v}"' in line for k, v in labels.items()
-            ):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(self.urls[index], name, **labels)
 
 
 def memory_agent(name: str, memory: dict[str, Any], stub: str) -> dict[str, Any]:
@@ -105,38 +102,25 @@ def start_replicas(
             "http": {"url": f"http://127.0.0.1:{tools_port}/weather", "method": "GET"},
         }
     ]
-    now = datetime.now(UTC)
     bodies = [
         memory_agent("chat", {"type": "conversation", "maxTurns": 2, "ttl": "10m"}, stub_url),
         memory_agent("digest", {"type": "summary", "maxTurns": 2}, stub_url),
         memory_agent("plain", {"type": "none"}, stub_url),
         forecaster,
     ]
-    agents, revisions = [], {}
-    for body in bodies:
-        plan = render_agent(AgentInputs(body, (), None, None, now))
-        agents.append({**body, "status": plan.status})
-        revisions[body["metadata"]["name"]] = plan.create
-    gw = gateway(
-        "memory",
-        agents={"names": ["chat", "digest", "plain", "forecaster"]},
+    plan = render_dev_gateway(
+        bodies,
+        name="memory",
+        redis_secret="redis",
         auth={"mode": "APIKey", "apiKeysSecretRef": {"name": "gw-keys"}},
         **gateway_spec,
     )
-    plan = render_gateway(
-        GatewayInputs(
-            gw, tuple(agents), revisions, False, None, None, "img", now, redis_secret="redis"
-        )
-    )
-    deployment = next(c for c in plan.children if c["kind"] == "Deployment")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container = gateway_pod(plan)["containers"][0]
     # What the kubelet would do with the container's env: the Secret's "url" key.
     env = {e["name"]: redis_url for e in container["env"] if "secretKeyRef" in e["valueFrom"]}
     assert env == {"KAIZEN_REDIS_URL": redis_url}
     bundle = tmp / "bundle.json"
-    bundle.write_text(
-        next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["bundle.json"]
-    )
+    bundle.write_text(gateway_bundle(plan))
     secrets = tmp / "secrets"
     (secrets / "gw-keys").mkdir(parents=True)
     (secrets / "gw-keys" / "team-a").write_text(KEY_A)
@@ -147,7 +131,7 @@ def start_replicas(
             port = free_port()
             args = [
                 a.replace("/etc/kaizen/bundle/bundle.json", str(bundle))
-                for a in container["command"] + container["args"]
+                for a in gateway_command(plan)
             ]
             args[args.index("--host") + 1] = "127.0.0.1"
             args[args.index("--port") + 1] = str(port)

@@ -15,11 +15,64 @@ import httpx
 import openai
 
 from kaizen_operator.agent.render import AgentInputs, render_agent
-from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+from kaizen_operator.gateway.render import GatewayInputs, GatewayPlan, render_gateway
 from tests.support.objects import gateway
 from tests.support.processes import LocalProcess, free_port, start, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def render_dev_gateway(
+    agents: list[dict[str, Any]],
+    *,
+    name: str = "dev",
+    redis_secret: str | None = None,
+    **gateway_spec: Any,
+) -> GatewayPlan:
+    """What the operator renders for a dev Gateway serving ``agents`` (first revisions)."""
+    now = datetime.now(UTC)
+    served, revisions = [], {}
+    for body in agents:
+        plan = render_agent(AgentInputs(body, (), None, None, now))
+        served.append({**body, "status": plan.status})
+        revisions[body["metadata"]["name"]] = plan.create
+    names = [a["metadata"]["name"] for a in agents]
+    gw = gateway(name, agents={"names": names}, **gateway_spec)
+    return render_gateway(
+        GatewayInputs(
+            gw, tuple(served), revisions, False, None, None, "img", now, redis_secret=redis_secret
+        )
+    )
+
+
+def gateway_pod(plan: GatewayPlan) -> dict[str, Any]:
+    """The pod spec of a rendered gateway Deployment."""
+    deployment = next(c for c in plan.children if c["kind"] == "Deployment")
+    pod: dict[str, Any] = deployment["spec"]["template"]["spec"]
+    return pod
+
+
+def gateway_command(plan: GatewayPlan) -> list[str]:
+    """The gateway container's command line, as rendered."""
+    container = gateway_pod(plan)["containers"][0]
+    return [*container["command"], *container["args"]]
+
+
+def gateway_bundle(plan: GatewayPlan) -> str:
+    """The rendered bundle (bundle.json of the gateway's ConfigMap)."""
+    config_map = next(c for c in plan.children if c["kind"] == "ConfigMap")
+    return str(config_map["data"]["bundle.json"])
+
+
+def metric_total(url: str, name: str, **labels: str) -> float:
+    """The sum of a gateway's /metrics samples named ``name`` with these labels."""
+    total = 0.0
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith((name + "{", name + " ")) and all(
+            f'{k}="{v}"' in line for k, v in labels.items()
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 @dataclass
@@ -48,12 +101,7 @@ class Served:
         return list(httpx.get(f"{self.tools}/_requests", timeout=5).json()["requests"])
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        total = 0.0
-        for line in text.splitlines():
-            if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_total(self.url, name, **labels)
 
 
 def stub_model(stub: str, name: str) -> dict[str, Any]:
@@ -83,33 +131,11 @@ def serve(
         env=hack,
     )
     stub_url, tools_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{tools_port}"
-    now = datetime.now(UTC)
-    bodies, rendered, revisions = agents(stub_url, tools_url), [], {}
-    for body in bodies:
-        plan = render_agent(AgentInputs(body, (), None, None, now))
-        rendered.append({**body, "status": plan.status})
-        revisions[body["metadata"]["name"]] = plan.create
-    names = [b["metadata"]["name"] for b in bodies]
-    plan = render_gateway(
-        GatewayInputs(
-            gateway("dev", agents={"names": names}),
-            tuple(rendered),
-            revisions,
-            False,
-            None,
-            None,
-            "img",
-            now,
-        )
-    )
-    deployment = next(c for c in plan.children if c["kind"] == "Deployment")
-    pod = deployment["spec"]["template"]["spec"]
-    container = pod["containers"][0]
+    plan = render_dev_gateway(agents(stub_url, tools_url))
+    pod = gateway_pod(plan)
     bundle = tmp / "bundle" / "bundle.json"
     bundle.parent.mkdir()
-    bundle.write_text(
-        next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["bundle.json"]
-    )
+    bundle.write_text(gateway_bundle(plan))
     # Only the Secrets the operator mounts are visible to the gateway.
     mounted = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     folder = tmp / "secrets"
@@ -119,10 +145,7 @@ def serve(
             (folder / name).mkdir()
             for key, value in keys.items():
                 (folder / name / key).write_text(value)
-    args = [
-        a.replace("/etc/kaizen/bundle/bundle.json", str(bundle))
-        for a in container["command"] + container["args"]
-    ]
+    args = [a.replace("/etc/kaizen/bundle/bundle.json", str(bundle)) for a in gateway_command(plan)]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
     gw = start([*args, "--secrets-dir", str(folder)], tmp / "gateway.log", env=env)
