@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import logging
 import os
 import socket
@@ -19,6 +20,7 @@ from aiohttp import web
 from prometheus_client import start_http_server
 
 from kaizen_operator import kopf_fixes
+from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV, REDIS_URL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
@@ -33,6 +35,36 @@ from kaizen_operator.scaling.metrics_api import (
 )
 
 DEFAULT_IMAGE = f"ghcr.io/kaizen-studio/kaizen-studio:{version('kaizen-studio')}"
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _pairs(value: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in _csv(value))
+
+
+def _json_list(value: str) -> tuple[dict[str, Any], ...]:
+    found = json.loads(value or "[]")
+    if not isinstance(found, list) or not all(isinstance(e, dict) for e in found):
+        raise argparse.ArgumentTypeError("expected a JSON list of objects")
+    return tuple(found)
+
+
+def gateway_policy(args: argparse.Namespace) -> GatewayPolicy:
+    """The gateway policy of the command line."""
+    return GatewayPolicy(
+        allowed_images=args.gateway_allowed_images,
+        max_replicas=args.gateway_max_replicas,
+        max_resources=args.gateway_max_resources,
+        service_types=args.gateway_service_types,
+        ingress_hosts=args.gateway_ingress_hosts,
+        ingress_classes=args.gateway_ingress_classes,
+        ingress_namespaces=args.gateway_ingress_namespaces,
+        egress_allow=args.gateway_egress_allow,
+        egress_denied=args.gateway_egress_deny,
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -166,6 +198,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"URL of that namespace's gateway pods (as {REDIS_URL_ENV}; conversation memory and "
         "rate limits shared by replicas). Unset: gateways run without Redis.",
     )
+    policy = parser.add_argument_group(
+        "gateway policy", "What Gateways may ask for (chart gatewayPolicy; docs/security.md)."
+    )
+    policy.add_argument(
+        "--gateway-allowed-images",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_ALLOWED_IMAGES", "")),
+        help="Comma-separated image prefixes a Gateway's spec.image may start with "
+        "(--gateway-image is always allowed). Default: none.",
+    )
+    policy.add_argument(
+        "--gateway-max-replicas",
+        type=int,
+        default=int(os.environ.get("KAIZEN_OPERATOR_GATEWAY_MAX_REPLICAS", "20")),
+        help="Most spec.replicas of a Gateway.",
+    )
+    policy.add_argument(
+        "--gateway-max-resources",
+        type=_pairs,
+        default=_pairs(
+            os.environ.get(
+                "KAIZEN_OPERATOR_GATEWAY_MAX_RESOURCES", "cpu=4,memory=8Gi,ephemeral-storage=1Gi"
+            )
+        ),
+        help="name=quantity,...: the resources a Gateway may request and the most of each.",
+    )
+    policy.add_argument(
+        "--gateway-service-types",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_SERVICE_TYPES", "ClusterIP")),
+        help="Service types a Gateway may ask for (ClusterIP, NodePort, LoadBalancer).",
+    )
+    policy.add_argument(
+        "--gateway-ingress-hosts",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_INGRESS_HOSTS", "")),
+        help="Host patterns for Ingress hosts and HTTPRoute host names ('*', "
+        "'*.apps.example.com', '{namespace}.apps.example.com'). Default: none.",
+    )
+    policy.add_argument(
+        "--gateway-ingress-classes",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_INGRESS_CLASSES", "")),
+        help="IngressClass names an Ingress may name ('*': any). Default: only the default.",
+    )
+    policy.add_argument(
+        "--gateway-ingress-namespaces",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_INGRESS_NAMESPACES", "")),
+        help="Namespaces (the ingress controllers') whose pods may reach gateway pods.",
+    )
+    policy.add_argument(
+        "--gateway-egress-allow",
+        type=_json_list,
+        default=_json_list(os.environ.get("KAIZEN_OPERATOR_GATEWAY_EGRESS_ALLOW", "[]")),
+        help="JSON list of in-cluster destinations gateway pods may reach besides DNS: "
+        '[{"cidr": "10.0.3.7/32", "ports": [6379]}, {"namespace": "otel", "ports": [4317]}].',
+    )
+    policy.add_argument(
+        "--gateway-egress-deny",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_EGRESS_DENY", "")),
+        help="Extra CIDRs gateway pods may not reach (public pod or service ranges).",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -297,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
             allow_link_local_destinations=args.allow_link_local_destinations,
             allow_link_local_upstreams=args.allow_link_local_upstreams,
             gateway_redis_secret=args.gateway_redis_secret,
+            gateway_policy=gateway_policy(args),
+            namespace=os.environ.get("POD_NAMESPACE") or None,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,

@@ -6,11 +6,19 @@ import json
 from datetime import UTC, datetime
 
 from kaizen_operator.agent.render import AgentInputs, render_agent
+from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
 from tests.support.objects import agent, gateway
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 IMAGE = "example.test/kaizen:1"
+# A platform that lets Gateways be exposed publicly, on any host and class.
+OPEN = GatewayPolicy(
+    allowed_images=("mine:",),
+    service_types=("ClusterIP", "NodePort", "LoadBalancer"),
+    ingress_hosts=("*",),
+    ingress_classes=("*",),
+)
 
 
 def with_revisions(*bodies):
@@ -37,6 +45,7 @@ def render(
     min_replicas=None,
     deployment=None,
     http_route_api=True,
+    policy=None,
 ):
     return render_gateway(
         GatewayInputs(
@@ -49,6 +58,7 @@ def render(
             IMAGE,
             NOW,
             http_route_api=http_route_api,
+            policy=policy or GatewayPolicy(),
         )
     )
 
@@ -107,10 +117,10 @@ def test_deployment_is_hardened_probed_and_runs_the_bundle() -> None:
     assert {v["name"] for v in pod["volumes"]} == {"bundle", "tmp"}
 
 
-def test_default_resources_and_image_override() -> None:
-    container = child(render(gateway("dev", image="mine:2")), "Deployment")["spec"]["template"][
-        "spec"
-    ]["containers"][0]
+def test_default_resources_and_an_allowed_image_override() -> None:
+    container = child(render(gateway("dev", image="mine:2"), policy=OPEN), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
     assert container["image"] == "mine:2"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
 
@@ -264,7 +274,7 @@ def test_service_network_policy_and_ingress_mapping() -> None:
             "ingress": {"host": "ai.example.com", "className": "nginx", "tlsSecretName": "tls"},
         },
     )
-    plan = render(gw)
+    plan = render(gw, policy=OPEN)
     svc = child(plan, "Service")["spec"]
     assert svc["type"] == "LoadBalancer"
     assert svc["ports"] == [{"name": "http", "port": 8443, "targetPort": "http", "protocol": "TCP"}]
@@ -295,7 +305,7 @@ ROUTE = {
 
 
 def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
-    plan = render(gateway("prod", "production", exposure=ROUTE))
+    plan = render(gateway("prod", "production", exposure=ROUTE), policy=OPEN)
     route = child(plan, "HTTPRoute")
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
     assert route["metadata"]["name"] == "prod-gateway"
@@ -316,7 +326,7 @@ def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
 
 
 def test_http_route_is_pruned_when_removed_and_its_condition_goes() -> None:
-    before = render(gateway("prod", "production", exposure=ROUTE))
+    before = render(gateway("prod", "production", exposure=ROUTE), policy=OPEN)
     gw = gateway("prod", "production")
     gw["status"] = before.status
     after = render(gw)
@@ -326,7 +336,7 @@ def test_http_route_is_pruned_when_removed_and_its_condition_goes() -> None:
 
 
 def test_http_route_without_the_gateway_api_is_a_condition_not_a_failure() -> None:
-    plan = render(gateway("prod", "production", exposure=ROUTE), http_route_api=False)
+    plan = render(gateway("prod", "production", exposure=ROUTE), http_route_api=False, policy=OPEN)
     assert "HTTPRoute" not in [c["kind"] for c in plan.children]
     applied = next(c for c in plan.status["conditions"] if c["type"] == "RouteApplied")
     assert (applied["status"], applied["reason"]) == ("False", "GatewayAPINotInstalled")

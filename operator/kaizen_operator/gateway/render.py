@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from kaizen_api.netguard import display_url
+from kaizen_api.netpolicy import egress_rules
 from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
@@ -28,6 +29,7 @@ from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
 from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_operator import names
 from kaizen_operator.conditions import ready_conditions, set_condition
+from kaizen_operator.gateway.policy import NOT_ALLOWED, GatewayPolicy, violations
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 POD_USER = 10001
@@ -68,6 +70,10 @@ class GatewayInputs:
     tool_servers: tuple[Mapping[str, Any], ...] | None = None
     # Secret in the Gateway's namespace whose "url" key is the pods' Redis (operator flag).
     redis_secret: str | None = None
+    # What the platform lets a Gateway ask for (operator flags, chart gatewayPolicy).
+    policy: GatewayPolicy = field(default_factory=GatewayPolicy)
+    # The operator's own namespace (its pods scrape and smoke-test gateway pods).
+    operator_namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -430,17 +436,31 @@ def render_pdb(inputs: GatewayInputs) -> dict[str, Any]:
     }
 
 
-def render_network_policy(inputs: GatewayInputs) -> dict[str, Any]:
-    """Only the gateway port is reachable; egress stays open for the model providers."""
+def render_network_policy(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any]:
+    """Ingress: the gateway port, from the Gateway's own namespace, the operator's and
+    the ingress controllers' (from anywhere only for an allowed NodePort/LoadBalancer).
+    Egress: the internet, DNS and the endpoints the platform lists; never link-local
+    (cloud metadata) nor cluster-internal addresses (kaizen_api.netpolicy)."""
     gw = inputs.gateway["metadata"]["name"]
+    port = {"ports": [{"port": GATEWAY_PORT, "protocol": "TCP"}]}
+    public = spec.exposure is not None and spec.exposure.service_type != "ClusterIP"
+    namespaces = sorted(
+        {*inputs.policy.ingress_namespaces, *filter(None, [inputs.operator_namespace])}
+    )
+    peers: list[dict[str, Any]] = [{"podSelector": {}}] + [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in namespaces
+    ]
+    ingress = [port] if public else [{"from": peers, **port}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(inputs, names.gateway_workload(gw)),
         "spec": {
             "podSelector": {"matchLabels": names.gateway_selector_labels(gw)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"ports": [{"port": GATEWAY_PORT, "protocol": "TCP"}]}],
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress_rules(inputs.policy.egress_allow, inputs.policy.egress_denied),
         },
     }
 
@@ -602,6 +622,9 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
     gateway = inputs.gateway
     meta = gateway["metadata"]
     spec = GatewaySpec.model_validate(gateway["spec"])
+    refused = violations(spec, meta["namespace"], inputs.policy, inputs.image)
+    if refused:
+        return render_not_allowed(inputs, spec, refused)
     served, problems = served_agents(inputs, spec)
     bundle = render_bundle(inputs, spec, served)
     text = bundle_text(bundle)
@@ -611,7 +634,7 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         render_bundle_config_map(inputs, text),
         render_deployment(inputs, spec, bundle, bundle_hash),
         render_service(inputs, spec),
-        render_network_policy(inputs),
+        render_network_policy(inputs, spec),
     ]
     prune: list[tuple[str, str, str]] = []
     workload = names.gateway_workload(meta["name"])
@@ -682,4 +705,35 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         prune=tuple(prune),
         status=status,
         bundle=bundle,
+    )
+
+
+def render_not_allowed(inputs: GatewayInputs, spec: GatewaySpec, refused: list[str]) -> GatewayPlan:
+    """A Gateway that asks for more than the platform allows: nothing is applied or
+    pruned (its pods, if any, keep running as they were), and Ready is False with
+    reason NotAllowed naming each rule broken."""
+    meta = inputs.gateway["metadata"]
+    old = inputs.gateway.get("status") or {}
+    status: dict[str, Any] = {
+        "observedGeneration": meta.get("generation"),
+        "conditions": ready_conditions(
+            old.get("conditions") or [],
+            ready=False,
+            reason=NOT_ALLOWED,
+            message="not allowed by the platform's gateway policy: " + "; ".join(refused),
+            generation=meta.get("generation"),
+            now=inputs.now,
+            stalled=True,
+        ),
+        "servedRevisions": old.get("servedRevisions") or [],
+    }
+    for key in ("replicas", "readyReplicas", "selector", "endpoint"):
+        if key in old:
+            status[key] = old[key]
+    return GatewayPlan(
+        children=(),
+        replicas=None,
+        prune=(),
+        status=status,
+        bundle=render_bundle(inputs, spec, []),
     )
