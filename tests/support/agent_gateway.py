@@ -66,10 +66,13 @@ def serve(
     agents: Any,
     secrets: dict[str, dict[str, str]] | None = None,
     env: dict[str, str] | None = None,
+    environment: str = "dev",
+    **gateway_spec: Any,
 ) -> Iterator[Served]:
     """Start the stubs and a gateway serving ``agents(stub_url, tools_url)`` (Agent
     bodies); ``secrets`` are mounted as the pod would see them (name -> key -> value);
-    ``env`` is added to the gateway's environment."""
+    ``env`` is added to the gateway's environment; the Gateway has ``environment``
+    (serving each agent's latest revision) and ``gateway_spec``."""
     stub_port, tools_port, port = free_port(), free_port(), free_port()
     hack = {"PYTHONPATH": str(ROOT / "hack")}
     stub = start(
@@ -92,7 +95,9 @@ def serve(
     names = [b["metadata"]["name"] for b in bodies]
     plan = render_gateway(
         GatewayInputs(
-            gateway("dev", agents={"names": names}),
+            gateway(
+                "dev", environment, agents={"names": names}, revisionPolicy="Latest", **gateway_spec
+            ),
             tuple(rendered),
             revisions,
             False,
