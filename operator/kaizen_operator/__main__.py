@@ -30,6 +30,7 @@ from kaizen_operator.resync import resync_forever
 from kaizen_operator.runtime import OperatorConfig, Runtime
 from kaizen_operator.scaling.metrics_api import (
     ExternalMetrics,
+    load_request_header_auth,
     local_metrics_service,
     render_registration,
 )
@@ -289,13 +290,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     if webhook is None or webhook.cert_dir is not None:
         return  # none, or served by every replica (see serve_on_every_replica)
     kube = memo.runtime.kube
+    auth = await load_request_header_auth(kube) if memo.external_metrics else None
     metrics_api = (
-        ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes)
+        ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes, auth)
         if memo.external_metrics
         else None
     )
     memo.webhook_runner, ca_pem = await start_webhook(
-        kube, webhook, metrics_api.routes() if metrics_api else ()
+        kube, webhook, metrics_api.routes() if metrics_api else (), auth.ca_pem if auth else None
     )
     if metrics_api is not None:
         service = webhook.service or local_metrics_service(webhook.name, webhook.listen_port)
@@ -437,12 +439,13 @@ async def serve_on_every_replica(kube: Kube, memo: kopf.Memo) -> web.AppRunner |
     if webhook is None or webhook.cert_dir is None:
         return None
     config: OperatorConfig = memo.operator_config
+    auth = await load_request_header_auth(kube) if memo.external_metrics else None
     routes = (
-        ExternalMetrics(kube, config.gateway_endpoints, ScrapeHistory()).routes()
+        ExternalMetrics(kube, config.gateway_endpoints, ScrapeHistory(), auth).routes()
         if memo.external_metrics
         else []
     )
-    runner, _ = await start_webhook(kube, webhook, routes)
+    runner, _ = await start_webhook(kube, webhook, routes, auth.ca_pem if auth else None)
     return runner
 
 
