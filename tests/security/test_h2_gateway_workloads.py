@@ -9,15 +9,17 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from kaizen_api.server.guards import WorkspacePolicy, pod_security_labels
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
-from tests.support.kube import eventually
+from tests.support.kube import eventually, kubectl
 from tests.support.objects import gateway
 
 GROUP, VERSION = "kaizen.studio", "v1alpha1"
@@ -182,3 +184,69 @@ def test_gateway_egress_is_kept_off_metadata_and_cluster_addresses(
         "namespace_selector": None,
         "ip_block": None,
     }
+
+
+@pytest.fixture
+def admission_policy(crds: Path, api_client: client.ApiClient, namespace: str) -> Iterator[str]:
+    """The chart's ValidatingAdmissionPolicy for Gateways, bound to this test's namespace
+    only (the cluster is shared with other tests)."""
+    from tests.integration.test_helm_chart import render
+
+    docs = [
+        d for d in yaml.safe_load_all(render("--show-only", "templates/gateway-policy.yaml")) if d
+    ]
+    name = f"kaizen-gateways-{uuid.uuid4().hex[:6]}"
+    for doc in docs:
+        doc["metadata"]["name"] = name
+    binding = next(d for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding")
+    binding["spec"]["policyName"] = name
+    binding["spec"]["matchResources"] = {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+    }
+    kubectl(
+        crds,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps({"kind": "List", "apiVersion": "v1", "items": docs}),
+    )
+    yield namespace
+    for doc in docs:
+        kubectl(crds, "delete", doc["kind"], name, "--ignore-not-found", check=False)
+
+
+def test_the_chart_refuses_foreign_images_and_exposure_at_admission(
+    admission_policy: str, api_client: client.ApiClient
+) -> None:
+    ns = admission_policy
+    objects = client.CustomObjectsApi(api_client)
+
+    def refused_at_admission(body: dict[str, Any]) -> str | None:
+        body = {**body, "metadata": {"name": body["metadata"]["name"]}}
+        body.pop("status", None)
+        try:
+            objects.create_namespaced_custom_object(
+                GROUP, VERSION, ns, "gateways", body, dry_run="All"
+            )
+        except ApiException as exc:
+            assert exc.status in (403, 422), exc.body
+            return str(json.loads(exc.body)["message"])
+        return None  # admitted (the policy may not be in force yet)
+
+    message = eventually(
+        lambda: refused_at_admission(gateway("evil", image="attacker/img:latest")),
+        timeout=30,
+        what="the admission policy in force",
+    )
+    assert "spec.image attacker/img:latest is not an allowed image" in message
+    for spec, rule in (
+        ({"replicas": 1000}, "spec.replicas exceeds gatewayPolicy.maxReplicas 20"),
+        ({"resources": {"limits": {"nvidia.com/gpu": 8}}}, "gatewayPolicy.maxResources"),
+        ({"exposure": {"serviceType": "NodePort"}}, "gatewayPolicy.serviceTypes"),
+        (
+            {"exposure": {"ingress": {"host": "a.example.com", "className": "internal"}}},
+            "gatewayPolicy.ingressClasses",
+        ),
+    ):
+        assert rule in (refused_at_admission(gateway("hog", **spec)) or ""), spec
+    assert refused_at_admission(gateway("fine")) is None
