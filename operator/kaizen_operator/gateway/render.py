@@ -383,7 +383,7 @@ def render_replicas(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] 
     if inputs.autoscaled:
         if inputs.deployment is not None:
             return None
-        replicas = inputs.min_replicas or spec.replicas
+        replicas = min(inputs.min_replicas or spec.replicas, inputs.policy.max_replicas)
     else:
         replicas = spec.replicas
     gw = inputs.gateway["metadata"]["name"]
