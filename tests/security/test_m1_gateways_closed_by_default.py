@@ -72,3 +72,35 @@ def test_keys_named_without_a_mode_are_required_outside_dev(gateway_of: Any) -> 
 def test_dev_stays_open_and_an_explicit_opt_out_is_honoured(gateway_of: Any) -> None:
     assert chat(gateway_of("dev")).status_code == 200
     assert chat(gateway_of("demo", auth={"mode": "None"})).status_code == 200
+
+
+def test_an_ingress_or_route_exposes_the_apis_not_metrics_or_readiness() -> None:
+    from datetime import UTC, datetime
+
+    from kaizen_operator.gateway.policy import GatewayPolicy
+    from kaizen_operator.gateway.render import GatewayInputs, render_gateway
+    from tests.support.objects import gateway
+
+    exposure = {
+        "ingress": {"host": "ai.example.com"},
+        "httpRoute": {"parentRefs": [{"name": "public"}], "hostnames": ["ai.example.com"]},
+    }
+    policy = GatewayPolicy(ingress_hosts=("*.example.com",))
+    plan = render_gateway(
+        GatewayInputs(
+            gateway("prod", "production", exposure=exposure),
+            (),
+            {},
+            False,
+            None,
+            None,
+            "img",
+            datetime.now(UTC),
+            policy=policy,
+        )
+    )
+    kinds = {c["kind"]: c for c in plan.children}
+    ingress_paths = [p["path"] for p in kinds["Ingress"]["spec"]["rules"][0]["http"]["paths"]]
+    route_paths = [m["path"]["value"] for m in kinds["HTTPRoute"]["spec"]["rules"][0]["matches"]]
+    for paths in (ingress_paths, route_paths):
+        assert paths == ["/v1", "/agents"]  # not "/": /metrics and /readyz stay inside

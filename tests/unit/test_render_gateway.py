@@ -286,6 +286,8 @@ def test_service_network_policy_and_ingress_mapping() -> None:
         {"ports": [{"port": 8080, "protocol": "TCP"}]}
     ]
     ing = child(plan, "Ingress")["spec"]
+    # The APIs only: /metrics and /readyz stay inside the cluster (security review M1, L3).
+    assert [p["path"] for p in ing["rules"][0]["http"]["paths"]] == ["/v1", "/agents"]
     assert ing["ingressClassName"] == "nginx"
     assert ing["tls"] == [{"hosts": ["ai.example.com"], "secretName": "tls"}]
     assert ing["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
@@ -315,7 +317,10 @@ def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
         "hostnames": ["ai.example.com"],
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [
+                    {"path": {"type": "PathPrefix", "value": "/v1"}},
+                    {"path": {"type": "PathPrefix", "value": "/agents"}},
+                ],
                 "backendRefs": [{"name": "prod-gateway", "port": 8443}],
             }
         ],

@@ -42,6 +42,10 @@ OPTIONAL_KINDS = (
     HTTP_ROUTE,
 )
 
+# What an Ingress or HTTPRoute exposes: the OpenAI-compatible and native APIs, not
+# /metrics (agents, token counts, cost) nor /readyz (bundle and tool-server errors).
+PUBLIC_PATHS = ("/v1", "/agents")
+
 # The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
 # The gateway's Redis (kaizen_gateway.__main__ reads it), from a Secret's "url" key.
@@ -479,10 +483,11 @@ def render_ingress(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] |
                 "http": {
                     "paths": [
                         {
-                            "path": "/",
+                            "path": path,
                             "pathType": "Prefix",
                             "backend": {"service": {"name": workload, "port": {"name": "http"}}},
                         }
+                        for path in PUBLIC_PATHS
                     ]
                 },
             }
@@ -511,7 +516,7 @@ def render_http_route(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any
         "parentRefs": parents,
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [{"path": {"type": "PathPrefix", "value": p}} for p in PUBLIC_PATHS],
                 "backendRefs": [{"name": workload, "port": spec.exposure.port}],
             }
         ],
