@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import random
@@ -96,6 +97,16 @@ class GatewaySettings:
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(metrics.DEFAULT_PRICES)
     )
+
+
+def _known_key(key: str, keys: frozenset[str]) -> bool:
+    """Whether ``key`` is one of ``keys``, comparing every one in constant time (digests,
+    so that lengths do not leak either)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    found = False
+    for known in keys:
+        found |= hmac.compare_digest(digest, hashlib.sha256(known.encode()).digest())
+    return found
 
 
 class Gateway:
@@ -237,7 +248,7 @@ class Gateway:
         )
         # Closed by default: outside environment dev, no auth mode means APIKey.
         authenticated = current is not None and requires_api_key(auth, current.bundle.environment)
-        if authenticated and (not key or key not in self._api_keys()):
+        if authenticated and (not key or not _known_key(key, self._api_keys())):
             raise GatewayError(
                 401,
                 "invalid or missing API key"
