@@ -141,6 +141,11 @@ def up() -> int:
             "!kaizen.studio/test-worker",
             # requestsPerSecond/latencyP95/errorRate ScalingPolicies (the example uses one).
             "--external-metrics",
+            # The examples' production Ingress (docs/security.md, gateway policy).
+            "--gateway-ingress-hosts",
+            "*.example.com",
+            "--gateway-ingress-classes",
+            "nginx",
         ],
     )
     # The demo tool servers the example agent order-desk uses (MCP and http tools).

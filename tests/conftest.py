@@ -96,7 +96,19 @@ def operator(
     endpoints = folder / "endpoints"
     endpoints.mkdir()
     proc, metrics_port = start_operator(
-        crds, f"t-{worker}-*", folder / "operator.log", f"{WORKER_LABEL}={worker}", endpoints
+        crds,
+        f"t-{worker}-*",
+        folder / "operator.log",
+        f"{WORKER_LABEL}={worker}",
+        endpoints,
+        # The examples' production Ingress and the route tests' hosts; the rest of the
+        # gateway policy is the default (tests/security/test_h2_gateway_workloads.py).
+        extra_args=[
+            "--gateway-ingress-hosts",
+            "*.example.com",
+            "--gateway-ingress-classes",
+            "nginx",
+        ],
     )
     handle = OperatorHandle(proc, metrics_port, endpoints)
     yield handle

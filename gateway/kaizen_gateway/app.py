@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import random
@@ -31,6 +32,7 @@ from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.agent import ToolType
 from kaizen_api.v1alpha1.bundle import KNOWLEDGE_MOUNT, SECRETS_MOUNT, BundledAgent
+from kaizen_api.v1alpha1.gateway import requires_api_key
 from kaizen_gateway import answers, metrics, tracing
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.chat import (
@@ -95,6 +97,16 @@ class GatewaySettings:
     prices: dict[str, tuple[float, float]] = field(
         default_factory=lambda: dict(metrics.DEFAULT_PRICES)
     )
+
+
+def _known_key(key: str, keys: frozenset[str]) -> bool:
+    """Whether ``key`` is one of ``keys``, comparing every one in constant time (digests,
+    so that lengths do not leak either)."""
+    digest = hashlib.sha256(key.encode()).digest()
+    found = False
+    for known in keys:
+        found |= hmac.compare_digest(digest, hashlib.sha256(known.encode()).digest())
+    return found
 
 
 class Gateway:
@@ -234,14 +246,18 @@ class Gateway:
             if header.lower().startswith("bearer ")
             else request.headers.get("x-api-key", "")
         )
-        if auth is not None and auth.mode == "APIKey" and (not key or key not in self._api_keys()):
+        # Closed by default: outside environment dev, no auth mode means APIKey.
+        authenticated = current is not None and requires_api_key(auth, current.bundle.environment)
+        if authenticated and (not key or not _known_key(key, self._api_keys())):
             raise GatewayError(
                 401,
-                "invalid or missing API key",
+                "invalid or missing API key"
+                if auth is not None and auth.api_keys_secret_ref is not None
+                else "this gateway requires an API key and none is configured "
+                "(set spec.auth.apiKeysSecretRef)",
                 type_="authentication_error",
                 code="invalid_api_key",
             )
-        authenticated = auth is not None and auth.mode == "APIKey"
         if self.total_limit is None and self.key_limits is None:
             return caller_identity(key if authenticated else None)
         caller = (

@@ -41,11 +41,14 @@ class KeyedBuckets:
         self.buckets: dict[str, TokenBucket] = {}
 
     def take(self, key: str) -> float:
-        bucket = self.buckets.get(key)
+        bucket = self.buckets.pop(key, None)
         if bucket is None:
             if len(self.buckets) >= self.max_keys:
-                self.buckets.clear()  # bounded memory under key floods
-            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst)
+                # Bounded memory under key floods: the least recently used key goes,
+                # one at a time (clearing all would reset every caller's limit).
+                del self.buckets[next(iter(self.buckets))]
+            bucket = TokenBucket(self.rate, self.burst)
+        self.buckets[key] = bucket  # most recently used last
         return bucket.take()
 
 

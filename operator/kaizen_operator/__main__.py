@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import json
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from prometheus_client import start_http_server
 
 from kaizen_operator import kopf_fixes
 from kaizen_operator.cache import ObjectCache
+from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gateway.render import ALLOW_LINK_LOCAL_ENV, OTLP_ENDPOINT_ENV, REDIS_URL_ENV
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
@@ -30,6 +32,7 @@ from kaizen_operator.resync import resync_forever
 from kaizen_operator.runtime import OperatorConfig, Runtime
 from kaizen_operator.scaling.metrics_api import (
     ExternalMetrics,
+    load_request_header_auth,
     local_metrics_service,
     render_registration,
 )
@@ -50,6 +53,36 @@ def otlp_endpoint(value: str) -> str:
             "gateway Deployment"
         )
     return value
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _pairs(value: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in _csv(value))
+
+
+def _json_list(value: str) -> tuple[dict[str, Any], ...]:
+    found = json.loads(value or "[]")
+    if not isinstance(found, list) or not all(isinstance(e, dict) for e in found):
+        raise argparse.ArgumentTypeError("expected a JSON list of objects")
+    return tuple(found)
+
+
+def gateway_policy(args: argparse.Namespace) -> GatewayPolicy:
+    """The gateway policy of the command line."""
+    return GatewayPolicy(
+        allowed_images=args.gateway_allowed_images,
+        max_replicas=args.gateway_max_replicas,
+        max_resources=args.gateway_max_resources,
+        service_types=args.gateway_service_types,
+        ingress_hosts=args.gateway_ingress_hosts,
+        ingress_classes=args.gateway_ingress_classes,
+        ingress_namespaces=args.gateway_ingress_namespaces,
+        egress_allow=args.gateway_egress_allow,
+        egress_denied=args.gateway_egress_deny,
+    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -191,6 +224,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         f"{OTLP_ENDPOINT_ENV}, e.g. http://otel-collector.observability.svc:4318). "
         "Unset: gateways record no traces.",
     )
+    policy = parser.add_argument_group(
+        "gateway policy", "What Gateways may ask for (chart gatewayPolicy; docs/security.md)."
+    )
+    policy.add_argument(
+        "--gateway-allowed-images",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_ALLOWED_IMAGES", "")),
+        help="Comma-separated image prefixes a Gateway's spec.image may start with "
+        "(--gateway-image is always allowed). Default: none.",
+    )
+    policy.add_argument(
+        "--gateway-max-replicas",
+        type=int,
+        default=int(os.environ.get("KAIZEN_OPERATOR_GATEWAY_MAX_REPLICAS", "20")),
+        help="Most spec.replicas of a Gateway.",
+    )
+    policy.add_argument(
+        "--gateway-max-resources",
+        type=_pairs,
+        default=_pairs(
+            os.environ.get(
+                "KAIZEN_OPERATOR_GATEWAY_MAX_RESOURCES", "cpu=4,memory=8Gi,ephemeral-storage=1Gi"
+            )
+        ),
+        help="name=quantity,...: the resources a Gateway may request and the most of each.",
+    )
+    policy.add_argument(
+        "--gateway-service-types",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_SERVICE_TYPES", "ClusterIP")),
+        help="Service types a Gateway may ask for (ClusterIP, NodePort, LoadBalancer).",
+    )
+    policy.add_argument(
+        "--gateway-ingress-hosts",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_INGRESS_HOSTS", "")),
+        help="Host patterns for Ingress hosts and HTTPRoute host names ('*', "
+        "'*.apps.example.com', '{namespace}.apps.example.com'). Default: none.",
+    )
+    policy.add_argument(
+        "--gateway-ingress-classes",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_INGRESS_CLASSES", "")),
+        help="IngressClass names an Ingress may name ('*': any). Default: only the default.",
+    )
+    policy.add_argument(
+        "--gateway-ingress-namespaces",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_INGRESS_NAMESPACES", "")),
+        help="Namespaces (the ingress controllers') whose pods may reach gateway pods.",
+    )
+    policy.add_argument(
+        "--gateway-egress-allow",
+        type=_json_list,
+        default=_json_list(os.environ.get("KAIZEN_OPERATOR_GATEWAY_EGRESS_ALLOW", "[]")),
+        help="JSON list of in-cluster destinations gateway pods may reach besides DNS: "
+        '[{"cidr": "10.0.3.7/32", "ports": [6379]}, {"namespace": "otel", "ports": [4317]}].',
+    )
+    policy.add_argument(
+        "--gateway-egress-deny",
+        type=_csv,
+        default=_csv(os.environ.get("KAIZEN_OPERATOR_GATEWAY_EGRESS_DENY", "")),
+        help="Extra CIDRs gateway pods may not reach (public pod or service ranges).",
+    )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -219,13 +316,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.webhook_runner, memo.registration = None, []
     if webhook is None or webhook.cert_dir is not None:
         return  # none, or served by every replica (see serve_on_every_replica)
+    auth = await load_request_header_auth(kube) if memo.external_metrics else None
     metrics_api = (
-        ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes)
+        ExternalMetrics(kube, config.gateway_endpoints, memo.runtime.scrapes, auth)
         if memo.external_metrics
         else None
     )
     memo.webhook_runner, ca_pem = await start_webhook(
-        kube, webhook, metrics_api.routes() if metrics_api else ()
+        kube, webhook, metrics_api.routes() if metrics_api else (), auth.ca_pem if auth else None
     )
     if metrics_api is not None:
         service = webhook.service or local_metrics_service(webhook.name, webhook.listen_port)
@@ -325,6 +423,8 @@ def main(argv: list[str] | None = None) -> int:
             allow_link_local_upstreams=args.allow_link_local_upstreams,
             gateway_redis_secret=args.gateway_redis_secret,
             gateway_otlp_endpoint=args.gateway_otlp_endpoint,
+            gateway_policy=gateway_policy(args),
+            namespace=os.environ.get("POD_NAMESPACE") or None,
         ),
         webhook_settings=None if args.no_webhook else webhook_settings(args),
         external_metrics=args.external_metrics,
@@ -367,12 +467,13 @@ async def serve_on_every_replica(kube: Kube, memo: kopf.Memo) -> web.AppRunner |
     if webhook is None or webhook.cert_dir is None:
         return None
     config: OperatorConfig = memo.operator_config
+    auth = await load_request_header_auth(kube) if memo.external_metrics else None
     routes = (
-        ExternalMetrics(kube, config.gateway_endpoints, ScrapeHistory()).routes()
+        ExternalMetrics(kube, config.gateway_endpoints, ScrapeHistory(), auth).routes()
         if memo.external_metrics
         else []
     )
-    runner, _ = await start_webhook(kube, webhook, routes)
+    runner, _ = await start_webhook(kube, webhook, routes, auth.ca_pem if auth else None)
     return runner
 
 

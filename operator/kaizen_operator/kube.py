@@ -92,10 +92,21 @@ def refusal(exc: ApiException) -> str | None:
     return message or f"refused with HTTP {exc.status}"
 
 
+# Names, namespaces and subresources: DNS subdomains (dots, not dot segments).
+_SEGMENT = re.compile(r"(?!\.\.?$)[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+
+
 def resource_path(
     api_version: str, kind: str, namespace: str, name: str | None = None, sub: str | None = None
 ) -> str:
-    """URL path of a collection or object (namespace "" for cluster-scoped kinds)."""
+    """URL path of a collection or object (namespace "" for cluster-scoped kinds).
+
+    Each segment must be a plain name: one with ``/``, ``?``, ``#``, ``%`` or a dot
+    segment would address another object once the client normalises the URL (security
+    review M2), so it is refused with ValueError before any request."""
+    for segment in (namespace, name, sub):
+        if segment and not _SEGMENT.fullmatch(segment):
+            raise ValueError(f"not a valid object name or namespace: {segment!r}")
     if (api_version, kind) in CLUSTER_RESOURCES:
         prefix, plural = CLUSTER_RESOURCES[(api_version, kind)]
         path = f"{prefix}/{plural}"
@@ -429,6 +440,11 @@ class Kube:
         """Drop the skip-write memory of one object (it was deleted or replaced). Its
         next find() asks the apiserver: a delete that failed must not pass for done."""
         self._applied.pop((api_version, kind, namespace, name), None)
+
+    async def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to ``path`` (a review: SubjectAccessReview, TokenReview)."""
+        answer: dict[str, Any] = await self._call(path, "POST", body=body)
+        return answer
 
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create ``obj``; raises ApiException(409) when it exists."""

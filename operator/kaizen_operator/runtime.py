@@ -19,6 +19,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from kaizen_operator.conditions import CHILD_REJECTED, rejected_status
 from kaizen_operator.events import record
 from kaizen_operator.gateway.index import GatewayIndex
+from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gatewaymetrics import ScrapeHistory
 from kaizen_operator.kube import Kube
 from kaizen_operator.promotion.index import PromotionIndex
@@ -65,6 +66,10 @@ class OperatorConfig:
     gateway_redis_secret: str | None = None
     # OTLP/HTTP endpoint gateway pods export traces to (OTEL_EXPORTER_OTLP_ENDPOINT).
     gateway_otlp_endpoint: str | None = None
+    # What Gateways may ask for (images, compute, exposure, network).
+    gateway_policy: GatewayPolicy = field(default_factory=GatewayPolicy)
+    # The operator's own namespace ($POD_NAMESPACE; gateway pods accept it as a peer).
+    namespace: str | None = None
 
 
 @dataclass

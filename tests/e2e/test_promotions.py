@@ -78,7 +78,9 @@ def stage(operator: Any, crds: Path, api_client: client.ApiClient, namespace: st
         [
             mock_agent("hello", "v1"),
             gateway("dev", "dev", ["hello"]),
-            gateway("staging", "staging", ["hello"]),
+            # Open on purpose: the smoke gate invokes it without a key (outside dev,
+            # gateways require API keys unless told otherwise).
+            gateway("staging", "staging", ["hello"], auth={"mode": "None"}),
             *APPROVER_ROLE,
         ],
     )

@@ -26,10 +26,12 @@ def render_dev_gateway(
     agents: list[dict[str, Any]],
     *,
     name: str = "dev",
+    environment: str = "dev",
     redis_secret: str | None = None,
     **gateway_spec: Any,
 ) -> GatewayPlan:
-    """What the operator renders for a dev Gateway serving ``agents`` (first revisions)."""
+    """What the operator renders for a Gateway serving ``agents`` (their first revisions;
+    a dev Gateway unless ``environment`` says otherwise)."""
     now = datetime.now(UTC)
     served, revisions = [], {}
     for body in agents:
@@ -37,7 +39,7 @@ def render_dev_gateway(
         served.append({**body, "status": plan.status})
         revisions[body["metadata"]["name"]] = plan.create
     names = [a["metadata"]["name"] for a in agents]
-    gw = gateway(name, agents={"names": names}, **gateway_spec)
+    gw = gateway(name, environment, agents={"names": names}, **gateway_spec)
     return render_gateway(
         GatewayInputs(
             gw, tuple(served), revisions, False, None, None, "img", now, redis_secret=redis_secret
@@ -114,10 +116,13 @@ def serve(
     agents: Any,
     secrets: dict[str, dict[str, str]] | None = None,
     env: dict[str, str] | None = None,
+    environment: str = "dev",
+    **gateway_spec: Any,
 ) -> Iterator[Served]:
     """Start the stubs and a gateway serving ``agents(stub_url, tools_url)`` (Agent
     bodies); ``secrets`` are mounted as the pod would see them (name -> key -> value);
-    ``env`` is added to the gateway's environment."""
+    ``env`` is added to the gateway's environment; the Gateway has ``environment``
+    (serving each agent's latest revision) and ``gateway_spec``."""
     stub_port, tools_port, port = free_port(), free_port(), free_port()
     hack = {"PYTHONPATH": str(ROOT / "hack")}
     stub = start(
@@ -131,7 +136,12 @@ def serve(
         env=hack,
     )
     stub_url, tools_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{tools_port}"
-    plan = render_dev_gateway(agents(stub_url, tools_url))
+    plan = render_dev_gateway(
+        agents(stub_url, tools_url),
+        environment=environment,
+        revisionPolicy="Latest",
+        **gateway_spec,
+    )
     pod = gateway_pod(plan)
     bundle = tmp / "bundle" / "bundle.json"
     bundle.parent.mkdir()

@@ -8,11 +8,19 @@ from datetime import UTC, datetime
 import pytest
 
 from kaizen_operator.agent.render import AgentInputs, render_agent
+from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
 from tests.support.objects import agent, gateway
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 IMAGE = "example.test/kaizen:1"
+# A platform that lets Gateways be exposed publicly, on any host and class.
+OPEN = GatewayPolicy(
+    allowed_images=("mine:",),
+    service_types=("ClusterIP", "NodePort", "LoadBalancer"),
+    ingress_hosts=("*",),
+    ingress_classes=("*",),
+)
 
 
 def with_revisions(*bodies):
@@ -39,6 +47,7 @@ def render(
     min_replicas=None,
     deployment=None,
     http_route_api=True,
+    policy=None,
 ):
     return render_gateway(
         GatewayInputs(
@@ -51,6 +60,7 @@ def render(
             IMAGE,
             NOW,
             http_route_api=http_route_api,
+            policy=policy or GatewayPolicy(),
         )
     )
 
@@ -109,10 +119,10 @@ def test_deployment_is_hardened_probed_and_runs_the_bundle() -> None:
     assert {v["name"] for v in pod["volumes"]} == {"bundle", "tmp"}
 
 
-def test_default_resources_and_image_override() -> None:
-    container = child(render(gateway("dev", image="mine:2")), "Deployment")["spec"]["template"][
-        "spec"
-    ]["containers"][0]
+def test_default_resources_and_an_allowed_image_override() -> None:
+    container = child(render(gateway("dev", image="mine:2"), policy=OPEN), "Deployment")["spec"][
+        "template"
+    ]["spec"]["containers"][0]
     assert container["image"] == "mine:2"
     assert container["resources"]["requests"] == {"cpu": "100m", "memory": "128Mi"}
 
@@ -295,7 +305,7 @@ def test_service_network_policy_and_ingress_mapping() -> None:
             "ingress": {"host": "ai.example.com", "className": "nginx", "tlsSecretName": "tls"},
         },
     )
-    plan = render(gw)
+    plan = render(gw, policy=OPEN)
     svc = child(plan, "Service")["spec"]
     assert svc["type"] == "LoadBalancer"
     assert svc["ports"] == [{"name": "http", "port": 8443, "targetPort": "http", "protocol": "TCP"}]
@@ -307,6 +317,8 @@ def test_service_network_policy_and_ingress_mapping() -> None:
         {"ports": [{"port": 8080, "protocol": "TCP"}]}
     ]
     ing = child(plan, "Ingress")["spec"]
+    # The APIs only: /metrics and /readyz stay inside the cluster (security review M1, L3).
+    assert [p["path"] for p in ing["rules"][0]["http"]["paths"]] == ["/v1", "/agents"]
     assert ing["ingressClassName"] == "nginx"
     assert ing["tls"] == [{"hosts": ["ai.example.com"], "secretName": "tls"}]
     assert ing["rules"][0]["http"]["paths"][0]["backend"]["service"] == {
@@ -326,7 +338,7 @@ ROUTE = {
 
 
 def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
-    plan = render(gateway("prod", "production", exposure=ROUTE))
+    plan = render(gateway("prod", "production", exposure=ROUTE), policy=OPEN)
     route = child(plan, "HTTPRoute")
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
     assert route["metadata"]["name"] == "prod-gateway"
@@ -336,7 +348,10 @@ def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
         "hostnames": ["ai.example.com"],
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [
+                    {"path": {"type": "PathPrefix", "value": "/v1"}},
+                    {"path": {"type": "PathPrefix", "value": "/agents"}},
+                ],
                 "backendRefs": [{"name": "prod-gateway", "port": 8443}],
             }
         ],
@@ -347,7 +362,7 @@ def test_http_route_attaches_to_its_parents_and_routes_to_the_service() -> None:
 
 
 def test_http_route_is_pruned_when_removed_and_its_condition_goes() -> None:
-    before = render(gateway("prod", "production", exposure=ROUTE))
+    before = render(gateway("prod", "production", exposure=ROUTE), policy=OPEN)
     gw = gateway("prod", "production")
     gw["status"] = before.status
     after = render(gw)
@@ -357,7 +372,7 @@ def test_http_route_is_pruned_when_removed_and_its_condition_goes() -> None:
 
 
 def test_http_route_without_the_gateway_api_is_a_condition_not_a_failure() -> None:
-    plan = render(gateway("prod", "production", exposure=ROUTE), http_route_api=False)
+    plan = render(gateway("prod", "production", exposure=ROUTE), http_route_api=False, policy=OPEN)
     assert "HTTPRoute" not in [c["kind"] for c in plan.children]
     applied = next(c for c in plan.status["conditions"] if c["type"] == "RouteApplied")
     assert (applied["status"], applied["reason"]) == ("False", "GatewayAPINotInstalled")

@@ -223,3 +223,11 @@ def test_missing_target_and_hpa_status_mirroring() -> None:
     assert plan.status["lastScaleTime"] == "2026-05-01T11:59:00Z"
     assert cond(plan, "AbleToScale")["reason"] == "SucceededRescale"
     assert cond(plan, "ScalingLimited")["status"] == "False"
+
+
+def test_the_gateway_policy_bounds_the_hpa() -> None:
+    body = policy(minReplicas=30, maxReplicas=1000)
+    plan = render_scaling_policy(
+        ScalingInputs(body, gateway("prod", "production"), None, None, None, NOW, max_replicas=20)
+    )
+    assert (plan.hpa["spec"]["minReplicas"], plan.hpa["spec"]["maxReplicas"]) == (20, 20)

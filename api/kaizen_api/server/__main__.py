@@ -103,7 +103,11 @@ def sync_workspaces(settings: Settings) -> int:
     from kaizen_api.server.models import Organization, Workspace
     from kaizen_api.server.workspaces import sync_workspace
 
-    kube = Kube(settings.kubeconfig, quota_wait_seconds=settings.quota_wait_seconds)
+    kube = Kube(
+        settings.kubeconfig,
+        quota_wait_seconds=settings.quota_wait_seconds,
+        workspace_policy=settings.workspace_policy,
+    )
     try:
         with session(engine_for(settings.database_url)) as db:
             rows = db.exec(

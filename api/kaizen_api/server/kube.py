@@ -29,6 +29,7 @@ from urllib3.util import parse_url
 from yarl import URL
 
 from kaizen_api.mounted import MountedFiles
+from kaizen_api.server.guards import WorkspacePolicy
 from kaizen_api.server.timing import kube_call
 
 FIELD_MANAGER = "kaizen-api"
@@ -67,8 +68,16 @@ class KubeError(Exception):
 class Kube:
     """One pooled connection to the apiserver, thread-safe (routes run in a pool)."""
 
-    def __init__(self, kubeconfig: str | None = None, *, quota_wait_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        *,
+        quota_wait_seconds: float = 30.0,
+        workspace_policy: WorkspacePolicy | None = None,
+    ) -> None:
         self.quota_wait_seconds = quota_wait_seconds  # see workspaces.wait_for_quota
+        # What workspace namespaces get besides their bindings (see workspaces.sync_workspace).
+        self.workspace_policy = workspace_policy or WorkspacePolicy()
         cfg = k8s_client.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
@@ -208,6 +217,10 @@ def _answer(status: int, reason: str, raw: bytes) -> dict[str, Any]:
 PATHS = {
     ("v1", "Namespace"): "/api/v1/namespaces",
     ("v1", "ResourceQuota"): "/api/v1/namespaces/{ns}/resourcequotas",
+    ("v1", "LimitRange"): "/api/v1/namespaces/{ns}/limitranges",
+    ("networking.k8s.io/v1", "NetworkPolicy"): (
+        "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies"
+    ),
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): (
         "/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings"
     ),

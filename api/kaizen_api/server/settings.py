@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from kaizen_api.server.guards import WorkspacePolicy
 
 
 def _int(name: str, default: int) -> int:
@@ -51,6 +53,8 @@ class Settings:
     # How long a workspace's creation and a resource create wait for the quota controller
     # to count a new quota ("status unknown for quota") before answering anyway / 503.
     quota_wait_seconds: int = 30
+    # Pod Security level, compute quota, LimitRange and egress of workspace namespaces.
+    workspace_policy: WorkspacePolicy = field(default_factory=WorkspacePolicy)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,4 +89,7 @@ class Settings:
             trusted_proxies=os.environ.get("KAIZEN_TRUSTED_PROXIES", cls.trusted_proxies),
             anonymous_audit_limit=_int("KAIZEN_ANONYMOUS_AUDIT_LIMIT", cls.anonymous_audit_limit),
             audit_max_backlog=_int("KAIZEN_AUDIT_MAX_BACKLOG", cls.audit_max_backlog),
+            workspace_policy=WorkspacePolicy.from_json(
+                os.environ.get("KAIZEN_WORKSPACE_POLICY", "")
+            ),
         )

@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlmodel import Session, select
 
+from kaizen_api.server.guards import render_workspace_guards, with_pod_security
 from kaizen_api.server.kube import Kube
 from kaizen_api.server.models import Organization, Team, User, Workspace, WorkspaceMember
 from kaizen_api.server.tenancy import (
@@ -40,8 +41,10 @@ def members_of(db: Session, org: Organization, ws: Workspace) -> list[tuple[Subj
 
 
 def sync_workspace(kube: Kube, db: Session, org: Organization, ws: Workspace) -> None:
-    """Apply the workspace's Namespace, RoleBindings and quota (idempotent)."""
-    kube.apply(render_namespace(org.slug, ws.name))
+    """Apply the workspace's Namespace, RoleBindings, quotas, limits and egress policy
+    (idempotent)."""
+    kube.apply(with_pod_security(render_namespace(org.slug, ws.name), kube.workspace_policy))
+    apply_guards(kube, ws.namespace)
     for binding in render_role_bindings(org.slug, ws.name, members_of(db, org, ws)):
         kube.apply(binding)
     quota = render_quota(org.slug, ws.name, org.plan)
@@ -50,6 +53,25 @@ def sync_workspace(kube: Kube, db: Session, org: Organization, ws: Workspace) ->
         wait_for_quota(kube, quota)
     else:
         kube.delete(f"/api/v1/namespaces/{ws.namespace}/resourcequotas/kaizen-plan")
+
+
+GUARD_PATHS = {
+    "ResourceQuota": "/api/v1/namespaces/{ns}/resourcequotas/{name}",
+    "LimitRange": "/api/v1/namespaces/{ns}/limitranges/{name}",
+    "NetworkPolicy": "/apis/networking.k8s.io/v1/namespaces/{ns}/networkpolicies/{name}",
+}
+
+
+def apply_guards(kube: Kube, namespace: str) -> None:
+    """The workspace's compute quota, LimitRange and egress NetworkPolicy (guards.py);
+    the compute quota is waited for, so that the first pod is not refused as uncounted."""
+    apply, remove = render_workspace_guards(namespace, kube.workspace_policy)
+    for obj in apply:
+        kube.apply(obj)
+        if obj["kind"] == "ResourceQuota":
+            wait_for_quota(kube, obj)
+    for kind, name in remove:
+        kube.delete(GUARD_PATHS[kind].format(ns=namespace, name=name))
 
 
 def wait_for_quota(kube: Kube, quota: dict[str, Any]) -> bool:

@@ -181,7 +181,7 @@ class GatewayAuth(KaizenModel):
         json_schema_extra=k8s_extra(
             validations=[
                 cel(
-                    "self.mode != 'APIKey' || has(self.apiKeysSecretRef)",
+                    "!has(self.mode) || self.mode != 'APIKey' || has(self.apiKeysSecretRef)",
                     "apiKeysSecretRef is required when mode is APIKey",
                     fieldPath=".apiKeysSecretRef",
                     reason="FieldValueRequired",
@@ -190,7 +190,10 @@ class GatewayAuth(KaizenModel):
         )
     )
 
-    mode: AuthMode = Field(default=AuthMode.NONE, description="None or APIKey.")
+    mode: AuthMode | None = Field(
+        default=None,
+        description="None or APIKey. Default: APIKey, except for environment dev (None).",
+    )
     api_keys_secret_ref: LocalObjectReference | None = Field(
         default=None,
         description="Secret whose data values are the accepted API keys (the keys name them).",
@@ -308,6 +311,15 @@ class Gateway(KaizenModel):
     metadata: ObjectMeta = Field(default_factory=dict, description="Standard object metadata.")
     spec: GatewaySpec = Field(description="Desired state.")
     status: GatewayStatus | None = Field(default=None, description="Observed state.")
+
+
+def requires_api_key(auth: GatewayAuth | None, environment: str) -> bool:
+    """Whether callers need an API key: auth.mode APIKey, or no mode set outside the dev
+    environment (gateways are closed by default; only dev is open unless told)."""
+    mode = auth.mode if auth is not None else None
+    if mode is None:
+        return environment != "dev"
+    return AuthMode(mode) == AuthMode.API_KEY
 
 
 def promoted_revisions(gateway: dict[str, Any]) -> dict[str, dict[str, Any]]:

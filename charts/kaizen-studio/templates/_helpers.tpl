@@ -37,3 +37,21 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* Gateway pods' extra egress destinations: gatewayPolicy.egressAllow plus the
+in-chart Redis when it runs (JSON list, as the operator and facade read it). */}}
+{{- define "kaizen.egressAllow" -}}
+{{- $allow := .Values.gatewayPolicy.egressAllow | default list -}}
+{{- if .Values.gatewayRedis.inChart.enabled -}}
+{{- $redis := dict "namespace" .Release.Namespace "podLabels" (dict "app.kubernetes.io/name" (include "kaizen.name" .) "app.kubernetes.io/instance" .Release.Name "app.kubernetes.io/component" "redis") "ports" (list 6379) -}}
+{{- $allow = append $allow $redis -}}
+{{- end -}}
+{{- toJson $allow -}}
+{{- end -}}
+
+{{/* KAIZEN_WORKSPACE_POLICY of the facade (guards.WorkspacePolicy.from_json). */}}
+{{- define "kaizen.workspacePolicy" -}}
+{{- $w := .Values.workspaces -}}
+{{- $egress := dict "enabled" $w.egressPolicy "allow" (include "kaizen.egressAllow" . | fromJsonArray) "deny" (.Values.gatewayPolicy.egressDeny | default list) -}}
+{{- toJson (dict "podSecurity" $w.podSecurity "quota" $w.quota "limitRange" $w.limitRange "egress" $egress) -}}
+{{- end -}}

@@ -106,13 +106,30 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
     """Upstream HTTP errors: retryable on 429 and 5xx. Redirects are not followed (they
     could lead to a refused destination), so a 3xx is an error too."""
     if resp.status >= 300:
-        text = (await resp.text())[:500]
+        # The upstream's body is not passed on: it may echo the credential or other
+        # tenants' data, and callers need only know that the upstream failed.
+        resp.release()
         raise UpstreamError(
             502,
-            f"upstream returned {resp.status}: {text}",
+            f"upstream returned {resp.status}",
             retryable=resp.status == 429 or resp.status >= 500,
             upstream_status=resp.status,
         )
+
+
+MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a model answer larger than this is refused (502)
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, read chunk by chunk and refused (502, not retried) past ``limit`` bytes:
+    an upstream cannot make the gateway hold an unbounded answer in memory."""
+    chunks, size = [], 0
+    async for chunk in resp.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise UpstreamError(502, f"upstream answer larger than {limit} bytes", retryable=False)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _answer(raw: bytes) -> dict[str, Any]:
@@ -191,7 +208,7 @@ async def post_json(
             allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
-            return _answer(await resp.read())
+            return _answer(await read_capped(resp, MAX_ANSWER_BYTES))
 
 
 async def sse_lines(

@@ -14,6 +14,7 @@ from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
 from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.events import record
+from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gateway.render import (
     HTTP_ROUTE,
     GatewayInputs,
@@ -82,6 +83,8 @@ async def resolve_gateway(
     gateway_endpoints: Path | None = None,
     redis_secret: str | None = None,
     otlp_endpoint: str | None = None,
+    gateway_policy: GatewayPolicy | None = None,
+    operator_namespace: str | None = None,
 ) -> GatewayInputs:
     """Read the Agents, their revisions, the ScalingPolicy, the live Deployment and, when
     an agent has MCP tools, what the gateway pods report of their MCP servers."""
@@ -122,6 +125,8 @@ async def resolve_gateway(
         tool_servers=tool_servers,
         redis_secret=redis_secret,
         otlp_endpoint=otlp_endpoint,
+        policy=gateway_policy or GatewayPolicy(),
+        operator_namespace=operator_namespace,
     )
 
 
@@ -154,6 +159,8 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str, fresh:
             rt.config.gateway_endpoints,
             rt.config.gateway_redis_secret,
             rt.config.gateway_otlp_endpoint,
+            rt.config.gateway_policy,
+            rt.config.namespace,
         )
         plan = render_gateway(inputs)
         await apply_all(rt.kube, plan.children)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from kaizen_api.netguard import display_url
+from kaizen_api.netpolicy import egress_rules
 from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
@@ -28,6 +29,7 @@ from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
 from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_operator import names
 from kaizen_operator.conditions import ready_conditions, set_condition
+from kaizen_operator.gateway.policy import NOT_ALLOWED, GatewayPolicy, violations
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 POD_USER = 10001
@@ -39,6 +41,10 @@ OPTIONAL_KINDS = (
     ("networking.k8s.io/v1", "Ingress"),
     HTTP_ROUTE,
 )
+
+# What an Ingress or HTTPRoute exposes: the OpenAI-compatible and native APIs, not
+# /metrics (agents, token counts, cost) nor /readyz (bundle and tool-server errors).
+PUBLIC_PATHS = ("/v1", "/agents")
 
 # The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
@@ -71,6 +77,10 @@ class GatewayInputs:
     redis_secret: str | None = None
     # OTLP/HTTP collector the pods export traces to (operator flag); None: no export.
     otlp_endpoint: str | None = None
+    # What the platform lets a Gateway ask for (operator flags, chart gatewayPolicy).
+    policy: GatewayPolicy = field(default_factory=GatewayPolicy)
+    # The operator's own namespace (its pods scrape and smoke-test gateway pods).
+    operator_namespace: str | None = None
 
 
 @dataclass(frozen=True)
@@ -397,7 +407,7 @@ def render_replicas(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] 
     if inputs.autoscaled:
         if inputs.deployment is not None:
             return None
-        replicas = inputs.min_replicas or spec.replicas
+        replicas = min(inputs.min_replicas or spec.replicas, inputs.policy.max_replicas)
     else:
         replicas = spec.replicas
     gw = inputs.gateway["metadata"]["name"]
@@ -450,17 +460,31 @@ def render_pdb(inputs: GatewayInputs) -> dict[str, Any]:
     }
 
 
-def render_network_policy(inputs: GatewayInputs) -> dict[str, Any]:
-    """Only the gateway port is reachable; egress stays open for the model providers."""
+def render_network_policy(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any]:
+    """Ingress: the gateway port, from the Gateway's own namespace, the operator's and
+    the ingress controllers' (from anywhere only for an allowed NodePort/LoadBalancer).
+    Egress: the internet, DNS and the endpoints the platform lists; never link-local
+    (cloud metadata) nor cluster-internal addresses (kaizen_api.netpolicy)."""
     gw = inputs.gateway["metadata"]["name"]
+    port = {"ports": [{"port": GATEWAY_PORT, "protocol": "TCP"}]}
+    public = spec.exposure is not None and spec.exposure.service_type != "ClusterIP"
+    namespaces = sorted(
+        {*inputs.policy.ingress_namespaces, *filter(None, [inputs.operator_namespace])}
+    )
+    peers: list[dict[str, Any]] = [{"podSelector": {}}] + [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}
+        for ns in namespaces
+    ]
+    ingress = [port] if public else [{"from": peers, **port}]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(inputs, names.gateway_workload(gw)),
         "spec": {
             "podSelector": {"matchLabels": names.gateway_selector_labels(gw)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"ports": [{"port": GATEWAY_PORT, "protocol": "TCP"}]}],
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": egress_rules(inputs.policy.egress_allow, inputs.policy.egress_denied),
         },
     }
 
@@ -479,10 +503,11 @@ def render_ingress(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any] |
                 "http": {
                     "paths": [
                         {
-                            "path": "/",
+                            "path": path,
                             "pathType": "Prefix",
                             "backend": {"service": {"name": workload, "port": {"name": "http"}}},
                         }
+                        for path in PUBLIC_PATHS
                     ]
                 },
             }
@@ -511,7 +536,7 @@ def render_http_route(inputs: GatewayInputs, spec: GatewaySpec) -> dict[str, Any
         "parentRefs": parents,
         "rules": [
             {
-                "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                "matches": [{"path": {"type": "PathPrefix", "value": p}} for p in PUBLIC_PATHS],
                 "backendRefs": [{"name": workload, "port": spec.exposure.port}],
             }
         ],
@@ -622,6 +647,9 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
     gateway = inputs.gateway
     meta = gateway["metadata"]
     spec = GatewaySpec.model_validate(gateway["spec"])
+    refused = violations(spec, meta["namespace"], inputs.policy, inputs.image)
+    if refused:
+        return render_not_allowed(inputs, spec, refused)
     served, problems = served_agents(inputs, spec)
     bundle = render_bundle(inputs, spec, served)
     text = bundle_text(bundle)
@@ -631,7 +659,7 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         render_bundle_config_map(inputs, text),
         render_deployment(inputs, spec, bundle, bundle_hash),
         render_service(inputs, spec),
-        render_network_policy(inputs),
+        render_network_policy(inputs, spec),
     ]
     prune: list[tuple[str, str, str]] = []
     workload = names.gateway_workload(meta["name"])
@@ -702,4 +730,35 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         prune=tuple(prune),
         status=status,
         bundle=bundle,
+    )
+
+
+def render_not_allowed(inputs: GatewayInputs, spec: GatewaySpec, refused: list[str]) -> GatewayPlan:
+    """A Gateway that asks for more than the platform allows: nothing is applied or
+    pruned (its pods, if any, keep running as they were), and Ready is False with
+    reason NotAllowed naming each rule broken."""
+    meta = inputs.gateway["metadata"]
+    old = inputs.gateway.get("status") or {}
+    status: dict[str, Any] = {
+        "observedGeneration": meta.get("generation"),
+        "conditions": ready_conditions(
+            old.get("conditions") or [],
+            ready=False,
+            reason=NOT_ALLOWED,
+            message="not allowed by the platform's gateway policy: " + "; ".join(refused),
+            generation=meta.get("generation"),
+            now=inputs.now,
+            stalled=True,
+        ),
+        "servedRevisions": old.get("servedRevisions") or [],
+    }
+    for key in ("replicas", "readyReplicas", "selector", "endpoint"):
+        if key in old:
+            status[key] = old[key]
+    return GatewayPlan(
+        children=(),
+        replicas=None,
+        prune=(),
+        status=status,
+        bundle=render_bundle(inputs, spec, []),
     )

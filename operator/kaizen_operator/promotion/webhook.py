@@ -156,10 +156,17 @@ async def handle_review(request: web.Request) -> web.Response:
 
 
 async def start_webhook(
-    kube: Kube, settings: WebhookSettings, routes: Sequence[web.RouteDef] = ()
+    kube: Kube,
+    settings: WebhookSettings,
+    routes: Sequence[web.RouteDef] = (),
+    client_ca: str | None = None,
 ) -> tuple[web.AppRunner, bytes]:
     """Serve the webhook (and ``routes``, e.g. the external metrics API) over HTTPS and
-    register the webhook with the apiserver; returns the runner and the CA (PEM)."""
+    register the webhook with the apiserver; returns the runner and the CA (PEM).
+
+    With ``client_ca`` (the front-proxy CA), a client certificate is asked for and, when
+    one is sent, verified against it (the handshake fails otherwise); ``routes`` decide
+    whether they need one. The apiserver calls the webhook without one."""
     if settings.cert_dir is not None:
         folder = settings.cert_dir
         ca_file = folder / "ca.crt"
@@ -173,6 +180,9 @@ async def start_webhook(
         (folder / "tls.key").chmod(0o600)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(folder / "tls.crt", folder / "tls.key")
+    if client_ca:
+        context.load_verify_locations(cadata=client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
     app = web.Application()
     app.router.add_post(PATH, handle_review)
     app.router.add_routes(routes)

@@ -8,19 +8,31 @@ here. The selector names the Gateway (``kaizen.studio/gateway=NAME``); the value
 computed from that gateway's pods' own ``/metrics`` over the last minute (two scrapes
 at least a second apart; the first query of a gateway scrapes twice). Serving is
 stateless apart from that short scrape history, so any replica can answer.
+
+Only the aggregation layer is answered, and only for callers allowed to read the
+metric: the request must carry a client certificate signed by the cluster's
+requestheader (front-proxy) CA with an allowed name, as published in
+``kube-system/extension-apiserver-authentication``; the user and groups it forwards
+(``X-Remote-User``/``X-Remote-Group``) are then checked with a SubjectAccessReview
+(``get`` on the metric in the namespace), as KEDA's metrics server does. Namespace and
+Gateway names must be plain names (security review M2).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
+import re
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from kaizen_api.v1alpha1.common import NAME_PATTERN
 from kaizen_api.v1alpha1.scaling import MetricType
 from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.gatewaymetrics import ScrapeHistory, Window, parse_counts, scrape
@@ -31,6 +43,55 @@ GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"
 APISERVICE = f"{VERSION}.{GROUP}"
 WINDOW_SECONDS = 60.0
+AUTH_CONFIG_MAP = ("kube-system", "extension-apiserver-authentication")
+REVIEW_SECONDS = 10.0  # how long an access review's answer is reused
+NAME = re.compile(NAME_PATTERN)
+LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class RequestHeaderAuth:
+    """Who may call: the front-proxy CA, the names its client certificate may carry
+    (empty: any), and the headers that carry the user, groups and extras."""
+
+    ca_pem: str
+    allowed_names: tuple[str, ...] = ()
+    username_headers: tuple[str, ...] = ("X-Remote-User",)
+    group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    extra_prefixes: tuple[str, ...] = ("X-Remote-Extra-",)
+
+    @classmethod
+    def from_config_map(cls, data: dict[str, str]) -> RequestHeaderAuth | None:
+        """From extension-apiserver-authentication's data; None without a CA."""
+        ca = data.get("requestheader-client-ca-file")
+        if not ca:
+            return None
+
+        def listed(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            raw = data.get(key)
+            return tuple(json.loads(raw)) if raw else default
+
+        return cls(
+            ca_pem=ca,
+            allowed_names=listed("requestheader-allowed-names", ()),
+            username_headers=listed("requestheader-username-headers", cls.username_headers),
+            group_headers=listed("requestheader-group-headers", cls.group_headers),
+            extra_prefixes=listed("requestheader-extra-headers-prefix", cls.extra_prefixes),
+        )
+
+
+async def load_request_header_auth(kube: Kube) -> RequestHeaderAuth | None:
+    """The cluster's requestheader settings (None when it publishes none)."""
+    found = await kube.get("v1", "ConfigMap", *AUTH_CONFIG_MAP)
+    return RequestHeaderAuth.from_config_map((found or {}).get("data") or {})
+
+
+def _common_name(cert: dict[str, Any]) -> str | None:
+    for rdn in cert.get("subject") or ():
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return None
 
 
 def metric_value(metric: str, window: Window) -> float:
@@ -106,19 +167,95 @@ async def openapi_v3(_: web.Request) -> web.Response:
 class ExternalMetrics:
     """Answers the aggregation layer's external metric queries."""
 
-    def __init__(self, kube: Kube, overrides: Path | None, history: ScrapeHistory) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        overrides: Path | None,
+        history: ScrapeHistory,
+        auth: RequestHeaderAuth | None = None,
+    ) -> None:
         self.kube = kube
         self.overrides = overrides
         self.history = history
+        self.auth = auth
+        self._reviews: dict[tuple[Any, ...], tuple[bool, float]] = {}
 
     def routes(self) -> list[web.RouteDef]:
         base = f"/apis/{GROUP}/{VERSION}"
         return [
-            web.get(base, resource_list),
-            web.get(base + "/namespaces/{namespace}/{metric}", self.value),
-            web.get("/openapi/v2", openapi_v2),
-            web.get("/openapi/v3", openapi_v3),
+            web.get(base, self._authenticated(resource_list)),
+            web.get(base + "/namespaces/{namespace}/{metric}", self._authenticated(self.value)),
+            web.get("/openapi/v2", self._authenticated(openapi_v2)),
+            web.get("/openapi/v3", self._authenticated(openapi_v3)),
         ]
+
+    def caller(self, request: web.Request) -> tuple[str, list[str], dict[str, list[str]]] | str:
+        """(user, groups, extra) the aggregation layer vouches for, or why not."""
+        if self.auth is None:
+            return "the cluster publishes no requestheader CA (extension-apiserver-authentication)"
+        cert = request.transport.get_extra_info("peercert") if request.transport else None
+        if not cert:
+            return (
+                "only the apiserver's aggregation layer may call (front-proxy client certificate)"
+            )
+        if self.auth.allowed_names and _common_name(cert) not in self.auth.allowed_names:
+            return "the client certificate's name is not a requestheader allowed name"
+        user = next(
+            (request.headers[h] for h in self.auth.username_headers if h in request.headers), ""
+        )
+        if not user:
+            return "no user in the request headers"
+        groups = [g for h in self.auth.group_headers for g in request.headers.getall(h, [])]
+        extra: dict[str, list[str]] = {}
+        for name, value in request.headers.items():
+            for prefix in self.auth.extra_prefixes:
+                if name.lower().startswith(prefix.lower()):
+                    extra.setdefault(name[len(prefix) :].lower(), []).append(value)
+        return user, groups, extra
+
+    def _authenticated(self, handler: Any) -> Any:
+        async def guarded(request: web.Request) -> web.Response:
+            who = self.caller(request)
+            if isinstance(who, str):
+                return _status(401, "Unauthorized", who)
+            request["caller"] = who
+            response: web.Response = await handler(request)
+            return response
+
+        return guarded
+
+    async def allowed(
+        self, caller: tuple[str, list[str], dict[str, list[str]]], namespace: str, metric: str
+    ) -> bool:
+        """SubjectAccessReview: may ``caller`` get ``metric`` in ``namespace``?"""
+        user, groups, extra = caller
+        key = (user, tuple(groups), json.dumps(extra, sort_keys=True), namespace, metric)
+        now = time.monotonic()
+        known = self._reviews.get(key)
+        if known is not None and now - known[1] < REVIEW_SECONDS:
+            return known[0]
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": groups,
+                "extra": extra,
+                "resourceAttributes": {
+                    "group": GROUP,
+                    "version": VERSION,
+                    "resource": metric,
+                    "namespace": namespace,
+                    "verb": "get",
+                },
+            },
+        }
+        answer = await self.kube.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        allowed = bool((answer.get("status") or {}).get("allowed"))
+        if len(self._reviews) > 1000:
+            self._reviews.clear()
+        self._reviews[key] = (allowed, now)
+        return allowed
 
     async def _scrape(self, key: tuple[str, ...], urls: list[str]) -> None:
         pages = await scrape(urls)
@@ -138,6 +275,20 @@ class ExternalMetrics:
                 400,
                 "BadRequest",
                 f"select the Gateway with the label selector {GATEWAY_LABEL}=NAME",
+            )
+        if not LABEL.match(namespace) or not NAME.match(name):
+            return _status(
+                400,
+                "BadRequest",
+                "the namespace and the Gateway name must be plain Kubernetes names "
+                "(lower-case letters, digits, '-' and '.')",
+            )
+        if not await self.allowed(request["caller"], namespace, metric):
+            user = request["caller"][0]
+            return _status(
+                403,
+                "Forbidden",
+                f"{user} may not get {metric}.{GROUP} in namespace {namespace}",
             )
         gateway = await self.kube.get("kaizen.studio/v1alpha1", "Gateway", namespace, name)
         if gateway is None:

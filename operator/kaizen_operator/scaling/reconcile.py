@@ -18,7 +18,7 @@ HPA = ("autoscaling/v2", "HorizontalPodAutoscaler")
 
 
 async def resolve_scaling_policy(
-    kube: Kube, policy: dict[str, Any], now: datetime
+    kube: Kube, policy: dict[str, Any], now: datetime, max_replicas: int | None = None
 ) -> ScalingInputs:
     """Read the target Gateway, rival policies and any HPA already on the Deployment."""
     meta = policy["metadata"]
@@ -37,7 +37,13 @@ async def resolve_scaling_policy(
         else:
             foreign = hpa["metadata"]["name"]
     return ScalingInputs(
-        policy=policy, gateway=gateway, hpa=ours, rival_policy=rival, foreign_hpa=foreign, now=now
+        policy=policy,
+        gateway=gateway,
+        hpa=ours,
+        rival_policy=rival,
+        foreign_hpa=foreign,
+        now=now,
+        max_replicas=max_replicas,
     )
 
 
@@ -47,7 +53,9 @@ async def reconcile_scaling_policy(rt: Runtime, namespace: str, name: str) -> No
         policy = await rt.kube.get(API, "ScalingPolicy", namespace, name)
         if policy is None or policy["metadata"].get("deletionTimestamp"):
             return
-        inputs = await resolve_scaling_policy(rt.kube, policy, datetime.now(UTC))
+        inputs = await resolve_scaling_policy(
+            rt.kube, policy, datetime.now(UTC), rt.config.gateway_policy.max_replicas
+        )
         plan = render_scaling_policy(inputs)
         previous = (policy.get("status") or {}).get("activeOverride")
         if plan.hpa is not None:

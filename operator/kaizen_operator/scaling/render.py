@@ -35,6 +35,8 @@ class ScalingInputs:
     rival_policy: str | None  # an older ScalingPolicy already targeting the Gateway
     foreign_hpa: str | None  # an HPA on the same Deployment that this policy does not own
     now: datetime
+    # The gateway policy's most replicas (None: unbounded): the HPA never goes past it.
+    max_replicas: int | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,10 @@ def render_scaling_policy(inputs: ScalingInputs) -> ScalingPlan:
         return refused(conds, "TargetNotFound", message)
 
     hpa = render_hpa(policy, spec, inputs.now)
+    if inputs.max_replicas is not None:  # the platform's gateway policy bounds the HPA
+        bounds = hpa["spec"]
+        bounds["maxReplicas"] = min(bounds["maxReplicas"], inputs.max_replicas)
+        bounds["minReplicas"] = min(bounds["minReplicas"], bounds["maxReplicas"])
     live = (inputs.hpa or {}).get("status") or {}
     failing = next(
         (
