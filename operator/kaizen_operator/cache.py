@@ -18,7 +18,7 @@ reads afresh (``fresh=True`` on :meth:`Kube.get <kaizen_operator.kube.Kube.get>`
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,6 +148,32 @@ class ObjectCache:
             for name in sorted(in_namespace)
             if where is None or where(in_namespace[name])
         ]
+
+    def namespaces(self, kind: str) -> set[str]:
+        """Namespaces holding objects of ``kind``."""
+        return set(self.objects.get(kind, {}))
+
+    def relisted(
+        self, kind: str, namespace: str, items: Sequence[Mapping[str, Any]], list_version: str
+    ) -> tuple[str, ...]:
+        """Bring a namespace's objects of ``kind`` in line with a fresh list (made at
+        ``list_version``); the names dropped. A watch does not report the objects of a
+        deleted namespace as deleted: its stream just ends, and this is how they go."""
+        for item in items:
+            self.store(item)
+        listed = {item["metadata"]["name"] for item in items}
+        gone = [
+            name
+            for name, kept in self.objects.get(kind, {}).get(namespace, {}).items()
+            if name not in listed
+            and not _older({"metadata": {"resourceVersion": list_version}}, kept)
+        ]
+        for name in gone:
+            self.remove(kind, namespace, name)
+        if kind == "Gateway" and not listed:  # no Gateway left: neither are their children
+            for child_kind in {k for _, k in CHILDREN}:
+                self.objects.get(child_kind, {}).pop(namespace, None)
+        return tuple(sorted(gone))
 
     def __len__(self) -> int:
         return sum(len(names) for kinds in self.objects.values() for names in kinds.values())

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -360,6 +361,18 @@ class Kube:
         result = await self._call(resource_path(api_version, kind, namespace), "GET", query=query)
         items: list[dict[str, Any]] = result.get("items", [])
         return items
+
+    async def relist(self, api_version: str, kind: str, namespace: str) -> tuple[str, ...]:
+        """List a cached kind afresh and correct the cache; the names it had wrongly."""
+        if self.cache is None:
+            return ()
+        result = await self._call(resource_path(api_version, kind, namespace), "GET")
+        items: Sequence[dict[str, Any]] = result.get("items", [])
+        for item in items:  # list items carry no apiVersion or kind
+            item.setdefault("apiVersion", api_version)
+            item.setdefault("kind", kind)
+        version = str((result.get("metadata") or {}).get("resourceVersion", ""))
+        return self.cache.relisted(kind, namespace, items, version)
 
     async def apply(
         self, obj: dict[str, Any], manager: str = FIELD_MANAGER

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from kaizen_operator.agent.reconcile import reconcile_agent
+from kaizen_operator.cache import API_VERSION
 from kaizen_operator.gateway.reconcile import reconcile_gateway
 from kaizen_operator.promotion.reconcile import reconcile_promotion
 from kaizen_operator.runtime import Runtime
@@ -29,14 +30,21 @@ SCHEDULE: tuple[tuple[str, float, Reconcile], ...] = (
     ("Gateway", 60.0, reconcile_gateway),
 )
 TICK = 1.0
+# How often each namespace's watched objects are listed afresh, to drop what a deleted
+# namespace took with it (its watch ends without reporting them deleted).
+RELIST_SECONDS = 60.0
 
 
 async def resync_forever(rt: Runtime) -> None:
     """Reconcile every known object of each kind at that kind's interval, until cancelled."""
     last = {kind: time.monotonic() for kind, _, _ in SCHEDULE}
+    relisted = time.monotonic()
     while True:
         await asyncio.sleep(TICK)
         now = time.monotonic()
+        if now - relisted >= RELIST_SECONDS:
+            relisted = now
+            await relist_all(rt)
         for kind, interval, reconcile in SCHEDULE:
             if now - last[kind] < interval:
                 continue
@@ -48,3 +56,28 @@ async def resync_forever(rt: Runtime) -> None:
                     raise
                 except Exception as exc:
                     log.warning("resync of %s %s/%s failed: %s", kind, namespace, name, exc)
+
+
+async def relist_all(rt: Runtime) -> None:
+    """One fresh list per namespace and watched kind; objects gone from it are forgotten
+    (cache and resync), as if the watch had reported them deleted."""
+    cache = rt.kube.cache
+    if cache is None:
+        return
+    for kind, _, _ in SCHEDULE:
+        namespaces = cache.namespaces(kind) | {ns for ns, _ in rt.known.get(kind, set())}
+        for namespace in sorted(namespaces):
+            try:
+                gone = await rt.kube.relist(API_VERSION, kind, namespace)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("relist of %s in %s failed: %s", kind, namespace, exc)
+                continue
+            for name in gone:
+                rt.track(kind, "DELETED", namespace, name)
+            if kind == "Gateway":
+                for name in gone:
+                    rt.gateways.observe(
+                        "DELETED", {"metadata": {"namespace": namespace, "name": name}}
+                    )

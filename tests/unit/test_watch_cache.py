@@ -83,3 +83,20 @@ def test_a_gateway_deployment_is_kept_without_its_pod_template() -> None:
     kept = cache.get("Deployment", "shop", "dev-gateway")
     assert kept is not None and kept["spec"] == {"replicas": 2}
     assert kept["status"] == deployment["status"] and kept["metadata"]["generation"] == 3
+
+
+def test_a_relist_drops_what_a_deleted_namespace_took_with_it() -> None:
+    cache = ObjectCache()
+    for name in ("a", "b"):
+        body = watched_agent(name)
+        body["metadata"]["resourceVersion"] = "10"
+        cache.store(body)
+    late = watched_agent("c")
+    late["metadata"]["resourceVersion"] = "30"  # created after the list was served
+    cache.store(late)
+    kept = watched_agent("a")
+    kept["metadata"]["resourceVersion"] = "10"
+    assert cache.relisted("Agent", "shop", [kept], list_version="20") == ("b",)
+    assert [a["metadata"]["name"] for a in cache.list("Agent", "shop")] == ["a", "c"]
+    assert cache.relisted("Agent", "shop", [], list_version="40") == ("a", "c")
+    assert cache.namespaces("Agent") == set()
