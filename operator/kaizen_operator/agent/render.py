@@ -52,7 +52,6 @@ class AgentPlan:
     delete: tuple[str, ...] = ()
     status: dict[str, Any] = field(default_factory=dict)
     latest_revision: int | None = None
-    new_revision: bool = False
 
 
 def content_of(spec: dict[str, Any]) -> dict[str, Any]:
@@ -204,5 +203,4 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
         delete=tuple(r["metadata"]["name"] for r in pruned),
         status=status,
         latest_revision=revision_number(kept[-1]),
-        new_revision=bool(create),
     )

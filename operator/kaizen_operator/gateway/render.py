@@ -36,11 +36,6 @@ POD_USER = 10001
 HTTP_ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 # Set only while spec.exposure.httpRoute is: False when the cluster lacks the Gateway API.
 ROUTE_APPLIED = "RouteApplied"
-OPTIONAL_KINDS = (
-    ("policy/v1", "PodDisruptionBudget"),
-    ("networking.k8s.io/v1", "Ingress"),
-    HTTP_ROUTE,
-)
 
 # What an Ingress or HTTPRoute exposes: the OpenAI-compatible and native APIs, not
 # /metrics (agents, token counts, cost) nor /readyz (bundle and tool-server errors).
