@@ -8,7 +8,12 @@ from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import Session, col, select
 
-from kaizen_api.server.access import CurrentPrincipal, forget_accesses, workspace_access
+from kaizen_api.server.access import (
+    CurrentPrincipal,
+    forget_accesses,
+    org_access,
+    workspace_access,
+)
 from kaizen_api.server.db import session
 from kaizen_api.server.models import Membership, Team, User, Workspace, WorkspaceMember
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
@@ -84,10 +89,20 @@ def create_workspace(
 @router.get("/orgs/{org}/workspaces", response_model=list[WorkspaceOut])
 def list_workspaces(org: str, principal: CurrentPrincipal, state: State) -> list[WorkspaceOut]:
     with session(state.engine) as db:
-        access = access_to(db, principal, org, "workspaces:read")
-        rows = db.exec(
-            select(Workspace).where(Workspace.org_id == access.org.id).order_by(Workspace.name)
-        ).all()
+        key = principal.key
+        if key is not None and key.workspace_id is not None:  # its own workspace only
+            access = org_access(db, principal, org)
+            query = select(Workspace).where(
+                Workspace.org_id == access.org.id, Workspace.id == key.workspace_id
+            )
+            rows = db.exec(query).all()
+            for w in rows:
+                workspace_access(db, access, w.name).require("workspaces:read")
+        else:
+            access = access_to(db, principal, org, "workspaces:read")
+            rows = db.exec(
+                select(Workspace).where(Workspace.org_id == access.org.id).order_by(Workspace.name)
+            ).all()
         return [
             WorkspaceOut(
                 name=w.name, namespace=w.namespace, role=workspace_access(db, access, w.name).role
@@ -99,7 +114,7 @@ def list_workspaces(org: str, principal: CurrentPrincipal, state: State) -> list
 @router.get("/orgs/{org}/workspaces/{ws}", response_model=WorkspaceOut)
 def get_workspace(org: str, ws: str, principal: CurrentPrincipal, state: State) -> WorkspaceOut:
     with session(state.engine) as db:
-        access = workspace_access(db, access_to(db, principal, org, "workspaces:read"), ws)
+        access = workspace_access(db, org_access(db, principal, org), ws)
         access.require("workspaces:read")
     return WorkspaceOut(name=ws, namespace=access.namespace, role=access.role)
 
@@ -109,6 +124,7 @@ def delete_workspace(org: str, ws: str, principal: CurrentPrincipal, state: Stat
     """Delete the workspace and its namespace (with everything in it)."""
     with session(state.engine) as db:
         access = workspace_access(db, access_to(db, principal, org, "workspaces:delete"), ws)
+        access.require("workspaces:delete")
         for member in db.exec(
             select(WorkspaceMember).where(WorkspaceMember.workspace_id == access.workspace.id)
         ):
@@ -131,7 +147,7 @@ def list_workspace_members(
     org: str, ws: str, principal: CurrentPrincipal, state: State
 ) -> list[WorkspaceMemberOut]:
     with session(state.engine) as db:
-        access = workspace_access(db, access_to(db, principal, org, "workspaces:read"), ws)
+        access = workspace_access(db, org_access(db, principal, org), ws)
         access.require("workspaces:read")
         members = db.exec(
             select(WorkspaceMember).where(WorkspaceMember.workspace_id == access.workspace.id)
@@ -145,22 +161,22 @@ def set_workspace_member(
 ) -> WorkspaceMemberOut:
     """Give a user or team a role in the workspace (several owners and teams are fine)."""
     with session(state.engine) as db:
-        org_access = access_to(db, principal, org, "workspaces:read")
-        access = workspace_access(db, org_access, ws)
+        in_org = org_access(db, principal, org)
+        access = workspace_access(db, in_org, ws)
         access.require("members:update")
         kind, _, ref = body.subject.partition(":")
         if kind == "user":
             user = db.exec(
                 select(User)
                 .join(Membership, col(Membership.user_id) == col(User.id))
-                .where(User.email == ref.lower(), Membership.org_id == org_access.org.id)
+                .where(User.email == ref.lower(), Membership.org_id == in_org.org.id)
             ).first()
             if user is None:
                 raise Problem(404, "not-found", "No such member", f"{ref} is not in {org}")
             subject_id = user.id
         else:
             team = db.exec(
-                select(Team).where(Team.org_id == org_access.org.id, Team.name == ref)
+                select(Team).where(Team.org_id == in_org.org.id, Team.name == ref)
             ).first()
             if team is None:
                 raise Problem(404, "not-found", "No such team", ref)
@@ -177,7 +193,7 @@ def set_workspace_member(
         member.role = body.role
         db.add(member)
         db.flush()
-        sync_workspace(state.kube, db, org_access.org, access.workspace)
+        sync_workspace(state.kube, db, in_org.org, access.workspace)
     return WorkspaceMemberOut(subject=body.subject, role=body.role)
 
 
@@ -186,8 +202,8 @@ def remove_workspace_member(
     org: str, ws: str, subject: str, principal: CurrentPrincipal, state: State
 ) -> Response:
     with session(state.engine) as db:
-        org_access = access_to(db, principal, org, "workspaces:read")
-        access = workspace_access(db, org_access, ws)
+        in_org = org_access(db, principal, org)
+        access = workspace_access(db, in_org, ws)
         access.require("members:delete")
         found = [
             m
@@ -201,7 +217,7 @@ def remove_workspace_member(
         for member in found:
             db.delete(member)
         db.flush()
-        sync_workspace(state.kube, db, org_access.org, access.workspace)
+        sync_workspace(state.kube, db, in_org.org, access.workspace)
     return Response(status_code=204)
 
 
@@ -211,7 +227,7 @@ def who_has_access(
 ) -> list[AccessEntry]:
     """Who has which role, read from the namespace's RoleBindings (as the caller)."""
     with session(state.engine) as db:
-        access = workspace_access(db, access_to(db, principal, org, "workspaces:read"), ws)
+        access = workspace_access(db, org_access(db, principal, org), ws)
         access.require("members:read")
     bindings = state.kube.request(
         "GET",
