@@ -157,7 +157,7 @@ def main() -> int:
         direct.set_default_header("Impersonate-Group", f"kaizen:org:{org}:org_owner")
         custom = client.CustomObjectsApi(direct)
         ws = f"/orgs/{org}/workspaces/facade/agents"
-        ns = f"kz-{org}-direct"
+        ns = f"kz-{org}--direct"
         names = {side: map(f"{side[0]}{{}}".format, itertools.count()) for side in SIDES}
         via = {"facade": (api, ws)}
         if args.reference:

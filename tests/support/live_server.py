@@ -133,7 +133,7 @@ def live_facade(
         try:
             made = workspace_namespaces(database_url)
         except Exception:  # the database is gone (a test dropped it): the first one only
-            made = {f"kz-{org}-ml"} if org else set()
+            made = {f"kz-{org}--ml"} if org else set()
         delete_namespaces(api_client, made)
 
 

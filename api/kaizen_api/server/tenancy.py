@@ -5,6 +5,7 @@ the aggregated ClusterRoles those bindings refer to. Also the Kubernetes identit
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,10 @@ from kaizen_api.v1alpha1.rbac import render_cluster_roles as _render_cluster_rol
 
 ORG_LABEL = "kaizen.studio/org"
 WORKSPACE_LABEL = "kaizen.studio/workspace"
+# The organization's database id: a namespace is this organization's only if it carries
+# it (a slug is reused after a database loss; the id, a random UUID, never is).
+ORG_ID_LABEL = "kaizen.studio/org-id"
+NAMESPACE_PREFIX = "kz-"
 MANAGED = {
     "app.kubernetes.io/managed-by": "kaizen-api",
     "app.kubernetes.io/part-of": "kaizen-studio",
@@ -42,7 +47,21 @@ def team_group(org: str, team: str) -> str:
 
 
 def namespace_name(org: str, workspace: str) -> str:
-    return f"kz-{org}-{workspace}"
+    """``kz-<org>--<ws>``: one namespace per (org, workspace) pair, never two pairs per
+    namespace. Neither part may then contain ``--`` (slugs end in a letter or digit, so
+    the one ``--`` is the separator); a pair where one does, or whose name would pass
+    63 characters, gets ``kz-x-<hash>``, which has no ``--`` and so meets no other."""
+    name = f"{NAMESPACE_PREFIX}{org}--{workspace}"
+    if "--" in org or "--" in workspace or len(name) > 63:
+        digest = hashlib.sha256(f"{org}/{workspace}".encode()).hexdigest()[:32]
+        name = f"{NAMESPACE_PREFIX}x-{digest}"
+    return name
+
+
+def owned_by(namespace: dict[str, Any], org_id: str, workspace: str) -> bool:
+    """Whether an existing Namespace is this organization's workspace (by its labels)."""
+    labels = (namespace.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(ORG_ID_LABEL) == org_id and labels.get(WORKSPACE_LABEL) == workspace)
 
 
 @dataclass(frozen=True)
@@ -53,22 +72,35 @@ class Subject:
     name: str
 
 
-def render_namespace(org: str, workspace: str) -> dict[str, Any]:
+def render_namespace(
+    org: str, workspace: str, *, org_id: str, namespace: str | None = None
+) -> dict[str, Any]:
+    """The workspace's Namespace (``namespace``: its stored name, default the current
+    naming). Every label a workspace namespace carries is set here."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": namespace_name(org, workspace),
-            "labels": {**MANAGED, ORG_LABEL: org, WORKSPACE_LABEL: workspace},
+            "name": namespace or namespace_name(org, workspace),
+            "labels": {
+                **MANAGED,
+                ORG_LABEL: org,
+                ORG_ID_LABEL: org_id,
+                WORKSPACE_LABEL: workspace,
+            },
         },
     }
 
 
 def render_role_bindings(
-    org: str, workspace: str, members: Iterable[tuple[Subject, str]]
+    org: str,
+    workspace: str,
+    members: Iterable[tuple[Subject, str]],
+    *,
+    namespace: str | None = None,
 ) -> list[dict[str, Any]]:
     """One RoleBinding per workspace role; org-wide roles bind through their group."""
-    ns = namespace_name(org, workspace)
+    ns = namespace or namespace_name(org, workspace)
     subjects: dict[str, list[Subject]] = {role: [] for role in CLUSTER_ROLES}
     for org_role, ws_role in ORG_WIDE.items():
         subjects[ws_role].append(Subject("Group", org_group(org, org_role)))
@@ -96,7 +128,9 @@ def render_role_bindings(
     return bindings
 
 
-def render_quota(org: str, workspace: str, plan: str) -> dict[str, Any] | None:
+def render_quota(
+    org: str, workspace: str, plan: str, *, namespace: str | None = None
+) -> dict[str, Any] | None:
     """The plan's object counts as a ResourceQuota (None when unlimited)."""
     agents = PLANS[plan]["agents"]
     if agents is None:
@@ -106,7 +140,7 @@ def render_quota(org: str, workspace: str, plan: str) -> dict[str, Any] | None:
         "kind": "ResourceQuota",
         "metadata": {
             "name": "kaizen-plan",
-            "namespace": namespace_name(org, workspace),
+            "namespace": namespace or namespace_name(org, workspace),
             "labels": {**MANAGED, "kaizen.studio/plan": plan},
         },
         "spec": {"hard": {"count/agents.kaizen.studio": str(agents)}},

@@ -20,17 +20,21 @@ from kaizen_api.server.access import (
 from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import (
+    ApiKey,
     Invitation,
     Membership,
     Organization,
     Team,
     TeamMember,
     User,
+    Workspace,
+    WorkspaceMember,
 )
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.security import Email, sha256_hex
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import PLANS
+from kaizen_api.server.workspaces import sync_workspace
 
 router = APIRouter(
     prefix=API_PREFIX,
@@ -241,6 +245,8 @@ def change_member(
 
 @router.delete("/orgs/{org}/members/{user_id}", status_code=204)
 def remove_member(org: str, user_id: str, principal: CurrentPrincipal, state: State) -> Response:
+    """Remove a member with all their grants in the organization: workspace roles,
+    teams and API keys go too (nothing returns if they are added again)."""
     with session(state.engine) as db:
         access = access_to(db, principal, org, "members:delete")
         membership = db.exec(
@@ -256,7 +262,47 @@ def remove_member(org: str, user_id: str, principal: CurrentPrincipal, state: St
             if _owners(db, access.org) == 1:
                 raise Problem(409, "last-owner", "The last owner stays", "add another owner first")
         db.delete(membership)
+        keys, workspaces = _drop_grants(db, access.org, user_id)
+        for ws in workspaces:  # their RoleBindings no longer name the user
+            sync_workspace(state.kube, db, access.org, ws)
+    for key_id in keys:
+        state.principals.forget_key(key_id)
     return Response(status_code=204)
+
+
+def _drop_grants(db: Session, org: Organization, user_id: str) -> tuple[list[str], list[Workspace]]:
+    """Everything a removed member held in ``org`` besides the membership (M5): their
+    workspace roles, team places and API keys (revoked), so that nothing comes back
+    if they are added again. The revoked keys' ids and the workspaces to re-sync."""
+    workspace_ids = select(Workspace.id).where(Workspace.org_id == org.id)
+    workspaces: list[Workspace | None] = []
+    for member in db.exec(
+        select(WorkspaceMember).where(
+            WorkspaceMember.subject_kind == "user",
+            WorkspaceMember.subject_id == user_id,
+            col(WorkspaceMember.workspace_id).in_(workspace_ids),
+        )
+    ).all():
+        db.delete(member)
+        workspaces.append(db.get(Workspace, member.workspace_id))
+    team_ids = select(Team.id).where(Team.org_id == org.id)
+    for place in db.exec(
+        select(TeamMember).where(
+            TeamMember.user_id == user_id, col(TeamMember.team_id).in_(team_ids)
+        )
+    ).all():
+        db.delete(place)
+    now = datetime.now(UTC)
+    keys = db.exec(
+        select(ApiKey).where(
+            ApiKey.org_id == org.id, ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None)
+        )
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+        db.add(key)
+    db.flush()
+    return [key.id for key in keys], [w for w in workspaces if w is not None]
 
 
 @router.post("/orgs/{org}/invitations", status_code=201, response_model=InvitationOut)

@@ -15,12 +15,19 @@ from kaizen_api.server.access import (
     workspace_access,
 )
 from kaizen_api.server.db import session
-from kaizen_api.server.models import Membership, Team, User, Workspace, WorkspaceMember
+from kaizen_api.server.models import (
+    ApiKey,
+    Membership,
+    Team,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import namespace_name
-from kaizen_api.server.workspaces import sync_workspace
+from kaizen_api.server.workspaces import check_owned, sync_workspace
 
 router = APIRouter(
     prefix=API_PREFIX,
@@ -125,12 +132,22 @@ def delete_workspace(org: str, ws: str, principal: CurrentPrincipal, state: Stat
     with session(state.engine) as db:
         access = workspace_access(db, access_to(db, principal, org, "workspaces:delete"), ws)
         access.require("workspaces:delete")
+        check_owned(state.kube, access.org.org, access.workspace)
         for member in db.exec(
             select(WorkspaceMember).where(WorkspaceMember.workspace_id == access.workspace.id)
         ):
             db.delete(member)
+        # Its keys go with it (a key left without its workspace would be org-wide).
+        keys = db.exec(select(ApiKey).where(ApiKey.workspace_id == access.workspace.id)).all()
+        for key in keys:
+            db.delete(key)
+        db.flush()
         db.delete(access.workspace)
-        state.kube.delete(f"/api/v1/namespaces/{access.namespace}")
+    for key in keys:
+        state.principals.forget_key(key.id)
+    # The namespace goes once the database no longer has the workspace: a refused
+    # commit leaves both in place (L3).
+    state.kube.delete(f"/api/v1/namespaces/{access.namespace}")
     return Response(status_code=204)
 
 
