@@ -67,8 +67,17 @@ class KubeError(Exception):
 class Kube:
     """One pooled connection to the apiserver, thread-safe (routes run in a pool)."""
 
-    def __init__(self, kubeconfig: str | None = None, *, quota_wait_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        kubeconfig: str | None = None,
+        *,
+        quota_wait_seconds: float = 30.0,
+        workspace_role: str = "",
+        service_account: str = "",
+    ) -> None:
         self.quota_wait_seconds = quota_wait_seconds  # see workspaces.wait_for_quota
+        # What the facade binds to itself in each workspace namespace (see Settings).
+        self.workspace_role, self.service_account = workspace_role, service_account
         cfg = k8s_client.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
@@ -76,7 +85,8 @@ class Kube:
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
             self._token = None
-        self._auth = cfg.api_key.get("authorization")
+        # A kubeconfig's token: "BearerToken" (kubernetes>=35), "authorization" before.
+        self._auth = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
         self._files = MountedFiles(TOKEN_MAX_AGE)
         tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
         if cfg.cert_file:

@@ -51,6 +51,12 @@ class Settings:
     # How long a workspace's creation and a resource create wait for the quota controller
     # to count a new quota ("status unknown for quota") before answering anyway / 503.
     quota_wait_seconds: int = 30
+    # The ClusterRole (the chart's <release>-api-workspace) the facade binds to its own
+    # ServiceAccount ("<namespace>:<name>") in each workspace namespace: what it may do
+    # there by impersonation (H4). Empty: no such binding (a facade running with wider
+    # credentials, as in development).
+    workspace_role: str = ""
+    service_account: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -85,4 +91,6 @@ class Settings:
             trusted_proxies=os.environ.get("KAIZEN_TRUSTED_PROXIES", cls.trusted_proxies),
             anonymous_audit_limit=_int("KAIZEN_ANONYMOUS_AUDIT_LIMIT", cls.anonymous_audit_limit),
             audit_max_backlog=_int("KAIZEN_AUDIT_MAX_BACKLOG", cls.audit_max_backlog),
+            workspace_role=os.environ.get("KAIZEN_WORKSPACE_ROLE", cls.workspace_role),
+            service_account=os.environ.get("KAIZEN_SERVICE_ACCOUNT", cls.service_account),
         )

@@ -128,6 +128,28 @@ def render_role_bindings(
     return bindings
 
 
+FACADE_BINDING = "kaizen-api-facade"
+
+
+def render_facade_binding(namespace: str, cluster_role: str, account: str) -> dict[str, Any]:
+    """The facade's own RoleBinding in a workspace namespace: ``cluster_role`` (the
+    chart's narrow <release>-api-workspace, what it may do there by impersonation) for
+    its ServiceAccount ``account`` ("<namespace>:<name>"). Only namespaces it made for
+    an organization get one, so nowhere else can it act as anyone (H4)."""
+    account_ns, _, account_name = account.partition(":")
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": FACADE_BINDING, "namespace": namespace, "labels": dict(MANAGED)},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": account_name, "namespace": account_ns}],
+    }
+
+
 def render_quota(
     org: str, workspace: str, plan: str, *, namespace: str | None = None
 ) -> dict[str, Any] | None:

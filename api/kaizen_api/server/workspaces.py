@@ -19,6 +19,7 @@ from kaizen_api.server.tenancy import (
     WORKSPACE_LABEL,
     Subject,
     owned_by,
+    render_facade_binding,
     render_namespace,
     render_quota,
     render_role_bindings,
@@ -114,6 +115,9 @@ def sync_workspace(
     """Apply the workspace's Namespace, RoleBindings and quota (idempotent), once the
     namespace is known to be this organization's."""
     claim_namespace(kube, org, ws, adopt=adopt)
+    if kube.workspace_role and kube.service_account:
+        kube.apply(render_facade_binding(ws.namespace, kube.workspace_role, kube.service_account))
+        wait_for_binding(kube, ws.namespace)
     members = members_of(db, org, ws)
     for binding in render_role_bindings(org.slug, ws.name, members, namespace=ws.namespace):
         kube.apply(binding)
@@ -123,6 +127,33 @@ def sync_workspace(
         wait_for_quota(kube, quota)
     else:
         kube.delete(f"/api/v1/namespaces/{ws.namespace}/resourcequotas/kaizen-plan")
+
+
+def wait_for_binding(kube: Kube, namespace: str, timeout: float = 10.0) -> bool:
+    """Wait until the apiserver's RBAC has the facade's new RoleBinding in ``namespace``
+    (its authorizer sees bindings through a cache): a caller's first request there
+    would otherwise be refused for a moment. False if it did not within ``timeout``."""
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": namespace,
+                "group": "kaizen.studio",
+                "resource": "agents",
+                "verb": "impersonate-on:user-info:list",
+            }
+        },
+    }
+    path = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+    deadline = time.monotonic() + timeout
+    while True:
+        if (kube.request("POST", path, body=review).get("status") or {}).get("allowed"):
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("the facade's RoleBinding in %s is not in effect yet", namespace)
+            return False
+        time.sleep(0.1)
 
 
 def wait_for_quota(kube: Kube, quota: dict[str, Any]) -> bool:
