@@ -98,7 +98,7 @@ def chart_identity(
         )
         identity = ChartFacadeIdentity(namespace, api, kubeconfig)
         if any(o["kind"] == "ValidatingAdmissionPolicy" for o in objects):
-            wait_for_policy(identity)
+            wait_for_policy(identity, core)
         yield identity
     finally:
         for obj in objects:
@@ -114,7 +114,9 @@ def chart_identity(
         core.delete_namespace(namespace, propagation_policy="Background")
 
 
-def wait_for_policy(identity: ChartFacadeIdentity, timeout: float = 60) -> None:
+def wait_for_policy(
+    identity: ChartFacadeIdentity, admin: client.CoreV1Api, timeout: float = 60
+) -> None:
     """Until the admission policy is in force (it is compiled after its creation)."""
     core = client.CoreV1Api(identity.client())
     deadline = time.monotonic() + timeout
@@ -126,7 +128,9 @@ def wait_for_policy(identity: ChartFacadeIdentity, timeout: float = 60) -> None:
             if exc.status == 403 and "-tenancy" in exc.body:
                 return
             raise
-        core.delete_namespace(probe)  # admitted: the policy is not in force yet; undo
+        # Admitted: the policy is not in force yet. Undo (as the admin: by now the
+        # policy may refuse the facade this delete).
+        admin.delete_namespace(probe)
         assert time.monotonic() < deadline, "the chart's admission policy never took effect"
         time.sleep(0.5)
 
