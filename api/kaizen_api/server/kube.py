@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -234,9 +234,14 @@ def object_path(obj: dict[str, Any]) -> str:
 
 
 def kaizen_path(namespace: str, plural: str, name: str | None = None, sub: str = "") -> str:
+    """The path of a kaizen.studio collection or object. ``name`` is percent-encoded
+    (the routes admit DNS names only; this keeps any other out of the URL's structure)
+    and a dot segment is refused."""
     path = f"/apis/kaizen.studio/v1alpha1/namespaces/{namespace}/{plural}"
     if name:
-        path += f"/{name}"
+        if name in (".", ".."):
+            raise ValueError(f"not a resource name: {name!r}")
+        path += "/" + quote(name, safe="")
     if sub:
         path += f"/{sub}"
     return path
