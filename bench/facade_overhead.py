@@ -133,6 +133,7 @@ def main() -> int:
         "KUBECONFIG": str(kubeconfig),
         "KAIZEN_DATABASE_URL": f"sqlite:///{folder / 'api.db'}",
         "KAIZEN_USER_RATE_LIMIT": "100000000",  # the bench measures, it does not throttle
+        "KAIZEN_SELF_SERVICE_PLANS": "free,enterprise",  # its org is unlimited
     }
     proc = start(
         ["kaizen-api", "--host", "127.0.0.1", "--port", str(port)],

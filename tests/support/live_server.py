@@ -58,6 +58,7 @@ def start_facade(
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "KAIZEN_DATABASE_URL": database_url,
+            "KAIZEN_SELF_SERVICE_PLANS": "free,pro,enterprise",  # tests choose any plan
             **(env or {}),
         },
     )

@@ -25,11 +25,12 @@ MANAGED = {
 }
 KINDS = ("agents", "gateways", "scalingpolicies", "promotions")
 
-# Plan -> object counts (None: unlimited).
+# Plan -> object counts (None: unlimited). Agents count per workspace (a namespace's
+# ResourceQuota), so the number of workspaces is limited too.
 PLANS: dict[str, dict[str, int | None]] = {
-    "free": {"agents": 10, "users": 3},
-    "pro": {"agents": 100, "users": None},
-    "enterprise": {"agents": None, "users": None},
+    "free": {"agents": 10, "users": 3, "workspaces": 3},
+    "pro": {"agents": 100, "users": None, "workspaces": 25},
+    "enterprise": {"agents": None, "users": None, "workspaces": None},
 }
 
 

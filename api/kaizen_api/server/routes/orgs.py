@@ -116,10 +116,18 @@ def access_to(db: Session, principal: Principal, slug: str, permission: str) -> 
     return access
 
 
+def lock_org(db: Session, org: Organization) -> None:
+    """Hold the organization's row until the transaction ends, so that concurrent
+    requests counting against a plan limit take turns (PostgreSQL: FOR UPDATE; SQLite
+    has one writer at a time and refuses a stale one)."""
+    db.exec(select(Organization.id).where(Organization.id == org.id).with_for_update()).one()
+
+
 def _check_user_quota(db: Session, org: Organization) -> None:
     limit = PLANS[org.plan]["users"]
     if limit is None:
         return
+    lock_org(db, org)
     count = db.exec(select(func.count()).where(Membership.org_id == org.id)).one()
     if count >= limit:
         raise Problem(
@@ -143,6 +151,16 @@ def _owners(db: Session, org: Organization) -> int:
 def create_org(body: OrgIn, request: Request, principal: CurrentPrincipal, state: State) -> OrgOut:
     if principal.key is not None:
         raise Problem(403, "forbidden", "Not allowed", "API keys cannot create organizations")
+    if not state.settings.self_service(body.plan) and not state.settings.is_platform_admin(
+        principal.user.email
+    ):
+        raise Problem(
+            403,
+            "plan-not-self-service",
+            "This plan is set by a platform administrator",
+            f"plan {body.plan} is not self-service (allowed: {state.settings.self_service_plans});"
+            " create the organization on one of those and ask for the change",
+        )
     with session(state.engine) as db:
         if db.exec(select(Organization).where(Organization.slug == body.slug)).first():
             raise Problem(409, "conflict", "Organization exists", f"slug {body.slug!r} is taken")
@@ -174,6 +192,36 @@ def get_org(org: str, principal: CurrentPrincipal, state: State) -> OrgOut:
         access = access_to(db, principal, org, "orgs:read")
     o = access.org
     return OrgOut(slug=o.slug, name=o.name, plan=o.plan, role=access.role)
+
+
+class PlanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: Literal["free", "pro", "enterprise"]
+
+
+@router.put("/orgs/{org}/plan", response_model=OrgOut)
+def set_plan(org: str, body: PlanIn, principal: CurrentPrincipal, state: State) -> OrgOut:
+    """Change an organization's plan (platform administrators only, with their own
+    login): the workspaces' quotas follow."""
+    if principal.key is not None or not state.settings.is_platform_admin(principal.user.email):
+        raise Problem(
+            403,
+            "platform-admin-only",
+            "Only a platform administrator changes plans",
+            "plans are billing decisions; organization owners cannot change their own",
+        )
+    with session(state.engine) as db:
+        found = db.exec(select(Organization).where(Organization.slug == org)).first()
+        if found is None:
+            raise Problem(404, "not-found", "No such organization", f"organization {org!r}")
+        member_of(found.slug)
+        found.plan = body.plan
+        db.add(found)
+        db.flush()
+        for ws in db.exec(select(Workspace).where(Workspace.org_id == found.id)).all():
+            sync_workspace(state.kube, db, found, ws)
+    return OrgOut(slug=found.slug, name=found.name, plan=found.plan, role="platform_admin")
 
 
 @router.get("/orgs/{org}/members", response_model=list[MemberOut])

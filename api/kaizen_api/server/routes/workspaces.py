@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from kaizen_api.server.access import (
     CurrentPrincipal,
@@ -24,9 +24,9 @@ from kaizen_api.server.models import (
     WorkspaceMember,
 )
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
-from kaizen_api.server.routes.orgs import access_to
+from kaizen_api.server.routes.orgs import access_to, lock_org
 from kaizen_api.server.state import AppState, app_state
-from kaizen_api.server.tenancy import namespace_name
+from kaizen_api.server.tenancy import PLANS, namespace_name
 from kaizen_api.server.workspaces import check_owned, sync_workspace
 
 router = APIRouter(
@@ -78,6 +78,19 @@ def create_workspace(
 ) -> WorkspaceOut:
     with session(state.engine) as db:
         access = access_to(db, principal, org, "workspaces:create")
+        limit = PLANS[access.org.plan]["workspaces"]
+        if limit is not None:
+            lock_org(db, access.org)  # concurrent creations count in turn
+            count = db.exec(select(func.count()).where(Workspace.org_id == access.org.id)).one()
+            if count >= limit:
+                raise Problem(
+                    403,
+                    "quota-exceeded",
+                    "The organization's plan quota is used up",
+                    f"plan {access.org.plan} allows {limit} workspaces (quota: workspaces); "
+                    "upgrade the plan",
+                    quota="workspaces",
+                )
         exists = db.exec(
             select(Workspace).where(Workspace.org_id == access.org.id, Workspace.name == body.name)
         ).first()
