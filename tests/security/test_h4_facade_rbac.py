@@ -231,3 +231,42 @@ def test_a_facade_with_only_the_chart_rbac_does_its_job(
             except ApiException as exc:
                 if exc.status != 404:
                     raise
+
+
+def test_the_facade_network_policy_allows_dns_and_the_listed_egress_only(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "api": {
+                    "networkPolicy": {
+                        "enabled": True,
+                        "egress": [
+                            {
+                                "to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+                                "ports": [{"port": 6443}],
+                            }
+                        ],
+                    }
+                }
+            }
+        )
+    )
+    out = helm("template", "kaizen", str(CHART), "-f", str(values), "--kube-version", KUBE_VERSION)
+    policies = [
+        d
+        for d in yaml.safe_load_all(out.stdout)
+        if d and d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "kaizen-api"
+    ]
+    assert len(policies) == 1
+    spec = policies[0]["spec"]
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    assert spec["ingress"] == [{"ports": [{"port": 8000, "protocol": "TCP"}]}]
+    assert [r.get("to") for r in spec["egress"]] == [None, [{"ipBlock": {"cidr": "10.0.0.1/32"}}]]
+    assert {p["port"] for p in spec["egress"][0]["ports"]} == {53}
+    default = helm("template", "kaizen", str(CHART), "--kube-version", KUBE_VERSION).stdout
+    assert not [
+        d
+        for d in yaml.safe_load_all(default)
+        if d and d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == "kaizen-api"
+    ]
