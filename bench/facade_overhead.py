@@ -133,6 +133,7 @@ def main() -> int:
         "KUBECONFIG": str(kubeconfig),
         "KAIZEN_DATABASE_URL": f"sqlite:///{folder / 'api.db'}",
         "KAIZEN_USER_RATE_LIMIT": "100000000",  # the bench measures, it does not throttle
+        "KAIZEN_SELF_SERVICE_PLANS": "free,enterprise",  # its org is unlimited
     }
     proc = start(
         ["kaizen-api", "--host", "127.0.0.1", "--port", str(port)],
@@ -157,7 +158,7 @@ def main() -> int:
         direct.set_default_header("Impersonate-Group", f"kaizen:org:{org}:org_owner")
         custom = client.CustomObjectsApi(direct)
         ws = f"/orgs/{org}/workspaces/facade/agents"
-        ns = f"kz-{org}-direct"
+        ns = f"kz-{org}--direct"
         names = {side: map(f"{side[0]}{{}}".format, itertools.count()) for side in SIDES}
         via = {"facade": (api, ws)}
         if args.reference:

@@ -31,7 +31,7 @@ def build_app(kube: Kube, caller: Caller) -> Any:
         if body is None:
             return
         _, org, _, ws, *rest = scope["path"].strip("/").split("/")
-        path = f"/apis/kaizen.studio/v1alpha1/namespaces/kz-{org}-{ws}/{'/'.join(rest)}"
+        path = f"/apis/kaizen.studio/v1alpha1/namespaces/kz-{org}--{ws}/{'/'.join(rest)}"
         params = dict(parse_qsl(scope["query_string"].decode())) or None
         _, raw = await kube.arequest(
             scope["method"],

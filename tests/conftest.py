@@ -230,7 +230,13 @@ def facade(facade_cluster: Path, database_url: str, api_client: client.ApiClient
     from kaizen_api.server.settings import Settings
     from tests.support.facade import Facade
 
-    settings = Settings(database_url=database_url, kubeconfig=str(facade_cluster))
+    # Tests choose any plan for their organizations (by default only "free" is
+    # self-service; tests/security/test_m8_plans.py checks that default).
+    settings = Settings(
+        database_url=database_url,
+        kubeconfig=str(facade_cluster),
+        self_service_plans="free,pro,enterprise",
+    )
     with TestClient(create_app(settings)) as test_client:
         handle = Facade(test_client)
         yield handle

@@ -30,7 +30,7 @@ def test_revisions_rollback_and_approval_through_the_facade(
     org = facade.org(owner, plan="pro")
     operator, _ = start_operator(
         crds,
-        f"kz-{org}-*",
+        f"kz-{org}--*",
         tmp_path / "operator.log",
         f"kaizen.studio/org={org}",  # the facade labels its namespaces with the org
     )

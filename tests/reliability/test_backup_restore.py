@@ -114,7 +114,7 @@ def test_the_documented_backup_and_restore(
         # ------------------------------------------------------------ state
         process, url = start_facade(facade_cluster, tmp_path / "before", database_url, env)
         email, headers, org = owner(url, "backup", plan="pro")
-        namespace = f"kz-{org}-ml"
+        namespace = f"kz-{org}--ml"
         ws = f"/orgs/{org}/workspaces/ml"
         with httpx.Client(base_url=url + "/api/v1", headers=headers, timeout=60) as http:
             key = http.post(

@@ -58,6 +58,7 @@ def start_facade(
             **os.environ,
             "KUBECONFIG": str(kubeconfig),
             "KAIZEN_DATABASE_URL": database_url,
+            "KAIZEN_SELF_SERVICE_PLANS": "free,pro,enterprise",  # tests choose any plan
             **(env or {}),
         },
     )
@@ -133,7 +134,7 @@ def live_facade(
         try:
             made = workspace_namespaces(database_url)
         except Exception:  # the database is gone (a test dropped it): the first one only
-            made = {f"kz-{org}-ml"} if org else set()
+            made = {f"kz-{org}--ml"} if org else set()
         delete_namespaces(api_client, made)
 
 

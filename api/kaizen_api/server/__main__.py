@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
         "KAIZEN_AUTH_FAILURE_LIMIT, KAIZEN_AUTH_FAILURE_WINDOW, KAIZEN_QUOTA_WAIT, "
         "KAIZEN_MIGRATION_DATABASE_URL, KAIZEN_TRUSTED_PROXIES, KAIZEN_USER_RATE_LIMIT, "
         "KAIZEN_REGISTER_LIMIT, KAIZEN_REGISTER_WINDOW, KAIZEN_PASSWORD_HASH_CONCURRENCY, "
-        "KAIZEN_PASSWORD_HASH_WAIT, KAIZEN_ANONYMOUS_AUDIT_LIMIT, KAIZEN_AUDIT_MAX_BACKLOG.",
+        "KAIZEN_PASSWORD_HASH_WAIT, KAIZEN_ANONYMOUS_AUDIT_LIMIT, KAIZEN_AUDIT_MAX_BACKLOG, "
+        "KAIZEN_WORKSPACE_ROLE, KAIZEN_SERVICE_ACCOUNT, KAIZEN_SELF_SERVICE_PLANS, "
+        "KAIZEN_PLATFORM_ADMINS.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
@@ -38,6 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server's job
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--no-migrate", action="store_true", help="Do not migrate at start-up.")
+    parser.add_argument(
+        "--adopt",
+        action="store_true",
+        help="sync-workspaces: also take over namespaces an older version made for the "
+        "same organization slug and workspace (no org-id label yet); run once at the "
+        "upgrade, with the database known to be intact",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
@@ -70,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if args.command == "sync-workspaces":
-        return sync_workspaces(settings)
+        return sync_workspaces(settings, adopt=args.adopt)
     app = create_app(settings, run_migrations=not args.no_migrate)
     # The audit middleware writes the access log (with request ids); it carries no
     # Authorization header, and query strings never hold secrets here. asyncio's own
@@ -93,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def sync_workspaces(settings: Settings) -> int:
+def sync_workspaces(settings: Settings, *, adopt: bool = False) -> int:
     """Write each workspace's Kubernetes side (Namespace, RoleBindings, quota) as the
     database says: after restoring the database into a new or emptied cluster."""
     from sqlmodel import select
@@ -101,25 +110,34 @@ def sync_workspaces(settings: Settings) -> int:
     from kaizen_api.server.db import engine_for, session
     from kaizen_api.server.kube import Kube
     from kaizen_api.server.models import Organization, Workspace
+    from kaizen_api.server.problems import Problem
     from kaizen_api.server.workspaces import sync_workspace
 
     kube = Kube(
         settings.kubeconfig,
         quota_wait_seconds=settings.quota_wait_seconds,
         workspace_policy=settings.workspace_policy,
+        workspace_role=settings.workspace_role,
+        service_account=settings.service_account,
     )
     try:
         with session(engine_for(settings.database_url)) as db:
             rows = db.exec(
                 select(Organization, Workspace).where(Workspace.org_id == Organization.id)
             ).all()
+            refused = 0
             for org, ws in rows:
-                sync_workspace(kube, db, org, ws)
+                try:
+                    sync_workspace(kube, db, org, ws, adopt=adopt)
+                except Problem as exc:  # a namespace that is not this organization's
+                    refused += 1
+                    print(f"workspace {org.slug}/{ws.name}: {exc.detail}", file=sys.stderr)
+                    continue
                 print(f"workspace {org.slug}/{ws.name}: namespace {ws.namespace} in sync")
     finally:
         kube.close()
-    print(f"{len(rows)} workspace(s) in sync")
-    return 0
+    print(f"{len(rows) - refused} workspace(s) in sync, {refused} refused")
+    return 1 if refused else 0
 
 
 if __name__ == "__main__":

@@ -212,7 +212,18 @@ class OrgAccess:
     role: str  # organization role
 
     def require(self, permission: str) -> None:
-        """403 unless both the role and (for a key) the key's scope grant ``permission``."""
+        """403 unless both the role and (for a key) the key's scope grant ``permission``.
+        An organization-level permission is never granted to a key limited to one
+        workspace (M-H6): such a key acts only through :class:`WorkspaceAccess`."""
+        key = self.principal.key
+        if key is not None and key.workspace_id is not None:
+            raise Problem(
+                403,
+                "workspace-scoped-key",
+                "Not allowed for a workspace key",
+                f"this API key is limited to one workspace; {permission} in organization "
+                f"{self.org.slug} needs an organization-wide key or your own login",
+            )
         if not grants(ORG_ROLES[self.role], permission):
             raise Problem(
                 403,
@@ -220,7 +231,6 @@ class OrgAccess:
                 "Not allowed",
                 f"your role {self.role} in {self.org.slug} does not grant {permission}",
             )
-        key = self.principal.key
         if key is not None and not grants(key.permissions, permission):
             raise Problem(
                 403, "forbidden", "Not allowed", f"this API key's scope does not grant {permission}"

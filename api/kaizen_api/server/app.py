@@ -38,6 +38,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             settings.kubeconfig,
             quota_wait_seconds=settings.quota_wait_seconds,
             workspace_policy=settings.workspace_policy,
+            workspace_role=settings.workspace_role,
+            service_account=settings.service_account,
         )
         writer = AuditWriter(engine, max_backlog=settings.audit_max_backlog)
         app.state.kaizen = AppState(

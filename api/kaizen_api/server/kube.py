@@ -16,7 +16,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
@@ -74,10 +74,14 @@ class Kube:
         *,
         quota_wait_seconds: float = 30.0,
         workspace_policy: WorkspacePolicy | None = None,
+        workspace_role: str = "",
+        service_account: str = "",
     ) -> None:
         self.quota_wait_seconds = quota_wait_seconds  # see workspaces.wait_for_quota
         # What workspace namespaces get besides their bindings (see workspaces.sync_workspace).
         self.workspace_policy = workspace_policy or WorkspacePolicy()
+        # What the facade binds to itself in each workspace namespace (see Settings).
+        self.workspace_role, self.service_account = workspace_role, service_account
         cfg = k8s_client.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
@@ -85,7 +89,8 @@ class Kube:
         except k8s_config.ConfigException:
             k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)  # type: ignore[no-untyped-call]
             self._token = None
-        self._auth = cfg.api_key.get("authorization")
+        # A kubeconfig's token: "BearerToken" (kubernetes>=35), "authorization" before.
+        self._auth = cfg.api_key.get("BearerToken") or cfg.api_key.get("authorization")
         self._files = MountedFiles(TOKEN_MAX_AGE)
         tls = ssl.create_default_context(cafile=cfg.ssl_ca_cert or None)
         if cfg.cert_file:
@@ -237,9 +242,14 @@ def object_path(obj: dict[str, Any]) -> str:
 
 
 def kaizen_path(namespace: str, plural: str, name: str | None = None, sub: str = "") -> str:
+    """The path of a kaizen.studio collection or object. ``name`` is percent-encoded
+    (the routes admit DNS names only; this keeps any other out of the URL's structure)
+    and a dot segment is refused."""
     path = f"/apis/kaizen.studio/v1alpha1/namespaces/{namespace}/{plural}"
     if name:
-        path += f"/{name}"
+        if name in (".", ".."):
+            raise ValueError(f"not a resource name: {name!r}")
+        path += "/" + quote(name, safe="")
     if sub:
         path += f"/{sub}"
     return path

@@ -55,6 +55,24 @@ class Settings:
     quota_wait_seconds: int = 30
     # Pod Security level, compute quota, LimitRange and egress of workspace namespaces.
     workspace_policy: WorkspacePolicy = field(default_factory=WorkspacePolicy)
+    # The ClusterRole (the chart's <release>-api-workspace) the facade binds to its own
+    # ServiceAccount ("<namespace>:<name>") in each workspace namespace: what it may do
+    # there by impersonation (H4). Empty: no such binding (a facade running with wider
+    # credentials, as in development).
+    workspace_role: str = ""
+    service_account: str = ""
+    # Plans anyone may choose for a new organization (comma-separated); every other
+    # plan, and every plan change, is set by a platform administrator (M8): the emails
+    # of platform_admins (comma-separated), who need not be members.
+    self_service_plans: str = "free"
+    platform_admins: str = ""
+
+    def is_platform_admin(self, email: str) -> bool:
+        admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
+        return email.lower() in admins
+
+    def self_service(self, plan: str) -> bool:
+        return plan in {p.strip() for p in self.self_service_plans.split(",")}
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -92,4 +110,8 @@ class Settings:
             workspace_policy=WorkspacePolicy.from_json(
                 os.environ.get("KAIZEN_WORKSPACE_POLICY", "")
             ),
+            workspace_role=os.environ.get("KAIZEN_WORKSPACE_ROLE", cls.workspace_role),
+            service_account=os.environ.get("KAIZEN_SERVICE_ACCOUNT", cls.service_account),
+            self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
+            platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
         )

@@ -5,6 +5,7 @@ the aggregated ClusterRoles those bindings refer to. Also the Kubernetes identit
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -14,17 +15,22 @@ from kaizen_api.v1alpha1.rbac import render_cluster_roles as _render_cluster_rol
 
 ORG_LABEL = "kaizen.studio/org"
 WORKSPACE_LABEL = "kaizen.studio/workspace"
+# The organization's database id: a namespace is this organization's only if it carries
+# it (a slug is reused after a database loss; the id, a random UUID, never is).
+ORG_ID_LABEL = "kaizen.studio/org-id"
+NAMESPACE_PREFIX = "kz-"
 MANAGED = {
     "app.kubernetes.io/managed-by": "kaizen-api",
     "app.kubernetes.io/part-of": "kaizen-studio",
 }
 KINDS = ("agents", "gateways", "scalingpolicies", "promotions")
 
-# Plan -> object counts (None: unlimited).
+# Plan -> object counts (None: unlimited). Agents count per workspace (a namespace's
+# ResourceQuota), so the number of workspaces is limited too.
 PLANS: dict[str, dict[str, int | None]] = {
-    "free": {"agents": 10, "users": 3},
-    "pro": {"agents": 100, "users": None},
-    "enterprise": {"agents": None, "users": None},
+    "free": {"agents": 10, "users": 3, "workspaces": 3},
+    "pro": {"agents": 100, "users": None, "workspaces": 25},
+    "enterprise": {"agents": None, "users": None, "workspaces": None},
 }
 
 
@@ -42,7 +48,21 @@ def team_group(org: str, team: str) -> str:
 
 
 def namespace_name(org: str, workspace: str) -> str:
-    return f"kz-{org}-{workspace}"
+    """``kz-<org>--<ws>``: one namespace per (org, workspace) pair, never two pairs per
+    namespace. Neither part may then contain ``--`` (slugs end in a letter or digit, so
+    the one ``--`` is the separator); a pair where one does, or whose name would pass
+    63 characters, gets ``kz-x-<hash>``, which has no ``--`` and so meets no other."""
+    name = f"{NAMESPACE_PREFIX}{org}--{workspace}"
+    if "--" in org or "--" in workspace or len(name) > 63:
+        digest = hashlib.sha256(f"{org}/{workspace}".encode()).hexdigest()[:32]
+        name = f"{NAMESPACE_PREFIX}x-{digest}"
+    return name
+
+
+def owned_by(namespace: dict[str, Any], org_id: str, workspace: str) -> bool:
+    """Whether an existing Namespace is this organization's workspace (by its labels)."""
+    labels = (namespace.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(ORG_ID_LABEL) == org_id and labels.get(WORKSPACE_LABEL) == workspace)
 
 
 @dataclass(frozen=True)
@@ -53,22 +73,35 @@ class Subject:
     name: str
 
 
-def render_namespace(org: str, workspace: str) -> dict[str, Any]:
+def render_namespace(
+    org: str, workspace: str, *, org_id: str, namespace: str | None = None
+) -> dict[str, Any]:
+    """The workspace's Namespace (``namespace``: its stored name, default the current
+    naming). Every label a workspace namespace carries is set here."""
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
         "metadata": {
-            "name": namespace_name(org, workspace),
-            "labels": {**MANAGED, ORG_LABEL: org, WORKSPACE_LABEL: workspace},
+            "name": namespace or namespace_name(org, workspace),
+            "labels": {
+                **MANAGED,
+                ORG_LABEL: org,
+                ORG_ID_LABEL: org_id,
+                WORKSPACE_LABEL: workspace,
+            },
         },
     }
 
 
 def render_role_bindings(
-    org: str, workspace: str, members: Iterable[tuple[Subject, str]]
+    org: str,
+    workspace: str,
+    members: Iterable[tuple[Subject, str]],
+    *,
+    namespace: str | None = None,
 ) -> list[dict[str, Any]]:
     """One RoleBinding per workspace role; org-wide roles bind through their group."""
-    ns = namespace_name(org, workspace)
+    ns = namespace or namespace_name(org, workspace)
     subjects: dict[str, list[Subject]] = {role: [] for role in CLUSTER_ROLES}
     for org_role, ws_role in ORG_WIDE.items():
         subjects[ws_role].append(Subject("Group", org_group(org, org_role)))
@@ -96,7 +129,31 @@ def render_role_bindings(
     return bindings
 
 
-def render_quota(org: str, workspace: str, plan: str) -> dict[str, Any] | None:
+FACADE_BINDING = "kaizen-api-facade"
+
+
+def render_facade_binding(namespace: str, cluster_role: str, account: str) -> dict[str, Any]:
+    """The facade's own RoleBinding in a workspace namespace: ``cluster_role`` (the
+    chart's narrow <release>-api-workspace, what it may do there by impersonation) for
+    its ServiceAccount ``account`` ("<namespace>:<name>"). Only namespaces it made for
+    an organization get one, so nowhere else can it act as anyone (H4)."""
+    account_ns, _, account_name = account.partition(":")
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": FACADE_BINDING, "namespace": namespace, "labels": dict(MANAGED)},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role,
+        },
+        "subjects": [{"kind": "ServiceAccount", "name": account_name, "namespace": account_ns}],
+    }
+
+
+def render_quota(
+    org: str, workspace: str, plan: str, *, namespace: str | None = None
+) -> dict[str, Any] | None:
     """The plan's object counts as a ResourceQuota (None when unlimited)."""
     agents = PLANS[plan]["agents"]
     if agents is None:
@@ -106,7 +163,7 @@ def render_quota(org: str, workspace: str, plan: str) -> dict[str, Any] | None:
         "kind": "ResourceQuota",
         "metadata": {
             "name": "kaizen-plan",
-            "namespace": namespace_name(org, workspace),
+            "namespace": namespace or namespace_name(org, workspace),
             "labels": {**MANAGED, "kaizen.studio/plan": plan},
         },
         "spec": {"hard": {"count/agents.kaizen.studio": str(agents)}},

@@ -21,7 +21,7 @@ def test_the_apiserver_refuses_what_the_facade_wrongly_allows(facade: Facade) ->
     # only, as a facade bug would, without the RoleBinding that grants it in Kubernetes.
     engine = facade.client.app.state.kaizen.engine
     with Session(engine) as db:
-        ws = db.exec(select(Workspace).where(Workspace.namespace == f"kz-{org}-ml")).one()
+        ws = db.exec(select(Workspace).where(Workspace.namespace == f"kz-{org}--ml")).one()
         user = db.exec(select(UserRow).where(UserRow.email == dev.email)).one()
         db.add(
             WorkspaceMember(
@@ -61,7 +61,7 @@ def test_a_user_in_two_teams_keeps_the_rights_of_both(
         assert r.status_code == 201 and r.json()["members"] == [pat.email]
         facade.ws_member(owner, org, ws, f"team:{team}", role)
     binding = client.RbacAuthorizationV1Api(api_client).read_namespaced_role_binding(
-        "kaizen-developer", f"kz-{org}-ops"
+        "kaizen-developer", f"kz-{org}--ops"
     )
     assert [s.name for s in binding.subjects] == [f"kaizen:team:{org}:builders"]
 

@@ -14,7 +14,7 @@ def test_workspace_becomes_a_namespace_with_bindings_and_quota(
     owner, dev = facade.user("owner"), facade.user("dev")
     org = facade.org(owner)
     ns = facade.workspace(owner, org, "ml")
-    assert ns == f"kz-{org}-ml"
+    assert ns == f"kz-{org}--ml"
     core = client.CoreV1Api(api_client)
     labels = core.read_namespace(ns).metadata.labels
     assert labels["kaizen.studio/org"] == org and labels["kaizen.studio/workspace"] == "ml"

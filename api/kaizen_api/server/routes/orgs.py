@@ -20,17 +20,21 @@ from kaizen_api.server.access import (
 from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.models import (
+    ApiKey,
     Invitation,
     Membership,
     Organization,
     Team,
     TeamMember,
     User,
+    Workspace,
+    WorkspaceMember,
 )
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.security import Email, sha256_hex
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.tenancy import PLANS
+from kaizen_api.server.workspaces import sync_workspace
 
 router = APIRouter(
     prefix=API_PREFIX,
@@ -112,10 +116,18 @@ def access_to(db: Session, principal: Principal, slug: str, permission: str) -> 
     return access
 
 
+def lock_org(db: Session, org: Organization) -> None:
+    """Hold the organization's row until the transaction ends, so that concurrent
+    requests counting against a plan limit take turns (PostgreSQL: FOR UPDATE; SQLite
+    has one writer at a time and refuses a stale one)."""
+    db.exec(select(Organization.id).where(Organization.id == org.id).with_for_update()).one()
+
+
 def _check_user_quota(db: Session, org: Organization) -> None:
     limit = PLANS[org.plan]["users"]
     if limit is None:
         return
+    lock_org(db, org)
     count = db.exec(select(func.count()).where(Membership.org_id == org.id)).one()
     if count >= limit:
         raise Problem(
@@ -139,6 +151,16 @@ def _owners(db: Session, org: Organization) -> int:
 def create_org(body: OrgIn, request: Request, principal: CurrentPrincipal, state: State) -> OrgOut:
     if principal.key is not None:
         raise Problem(403, "forbidden", "Not allowed", "API keys cannot create organizations")
+    if not state.settings.self_service(body.plan) and not state.settings.is_platform_admin(
+        principal.user.email
+    ):
+        raise Problem(
+            403,
+            "plan-not-self-service",
+            "This plan is set by a platform administrator",
+            f"plan {body.plan} is not self-service (allowed: {state.settings.self_service_plans});"
+            " create the organization on one of those and ask for the change",
+        )
     with session(state.engine) as db:
         if db.exec(select(Organization).where(Organization.slug == body.slug)).first():
             raise Problem(409, "conflict", "Organization exists", f"slug {body.slug!r} is taken")
@@ -170,6 +192,36 @@ def get_org(org: str, principal: CurrentPrincipal, state: State) -> OrgOut:
         access = access_to(db, principal, org, "orgs:read")
     o = access.org
     return OrgOut(slug=o.slug, name=o.name, plan=o.plan, role=access.role)
+
+
+class PlanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    plan: Literal["free", "pro", "enterprise"]
+
+
+@router.put("/orgs/{org}/plan", response_model=OrgOut)
+def set_plan(org: str, body: PlanIn, principal: CurrentPrincipal, state: State) -> OrgOut:
+    """Change an organization's plan (platform administrators only, with their own
+    login): the workspaces' quotas follow."""
+    if principal.key is not None or not state.settings.is_platform_admin(principal.user.email):
+        raise Problem(
+            403,
+            "platform-admin-only",
+            "Only a platform administrator changes plans",
+            "plans are billing decisions; organization owners cannot change their own",
+        )
+    with session(state.engine) as db:
+        found = db.exec(select(Organization).where(Organization.slug == org)).first()
+        if found is None:
+            raise Problem(404, "not-found", "No such organization", f"organization {org!r}")
+        member_of(found.slug)
+        found.plan = body.plan
+        db.add(found)
+        db.flush()
+        for ws in db.exec(select(Workspace).where(Workspace.org_id == found.id)).all():
+            sync_workspace(state.kube, db, found, ws)
+    return OrgOut(slug=found.slug, name=found.name, plan=found.plan, role="platform_admin")
 
 
 @router.get("/orgs/{org}/members", response_model=list[MemberOut])
@@ -241,6 +293,8 @@ def change_member(
 
 @router.delete("/orgs/{org}/members/{user_id}", status_code=204)
 def remove_member(org: str, user_id: str, principal: CurrentPrincipal, state: State) -> Response:
+    """Remove a member with all their grants in the organization: workspace roles,
+    teams and API keys go too (nothing returns if they are added again)."""
     with session(state.engine) as db:
         access = access_to(db, principal, org, "members:delete")
         membership = db.exec(
@@ -256,7 +310,47 @@ def remove_member(org: str, user_id: str, principal: CurrentPrincipal, state: St
             if _owners(db, access.org) == 1:
                 raise Problem(409, "last-owner", "The last owner stays", "add another owner first")
         db.delete(membership)
+        keys, workspaces = _drop_grants(db, access.org, user_id)
+        for ws in workspaces:  # their RoleBindings no longer name the user
+            sync_workspace(state.kube, db, access.org, ws)
+    for key_id in keys:
+        state.principals.forget_key(key_id)
     return Response(status_code=204)
+
+
+def _drop_grants(db: Session, org: Organization, user_id: str) -> tuple[list[str], list[Workspace]]:
+    """Everything a removed member held in ``org`` besides the membership (M5): their
+    workspace roles, team places and API keys (revoked), so that nothing comes back
+    if they are added again. The revoked keys' ids and the workspaces to re-sync."""
+    workspace_ids = select(Workspace.id).where(Workspace.org_id == org.id)
+    workspaces: list[Workspace | None] = []
+    for member in db.exec(
+        select(WorkspaceMember).where(
+            WorkspaceMember.subject_kind == "user",
+            WorkspaceMember.subject_id == user_id,
+            col(WorkspaceMember.workspace_id).in_(workspace_ids),
+        )
+    ).all():
+        db.delete(member)
+        workspaces.append(db.get(Workspace, member.workspace_id))
+    team_ids = select(Team.id).where(Team.org_id == org.id)
+    for place in db.exec(
+        select(TeamMember).where(
+            TeamMember.user_id == user_id, col(TeamMember.team_id).in_(team_ids)
+        )
+    ).all():
+        db.delete(place)
+    now = datetime.now(UTC)
+    keys = db.exec(
+        select(ApiKey).where(
+            ApiKey.org_id == org.id, ApiKey.user_id == user_id, col(ApiKey.revoked_at).is_(None)
+        )
+    ).all()
+    for key in keys:
+        key.revoked_at = now
+        db.add(key)
+    db.flush()
+    return [key.id for key in keys], [w for w in workspaces if w is not None]
 
 
 @router.post("/orgs/{org}/invitations", status_code=201, response_model=InvitationOut)

@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Header, Query, Response
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
@@ -33,10 +33,22 @@ from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.state import AppState, app_state
 from kaizen_api.server.workspaces import recount_plan_quota
 from kaizen_api.v1alpha1.agent import Agent
-from kaizen_api.v1alpha1.common import KaizenModel
+from kaizen_api.v1alpha1.common import NAME_PATTERN, KaizenModel
 from kaizen_api.v1alpha1.gateway import Gateway
 from kaizen_api.v1alpha1.promotion import Promotion
 from kaizen_api.v1alpha1.scaling import ScalingOverride, ScalingPolicy
+
+# A resource name in the path: a DNS-1123 subdomain, or 422 before any apiserver URL is
+# built from it (L1: no query, fragment or dot segment can ride along).
+Name = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="The resource's name (a DNS-1123 subdomain).",
+    ),
+]
 
 router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["resources"])
 State = Annotated[AppState, Depends(app_state)]
@@ -279,7 +291,7 @@ async def get_resource(
     org: str,
     ws: str,
     kind: Kind,
-    name: str,
+    name: Name,
     principal: CurrentPrincipal,
     state: State,
 ) -> Response:
@@ -295,7 +307,7 @@ async def replace_resource(
     org: str,
     ws: str,
     kind: Kind,
-    name: str,
+    name: Name,
     body: Annotated[Json, Body()],
     principal: CurrentPrincipal,
     state: State,
@@ -328,7 +340,7 @@ async def delete_resource(
     org: str,
     ws: str,
     kind: Kind,
-    name: str,
+    name: Name,
     principal: CurrentPrincipal,
     state: State,
     if_match: Annotated[str | None, Header()] = None,
@@ -365,7 +377,7 @@ async def _merge_patch(
 
 @router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/approve")
 async def approve_promotion(
-    org: str, ws: str, name: str, body: Decision, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, body: Decision, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Approve as yourself: the operator's admission webhook records the authenticated
     user (and refuses people outside the approvers list)."""
@@ -376,7 +388,7 @@ async def approve_promotion(
 
 @router.post("/orgs/{org}/workspaces/{ws}/promotions/{name}/reject")
 async def reject_promotion(
-    org: str, ws: str, name: str, body: Decision, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, body: Decision, principal: CurrentPrincipal, state: State
 ) -> Json:
     access = await _check(principal, state, org, ws, "promotions:approve")
     patch = {"metadata": {"annotations": {"kaizen.studio/reject": body.reason}}}
@@ -385,7 +397,7 @@ async def reject_promotion(
 
 @router.get("/orgs/{org}/workspaces/{ws}/agents/{name}/revisions")
 async def list_revisions(
-    org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, principal: CurrentPrincipal, state: State
 ) -> list[Json]:
     """The Agent's revisions, newest first (number, hash, content, creation time)."""
     access = await _check(principal, state, org, ws, "agents:read")
@@ -411,7 +423,7 @@ async def list_revisions(
 
 @router.post("/orgs/{org}/workspaces/{ws}/agents/{name}/rollback")
 async def rollback_agent(
-    org: str, ws: str, name: str, body: Rollback, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, body: Rollback, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Restore an earlier revision's content (this makes a new revision: history is
     append-only). Promoted gateways change only through a Promotion."""
@@ -440,7 +452,7 @@ async def rollback_agent(
 
 @router.get("/orgs/{org}/workspaces/{ws}/gateways/{name}/status")
 async def gateway_status(
-    org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, principal: CurrentPrincipal, state: State
 ) -> Json:
     """The Gateway's status and its autoscaler's numbers, in one answer."""
     access = await _check(principal, state, org, ws, "gateways:read")
@@ -484,7 +496,7 @@ async def gateway_status(
 
 @router.put("/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override")
 async def set_override(
-    org: str, ws: str, name: str, body: ScalingOverride, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, body: ScalingOverride, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Pin or freeze the autoscaler (until expiresAt, if given)."""
     access = await _check(principal, state, org, ws, "scalingpolicies:update")
@@ -494,7 +506,7 @@ async def set_override(
 
 @router.delete("/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override")
 async def clear_override(
-    org: str, ws: str, name: str, principal: CurrentPrincipal, state: State
+    org: str, ws: str, name: Name, principal: CurrentPrincipal, state: State
 ) -> Json:
     access = await _check(principal, state, org, ws, "scalingpolicies:update")
     return await _merge_patch(

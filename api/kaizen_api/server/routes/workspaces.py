@@ -6,16 +6,28 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
-from kaizen_api.server.access import CurrentPrincipal, forget_accesses, workspace_access
+from kaizen_api.server.access import (
+    CurrentPrincipal,
+    forget_accesses,
+    org_access,
+    workspace_access,
+)
 from kaizen_api.server.db import session
-from kaizen_api.server.models import Membership, Team, User, Workspace, WorkspaceMember
+from kaizen_api.server.models import (
+    ApiKey,
+    Membership,
+    Team,
+    User,
+    Workspace,
+    WorkspaceMember,
+)
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
-from kaizen_api.server.routes.orgs import access_to
+from kaizen_api.server.routes.orgs import access_to, lock_org
 from kaizen_api.server.state import AppState, app_state
-from kaizen_api.server.tenancy import namespace_name
-from kaizen_api.server.workspaces import sync_workspace
+from kaizen_api.server.tenancy import PLANS, namespace_name
+from kaizen_api.server.workspaces import check_owned, sync_workspace
 
 router = APIRouter(
     prefix=API_PREFIX,
@@ -66,6 +78,19 @@ def create_workspace(
 ) -> WorkspaceOut:
     with session(state.engine) as db:
         access = access_to(db, principal, org, "workspaces:create")
+        limit = PLANS[access.org.plan]["workspaces"]
+        if limit is not None:
+            lock_org(db, access.org)  # concurrent creations count in turn
+            count = db.exec(select(func.count()).where(Workspace.org_id == access.org.id)).one()
+            if count >= limit:
+                raise Problem(
+                    403,
+                    "quota-exceeded",
+                    "The organization's plan quota is used up",
+                    f"plan {access.org.plan} allows {limit} workspaces (quota: workspaces); "
+                    "upgrade the plan",
+                    quota="workspaces",
+                )
         exists = db.exec(
             select(Workspace).where(Workspace.org_id == access.org.id, Workspace.name == body.name)
         ).first()
@@ -84,10 +109,20 @@ def create_workspace(
 @router.get("/orgs/{org}/workspaces", response_model=list[WorkspaceOut])
 def list_workspaces(org: str, principal: CurrentPrincipal, state: State) -> list[WorkspaceOut]:
     with session(state.engine) as db:
-        access = access_to(db, principal, org, "workspaces:read")
-        rows = db.exec(
-            select(Workspace).where(Workspace.org_id == access.org.id).order_by(Workspace.name)
-        ).all()
+        key = principal.key
+        if key is not None and key.workspace_id is not None:  # its own workspace only
+            access = org_access(db, principal, org)
+            query = select(Workspace).where(
+                Workspace.org_id == access.org.id, Workspace.id == key.workspace_id
+            )
+            rows = db.exec(query).all()
+            for w in rows:
+                workspace_access(db, access, w.name).require("workspaces:read")
+        else:
+            access = access_to(db, principal, org, "workspaces:read")
+            rows = db.exec(
+                select(Workspace).where(Workspace.org_id == access.org.id).order_by(Workspace.name)
+            ).all()
         return [
             WorkspaceOut(
                 name=w.name, namespace=w.namespace, role=workspace_access(db, access, w.name).role
@@ -99,7 +134,7 @@ def list_workspaces(org: str, principal: CurrentPrincipal, state: State) -> list
 @router.get("/orgs/{org}/workspaces/{ws}", response_model=WorkspaceOut)
 def get_workspace(org: str, ws: str, principal: CurrentPrincipal, state: State) -> WorkspaceOut:
     with session(state.engine) as db:
-        access = workspace_access(db, access_to(db, principal, org, "workspaces:read"), ws)
+        access = workspace_access(db, org_access(db, principal, org), ws)
         access.require("workspaces:read")
     return WorkspaceOut(name=ws, namespace=access.namespace, role=access.role)
 
@@ -109,12 +144,23 @@ def delete_workspace(org: str, ws: str, principal: CurrentPrincipal, state: Stat
     """Delete the workspace and its namespace (with everything in it)."""
     with session(state.engine) as db:
         access = workspace_access(db, access_to(db, principal, org, "workspaces:delete"), ws)
+        access.require("workspaces:delete")
+        check_owned(state.kube, access.org.org, access.workspace)
         for member in db.exec(
             select(WorkspaceMember).where(WorkspaceMember.workspace_id == access.workspace.id)
         ):
             db.delete(member)
+        # Its keys go with it (a key left without its workspace would be org-wide).
+        keys = db.exec(select(ApiKey).where(ApiKey.workspace_id == access.workspace.id)).all()
+        for key in keys:
+            db.delete(key)
+        db.flush()
         db.delete(access.workspace)
-        state.kube.delete(f"/api/v1/namespaces/{access.namespace}")
+    for key in keys:
+        state.principals.forget_key(key.id)
+    # The namespace goes once the database no longer has the workspace: a refused
+    # commit leaves both in place (L3).
+    state.kube.delete(f"/api/v1/namespaces/{access.namespace}")
     return Response(status_code=204)
 
 
@@ -131,7 +177,7 @@ def list_workspace_members(
     org: str, ws: str, principal: CurrentPrincipal, state: State
 ) -> list[WorkspaceMemberOut]:
     with session(state.engine) as db:
-        access = workspace_access(db, access_to(db, principal, org, "workspaces:read"), ws)
+        access = workspace_access(db, org_access(db, principal, org), ws)
         access.require("workspaces:read")
         members = db.exec(
             select(WorkspaceMember).where(WorkspaceMember.workspace_id == access.workspace.id)
@@ -145,22 +191,22 @@ def set_workspace_member(
 ) -> WorkspaceMemberOut:
     """Give a user or team a role in the workspace (several owners and teams are fine)."""
     with session(state.engine) as db:
-        org_access = access_to(db, principal, org, "workspaces:read")
-        access = workspace_access(db, org_access, ws)
+        in_org = org_access(db, principal, org)
+        access = workspace_access(db, in_org, ws)
         access.require("members:update")
         kind, _, ref = body.subject.partition(":")
         if kind == "user":
             user = db.exec(
                 select(User)
                 .join(Membership, col(Membership.user_id) == col(User.id))
-                .where(User.email == ref.lower(), Membership.org_id == org_access.org.id)
+                .where(User.email == ref.lower(), Membership.org_id == in_org.org.id)
             ).first()
             if user is None:
                 raise Problem(404, "not-found", "No such member", f"{ref} is not in {org}")
             subject_id = user.id
         else:
             team = db.exec(
-                select(Team).where(Team.org_id == org_access.org.id, Team.name == ref)
+                select(Team).where(Team.org_id == in_org.org.id, Team.name == ref)
             ).first()
             if team is None:
                 raise Problem(404, "not-found", "No such team", ref)
@@ -177,7 +223,7 @@ def set_workspace_member(
         member.role = body.role
         db.add(member)
         db.flush()
-        sync_workspace(state.kube, db, org_access.org, access.workspace)
+        sync_workspace(state.kube, db, in_org.org, access.workspace)
     return WorkspaceMemberOut(subject=body.subject, role=body.role)
 
 
@@ -186,8 +232,8 @@ def remove_workspace_member(
     org: str, ws: str, subject: str, principal: CurrentPrincipal, state: State
 ) -> Response:
     with session(state.engine) as db:
-        org_access = access_to(db, principal, org, "workspaces:read")
-        access = workspace_access(db, org_access, ws)
+        in_org = org_access(db, principal, org)
+        access = workspace_access(db, in_org, ws)
         access.require("members:delete")
         found = [
             m
@@ -201,7 +247,7 @@ def remove_workspace_member(
         for member in found:
             db.delete(member)
         db.flush()
-        sync_workspace(state.kube, db, org_access.org, access.workspace)
+        sync_workspace(state.kube, db, in_org.org, access.workspace)
     return Response(status_code=204)
 
 
@@ -211,7 +257,7 @@ def who_has_access(
 ) -> list[AccessEntry]:
     """Who has which role, read from the namespace's RoleBindings (as the caller)."""
     with session(state.engine) as db:
-        access = workspace_access(db, access_to(db, principal, org, "workspaces:read"), ws)
+        access = workspace_access(db, org_access(db, principal, org), ws)
         access.require("members:read")
     bindings = state.kube.request(
         "GET",
