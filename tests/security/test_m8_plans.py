@@ -58,7 +58,9 @@ def test_paid_plans_are_not_self_service(
     admin = {"authorization": f"Bearer {r.json()['access_token']}"}
     r = facade.call("PUT", f"/orgs/{org}/plan", headers=admin, json={"plan": "enterprise"})
     assert r.status_code == 200 and r.json()["plan"] == "enterprise", r.text
-    assert [q.metadata.name for q in core.list_namespaced_resource_quota(ns).items] == []
+    # The plan's object-count quota is gone; the platform's compute guard stays.
+    quotas = [q.metadata.name for q in core.list_namespaced_resource_quota(ns).items]
+    assert "kaizen-plan" not in quotas and "kaizen-compute" in quotas
 
 
 def test_free_limits_hold_across_workspaces(default_facade: Facade) -> None:
