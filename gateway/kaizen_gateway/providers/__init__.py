@@ -18,12 +18,14 @@ import orjson
 
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard import DestinationNotAllowed, check_url
+from kaizen_api.netguard_aiohttp import ResponseTooLarge, read_capped, read_prefix
 from kaizen_api.v1alpha1.agent import ModelSpec
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT
 from kaizen_gateway.errors import GatewayError, UpstreamError
 
 T = TypeVar("T")
 HOW_TO_ALLOW = "start kaizen-gateway with KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1"
+UPSTREAM_MAX_BYTES = 32 * 1024 * 1024  # a chat completion is far smaller; a peer may not OOM us
 # Seconds a read credential is used: a rotated key is in use within this long of the
 # kubelet updating the mounted Secret (which itself takes up to about a minute).
 SECRET_MAX_AGE = 10.0
@@ -106,7 +108,7 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
     """Upstream HTTP errors: retryable on 429 and 5xx. Redirects are not followed (they
     could lead to a refused destination), so a 3xx is an error too."""
     if resp.status >= 300:
-        text = (await resp.text())[:500]
+        text = await read_prefix(resp, 500)
         raise UpstreamError(
             502,
             f"upstream returned {resp.status}: {text}",
@@ -191,7 +193,11 @@ async def post_json(
             allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
-            return _answer(await resp.read())
+            try:
+                raw = await read_capped(resp, UPSTREAM_MAX_BYTES)
+            except ResponseTooLarge as exc:
+                raise UpstreamError(502, f"upstream {exc}", retryable=False) from exc
+            return _answer(raw)
 
 
 async def sse_lines(
