@@ -88,9 +88,12 @@ async def post_json(
     payload: dict[str, Any],
     secret: str | None,
     *,
+    refused: str | None = None,
     allow_link_local: bool = False,
 ) -> GateOutcome:
     """POST ``payload`` to ``target`` (bearer token ``secret``); a 2xx answer passes.
+    ``refused``: why the target's Secret may not go there (kaizen_api.pairing); then
+    nothing is sent.
 
     Link-local and cloud-metadata destinations are refused before anything is sent
     (kaizen_api.netguard), also when a host name resolves to one at connect time;
@@ -100,6 +103,8 @@ async def post_json(
         check_url(target.url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW)
     except DestinationNotAllowed as exc:
         return GateOutcome(False, f"webhook destination not allowed: {exc}")
+    if refused:
+        return GateOutcome(False, f"webhook secret not allowed: {refused}")
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
     try:
         async with (
@@ -140,6 +145,7 @@ async def webhook_check(
     spec: PromotionSpec,
     secret: str | None,
     *,
+    refused: str | None = None,
     allow_link_local: bool = False,
 ) -> GateOutcome:
     """POST the Promotion to the external webhook gate; a 2xx answer passes."""
@@ -147,7 +153,11 @@ async def webhook_check(
     if hook is None:
         return GateOutcome(True, "no webhook gate")
     return await post_json(
-        hook, promotion_payload(promotion, spec), secret, allow_link_local=allow_link_local
+        hook,
+        promotion_payload(promotion, spec),
+        secret,
+        refused=refused,
+        allow_link_local=allow_link_local,
     )
 
 
@@ -156,6 +166,7 @@ async def notify_failure(
     spec: PromotionSpec,
     secret: str | None,
     *,
+    refused: str | None = None,
     allow_link_local: bool = False,
 ) -> GateOutcome:
     """Tell spec.notifications.webhook how the Promotion ended. Receivers may see a
@@ -174,7 +185,9 @@ async def notify_failure(
         "message": status.get("message"),
         "completedAt": status.get("completedAt"),
     }
-    return await post_json(hook, payload, secret, allow_link_local=allow_link_local)
+    return await post_json(
+        hook, payload, secret, refused=refused, allow_link_local=allow_link_local
+    )
 
 
 def evaluate_metric_gates(
