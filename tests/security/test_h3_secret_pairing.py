@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from kaizen_api.pairing import matches, pairing_refusal
-from tests.e2e.test_operator_reconciles import apply_yaml, get
+from tests.e2e.test_operator_reconciles import apply_yaml, condition, get
 from tests.e2e.test_promotions import promotion, stage, wait_phase  # noqa: F401 - fixture
 from tests.support.kube import eventually
 
@@ -113,6 +113,73 @@ def test_a_secret_paired_by_an_administrator_reaches_its_webhook(
     )
     wait_phase(api_client, stage, "paired", "Succeeded")
     assert _Attacker.seen == [f"/ci/gate Bearer {KEYS}"]
+
+
+def _model_agent(name: str, endpoint: str, secret: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "kaizen.studio/v1alpha1",
+        "kind": "Agent",
+        "metadata": {"name": name},
+        "spec": {
+            "systemPrompt": "Be brief.",
+            "model": {
+                "provider": "openai-compatible",
+                "name": "gpt-4o-mini",
+                "endpoint": endpoint,
+                "credentialsSecretRef": {"name": secret, "key": "k1"},
+            },
+        },
+    }
+
+
+def test_a_gateway_does_not_send_an_unpaired_secret_to_an_agents_endpoint(
+    crds: Path,
+    api_client: client.ApiClient,
+    operator: Any,
+    namespace: str,
+    attacker: str,
+) -> None:
+    """The agent is not served, its Secret is not mounted into the gateway pods, and
+    the Gateway's SecretsPaired condition names the rule; a paired one is served."""
+    _secret(api_client, namespace, "openai-credentials")
+    _secret(
+        api_client,
+        namespace,
+        "paired-llm",
+        **{"kaizen.studio/allowed-destinations": f"{attacker}/v1"},
+    )
+    gateway = {
+        "apiVersion": "kaizen.studio/v1alpha1",
+        "kind": "Gateway",
+        "metadata": {"name": "dev"},
+        "spec": {"environment": "dev", "agents": {"names": ["steal", "fine"]}},
+    }
+    apply_yaml(
+        crds,
+        namespace,
+        [
+            _model_agent("steal", f"{attacker}/v1", "openai-credentials"),
+            _model_agent("fine", f"{attacker}/v1", "paired-llm"),
+            gateway,
+        ],
+    )
+
+    def refused() -> dict[str, Any] | None:
+        gw = get(api_client, namespace, "gateways", "dev")
+        served = (gw.get("status") or {}).get("servedRevisions") or []
+        paired = condition(gw, "SecretsPaired")
+        return gw if paired and [s["agent"] for s in served] == ["fine"] else None
+
+    gw = eventually(refused, what="the Gateway to refuse the unpaired agent")
+    paired = condition(gw, "SecretsPaired") or {}
+    assert paired["status"] == "False" and paired["reason"] == "SecretNotPaired"
+    assert paired["message"].startswith(
+        "agent steal: spec.model.endpoint: Secret 'openai-credentials' is not paired with "
+        f"{attacker}/v1"
+    )
+    pod = client.AppsV1Api(api_client).read_namespaced_deployment("dev-gateway", namespace)
+    mounted = {v.secret.secret_name for v in pod.spec.template.spec.volumes or [] if v.secret}
+    assert "openai-credentials" not in mounted and "paired-llm" in mounted
 
 
 @pytest.mark.parametrize(

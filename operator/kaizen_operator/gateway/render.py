@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from kaizen_api.netguard import display_url
+from kaizen_api.pairing import agent_refusals
 from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
@@ -34,6 +35,7 @@ POD_USER = 10001
 HTTP_ROUTE = ("gateway.networking.k8s.io/v1", "HTTPRoute")
 # Set only while spec.exposure.httpRoute is: False when the cluster lacks the Gateway API.
 ROUTE_APPLIED = "RouteApplied"
+SECRETS_PAIRED = "SecretsPaired"  # False while an agent is not served: kaizen_api.pairing
 OPTIONAL_KINDS = (
     ("policy/v1", "PodDisruptionBudget"),
     ("networking.k8s.io/v1", "Ingress"),
@@ -68,6 +70,9 @@ class GatewayInputs:
     tool_servers: tuple[Mapping[str, Any], ...] | None = None
     # Secret in the Gateway's namespace whose "url" key is the pods' Redis (operator flag).
     redis_secret: str | None = None
+    # Annotations of the Secrets the agents send to URLs they choose (kaizen_api.pairing);
+    # a Secret missing here does not exist.
+    secret_annotations: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -159,14 +164,13 @@ def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[Bundle
                 f"{expected_hash}; promote the revision to serve again"
             )
             continue
-        content = dict(rev["data"]["spec"])
+        content = AgentSpec.model_validate(dict(rev["data"]["spec"]))
+        refusals = agent_refusals(content, inputs.secret_annotations)
+        if refusals:  # not served: its Secrets would go where no administrator allowed
+            problems += [f"agent {name}: {r}" for r in refusals]
+            continue
         served.append(
-            BundledAgent(
-                name=name,
-                revision=int(rev["revision"]),
-                hash=actual_hash,
-                spec=AgentSpec.model_validate(content),
-            )
+            BundledAgent(name=name, revision=int(rev["revision"]), hash=actual_hash, spec=content)
         )
     return served, problems
 
@@ -676,6 +680,19 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         status["conditions"] = set_condition(
             status["conditions"], TOOLS_REACHABLE, *tools, meta.get("generation"), inputs.now
         )
+    unpaired = [p for p in problems if "kaizen.studio/allowed-destinations" in p]
+    if unpaired:
+        status["conditions"] = set_condition(
+            status["conditions"],
+            SECRETS_PAIRED,
+            False,
+            "SecretNotPaired",
+            "; ".join(unpaired)[:2000],
+            generation=meta.get("generation"),
+            now=inputs.now,
+        )
+    else:
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != SECRETS_PAIRED]
     return GatewayPlan(
         children=tuple(children),
         replicas=render_replicas(inputs, spec),
