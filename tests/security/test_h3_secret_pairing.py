@@ -11,12 +11,16 @@ a real receiver standing for the attacker's host.
 
 from __future__ import annotations
 
+import base64
 import http.server
+import json
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
+import httpx
 import pytest
 from kubernetes import client
 
@@ -201,3 +205,19 @@ def test_the_pairing_compares_scheme_host_port_and_path(prefix: str, url: str, o
     assert matches(prefix, url) is ok
     refusal = pairing_refusal("s", {"kaizen.studio/allowed-destinations": f" , {prefix}"}, url)
     assert (refusal is None) is ok
+
+
+def test_secrets_are_encrypted_at_rest_in_the_local_control_plane(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    """hack/localcluster starts kube-apiserver with --encryption-provider-config: etcd
+    holds the Secret sealed (secretbox), never the value."""
+    _secret(api_client, namespace, "sealed")
+    state = json.loads((Path(os.environ["KAIZEN_CLUSTER_DIR"]) / "state.json").read_text())
+    key = base64.b64encode(f"/registry/secrets/{namespace}/sealed".encode()).decode()
+    answer = httpx.post(
+        f"http://127.0.0.1:{state['ports']['etcd']}/v3/kv/range", json={"key": key}, timeout=10
+    ).json()
+    stored = base64.b64decode(answer["kvs"][0]["value"])
+    assert stored.startswith(b"k8s:enc:secretbox:v1:local:")
+    assert KEYS.encode() not in stored
