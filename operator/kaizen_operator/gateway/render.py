@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from kaizen_api.netguard import display_url
-from kaizen_api.pairing import agent_refusals
+from kaizen_api.pairing import ALLOWED_DESTINATIONS, agent_refusals
 from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
@@ -680,7 +680,7 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         status["conditions"] = set_condition(
             status["conditions"], TOOLS_REACHABLE, *tools, meta.get("generation"), inputs.now
         )
-    unpaired = [p for p in problems if "kaizen.studio/allowed-destinations" in p]
+    unpaired = [p for p in problems if ALLOWED_DESTINATIONS in p]
     if unpaired:
         status["conditions"] = set_condition(
             status["conditions"],
