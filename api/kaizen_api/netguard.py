@@ -17,6 +17,13 @@ resolver accepts). Host names are checked where the HTTP client resolves them, b
 every address it is about to connect to (``check_resolved``; see netguard_aiohttp): a
 lookup before the request would be repeated by the client anyway, and could be raced
 by DNS rebinding.
+
+Host names outside ASCII are first normalised the way the HTTP clients do (IDNA 2008
+with the UTS 46 mapping, the codec yarl and httpx use), so the guard judges the host
+the client will connect to: 169.254.169.254 spelled with circled or fullwidth digits, or
+with the ideographic full stop U+3002, is that address to aiohttp, which then skips
+the resolver. A host that spells an
+address with non-ASCII characters, or that is no valid IDNA name, is refused outright.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import idna
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -75,10 +84,32 @@ def parse(url: str) -> Destination:
             f"scheme {scheme or '(none)'!r} of {url[:200]!r} is not allowed (only http and "
             "https are)",
         )
-    host = (parts.hostname or "").split("%", 1)[0].rstrip(".")
+    host = (parts.hostname or "").split("%", 1)[0]
+    if not host.isascii():
+        host = ascii_host(host)
+    host = host.rstrip(".")
     if not host:
         raise DestinationNotAllowed("", f"{url[:200]!r} has no host")
     return Destination(scheme, host)
+
+
+def ascii_host(host: str) -> str:
+    """The ASCII form of a non-ASCII host name, as the HTTP clients compute it (IDNA
+    2008 with UTS 46 mapping); refuses invalid names and addresses spelled in Unicode."""
+    try:
+        normalised = idna.encode(host, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError, ValueError) as exc:
+        raise DestinationNotAllowed(
+            host[:200],
+            f"host {host[:200]!r} is not a valid internationalised domain name (IDNA): {exc}",
+        ) from exc
+    if literal(normalised.rstrip(".")) is not None:
+        raise DestinationNotAllowed(
+            host[:200],
+            f"host {host[:200]!r} spells the address {normalised.rstrip('.')} with non-ASCII "
+            "characters; addresses must be written in ASCII",
+        )
+    return normalised
 
 
 def display_url(url: str) -> str:

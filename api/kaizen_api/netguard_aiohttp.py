@@ -5,6 +5,11 @@ Checking a URL before the request is not enough for host names: the name can res
 to a public address for the check and to 169.254.169.254 when the client connects (DNS
 rebinding). This resolver checks the very addresses aiohttp then connects to. IP
 literals never reach a resolver, so URLs are still checked with netguard first.
+
+Every outbound call of the operator and the gateway also passes
+``allow_redirects=False`` (a redirect could lead to a refused host, and aiohttp would
+follow it unchecked) and reads answers with ``read_capped`` (a peer is not trusted to
+exhaust our memory).
 """
 
 from __future__ import annotations
@@ -17,6 +22,43 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from kaizen_api.netguard import check_resolved
+
+
+class ResponseTooLarge(aiohttp.ClientPayloadError):
+    """An answer longer than the caller's cap (a ClientError, so handlers that treat a
+    peer's failure treat this one too)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"the answer exceeded {limit} bytes")
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The (decoded) body of ``resp``, refusing with ResponseTooLarge once it exceeds
+    ``limit`` bytes: no more than ``limit`` plus one chunk is ever held."""
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise ResponseTooLarge(limit)
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise ResponseTooLarge(limit)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_prefix(resp: aiohttp.ClientResponse, limit: int) -> str:
+    """At most ``limit`` bytes of the body as text (for messages); the rest is never read."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in resp.content.iter_any():
+        parts.append(chunk[: limit - size])
+        size += len(parts[-1])
+        if size >= limit:
+            break
+    return b"".join(parts).decode("utf-8", errors="replace")
 
 
 class GuardedResolver(AbstractResolver):

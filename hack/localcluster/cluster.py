@@ -7,6 +7,7 @@ serializes concurrent callers (pytest-xdist workers, ``make dev``).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -282,7 +283,32 @@ def _write_pki(lay: components.Layout) -> None:
     pki.create_signing_key(lay.pki / "sa.key")
 
 
+def _write_encryption_config(lay: components.Layout) -> None:
+    """Secrets encrypted at rest in etcd (secretbox, a key per cluster directory, kept
+    across restarts so stored Secrets stay readable; identity reads older plaintext)."""
+    path = lay.encryption_config
+    if path.exists():
+        return
+    key = base64.b64encode(os.urandom(32)).decode()
+    config = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "EncryptionConfiguration",
+        "resources": [
+            {
+                "resources": ["secrets"],
+                "providers": [
+                    {"secretbox": {"keys": [{"name": "local", "secret": key}]}},
+                    {"identity": {}},
+                ],
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+
+
 def _write_configs(lay: components.Layout) -> None:
+    _write_encryption_config(lay)
     config = manifests.kubeconfig(
         lay.apiserver_url, lay.pem("ca"), lay.pem("admin"), lay.pem("admin", "key")
     )

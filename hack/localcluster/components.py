@@ -40,6 +40,10 @@ class Layout:
     def apiserver_url(self) -> str:
         return f"https://127.0.0.1:{self.ports['apiserver']}"
 
+    @property
+    def encryption_config(self) -> Path:
+        return self.root / "encryption.yaml"
+
     def pem(self, name: str, ext: str = "crt") -> str:
         return str(self.pki / f"{name}.{ext}")
 
@@ -78,6 +82,8 @@ def kube_apiserver(lay: Layout) -> list[str]:
         f"--service-account-key-file={lay.pem('sa', 'pub')}",
         f"--service-account-signing-key-file={lay.pem('sa', 'key')}",
         f"--service-account-issuer={SA_ISSUER}",
+        # Secrets encrypted at rest (the config is written by cluster.up).
+        f"--encryption-provider-config={lay.encryption_config}",
         # Aggregation layer (metrics-server, later the operator's external metrics).
         f"--requestheader-client-ca-file={lay.pem('front-proxy-ca')}",
         f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",

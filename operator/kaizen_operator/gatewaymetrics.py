@@ -21,6 +21,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from kaizen_api.netguard_aiohttp import read_capped
+
 REQUESTS = "kaizen_gateway_requests_total"
 LATENCY_BUCKETS = "kaizen_gateway_request_duration_seconds_bucket"
 
@@ -98,13 +100,21 @@ def parse_counts(text: str, agent: str | None = None, revision: str | None = Non
     return Counts(requests, errors, buckets)
 
 
+METRICS_MAX_BYTES = 8 * 1024 * 1024
+
+
 async def scrape(urls: list[str], timeout: float = 5.0) -> dict[str, str]:
-    """GET /metrics from each base URL at once; pods that do not answer are left out."""
+    """GET /metrics from each base URL at once; pods that do not answer are left out,
+    and so are pods that answer a redirect (not followed: a tenant's pod is not trusted
+    to point the operator elsewhere) or a page over METRICS_MAX_BYTES."""
 
     async def one(session: aiohttp.ClientSession, url: str) -> tuple[str, str | None]:
         try:
-            async with session.get(f"{url}/metrics") as resp:
-                return url, (await resp.text()) if resp.status == 200 else None
+            async with session.get(f"{url}/metrics", allow_redirects=False) as resp:
+                if resp.status != 200:
+                    return url, None
+                body = await read_capped(resp, METRICS_MAX_BYTES)
+                return url, body.decode("utf-8", errors="replace")
         except (aiohttp.ClientError, TimeoutError):
             return url, None
 
@@ -183,10 +193,7 @@ async def read_readiness(urls: list[str], timeout: float = 3.0) -> dict[str, dic
     async def one(session: aiohttp.ClientSession, url: str) -> tuple[str, Any]:
         try:
             async with session.get(f"{url}/readyz", allow_redirects=False) as resp:
-                body = await resp.content.read(READINESS_MAX_BYTES + 1)
-                if len(body) > READINESS_MAX_BYTES:
-                    return url, None
-                return url, json.loads(body)
+                return url, json.loads(await read_capped(resp, READINESS_MAX_BYTES))
         except (aiohttp.ClientError, TimeoutError, ValueError):
             return url, None
 

@@ -381,7 +381,11 @@ def test_webhook_gate_passes_on_2xx_and_fails_otherwise(
     client.CoreV1Api(api_client).create_namespaced_secret(
         stage,
         client.V1Secret(
-            metadata=client.V1ObjectMeta(name="hook-token"), string_data={"token": "s3cret"}
+            # The administrator pairs the token with the receiver (docs/security.md).
+            metadata=client.V1ObjectMeta(
+                name="hook-token", annotations={"kaizen.studio/allowed-destinations": url}
+            ),
+            string_data={"token": "s3cret"},
         ),
     )
     try:

@@ -128,9 +128,17 @@ def test_no_secret_in_any_log_status_event_or_configmap(
     workspace_ns: list[str] = []
     try:
         wait_http_ok(f"http://127.0.0.1:{stub_port}/_control", stub)
-        core.create_namespaced_secret(ns, secret("llm", {"apiKey": planted["llm credential"]}))
+        llm = secret("llm", {"apiKey": planted["llm credential"]})
+        # The administrator pairs the credential with the model endpoint (docs/security.md).
+        llm.metadata.annotations = {
+            "kaizen.studio/allowed-destinations": f"http://127.0.0.1:{stub_port}/v1"
+        }
+        core.create_namespaced_secret(ns, llm)
         core.create_namespaced_secret(ns, secret("gw-keys", {"team": planted["gateway API key"]}))
-        core.create_namespaced_secret(ns, secret("hook", {"token": planted["webhook token"]}))
+        hook_secret = secret("hook", {"token": planted["webhook token"]})
+        # The administrator pairs the token with the receiver (docs/security.md).
+        hook_secret.metadata.annotations = {"kaizen.studio/allowed-destinations": receiver}
+        core.create_namespaced_secret(ns, hook_secret)
         model = {
             "provider": "openai-compatible",
             "name": "gpt-4o-mini",

@@ -85,11 +85,12 @@ def test_a_webhook_gate_at_the_metadata_service_fails_the_promotion(
 # ------------------------------------------------------------------ gateway
 
 
-def _bundle() -> tuple[list[str], str]:
+def _bundle(hostile: dict[str, tuple[str, str]] | None = None) -> tuple[list[str], str]:
     """The operator's command and bundle for one gateway serving the hostile agents."""
+    hostile = HOSTILE if hostile is None else hostile
     now = datetime.now(UTC)
     agents, revisions = [], {}
-    for name, (provider, endpoint) in HOSTILE.items():
+    for name, (provider, endpoint) in hostile.items():
         body = agent(
             name,
             model={
@@ -102,7 +103,7 @@ def _bundle() -> tuple[list[str], str]:
         plan = render_agent(AgentInputs(body, (), None, None, now))
         agents.append({**body, "status": plan.status})
         revisions[name] = plan.create
-    gw = gateway("dev", agents={"names": list(HOSTILE)})
+    gw = gateway("dev", agents={"names": list(hostile)})
     plan = render_gateway(GatewayInputs(gw, tuple(agents), revisions, False, None, None, "i", now))
     container = next(c for c in plan.children if c["kind"] == "Deployment")["spec"]["template"][
         "spec"
@@ -112,9 +113,13 @@ def _bundle() -> tuple[list[str], str]:
 
 
 def _run(
-    tmp: Path, env: dict[str, str], timeout: str = "20", retries: str = "2"
+    tmp: Path,
+    env: dict[str, str],
+    timeout: str = "20",
+    retries: str = "2",
+    hostile: dict[str, tuple[str, str]] | None = None,
 ) -> Iterator[tuple[str, LocalProcess]]:
-    argv, text = _bundle()
+    argv, text = _bundle(hostile)
     bundle = tmp / "bundle.json"
     bundle.write_text(text)
     (tmp / "secrets" / "llm").mkdir(parents=True)

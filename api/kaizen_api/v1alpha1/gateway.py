@@ -226,6 +226,63 @@ class PromotedRevision(KaizenModel):
 PROMOTION_FIELD_MANAGER = "kaizen-promotion"
 
 
+class PromotionPolicy(KaizenModel):
+    """What every Promotion to this Gateway must ask for: approvals by named people,
+    never by the Promotion's own creator (unless allowed here). Owned by
+    administrators: changing it needs the custom RBAC verb ``set-promotion-policy`` on
+    gateways (a ValidatingAdmissionPolicy of the chart checks it; docs/security.md)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "(has(self.approvers.users) && size(self.approvers.users) > 0) || "
+                    "(has(self.approvers.groups) && size(self.approvers.groups) > 0)",
+                    "promotionPolicy.approvers needs at least one user or group",
+                    fieldPath=".approvers",
+                )
+            ]
+        )
+    )
+
+    required_approvals: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Distinct approvers a Promotion to this Gateway needs at least.",
+    )
+    approvers: PolicyApprovers = Field(
+        description="Who may approve; a Promotion's spec.approval.approvers must be among them."
+    )
+    allow_self_approval: bool = Field(
+        default=False,
+        description="Whether a Promotion's creator may count as one of its approvers.",
+    )
+
+    @model_validator(mode="after")
+    def _some_approver(self) -> PromotionPolicy:
+        if not (self.approvers.users or self.approvers.groups):
+            raise ValueError("promotionPolicy.approvers needs at least one user or group")
+        return self
+
+
+class PolicyApprovers(KaizenModel):
+    """Users and groups, as Kubernetes authenticates them."""
+
+    users: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="User names as Kubernetes authenticates them.",
+        json_schema_extra=k8s_extra(list_type="set"),
+    )
+    groups: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
+        default=None,
+        max_length=64,
+        description="Groups whose members may approve.",
+        json_schema_extra=k8s_extra(list_type="set"),
+    )
+
+
 class GatewaySpec(KaizenModel):
     """Desired state of a Gateway."""
 
@@ -266,6 +323,11 @@ class GatewaySpec(KaizenModel):
         "or reverts; kept in spec so that `kaizen export` and a re-apply restore what a "
         "production Gateway serves. Leave it out of manifests in Git (docs/gitops.md).",
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["agent"]),
+    )
+    promotion_policy: PromotionPolicy | None = Field(
+        default=None,
+        description="Approvals every Promotion to this Gateway must require (set by "
+        "administrators; Promotions that ask for less fail with reason PromotionPolicyNotMet).",
     )
 
     def effective_revision_policy(self) -> RevisionPolicy:

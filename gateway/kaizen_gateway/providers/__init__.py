@@ -18,12 +18,14 @@ import orjson
 
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard import DestinationNotAllowed, check_url
+from kaizen_api.netguard_aiohttp import ResponseTooLarge, read_capped
 from kaizen_api.v1alpha1.agent import ModelSpec
 from kaizen_api.v1alpha1.bundle import SECRETS_MOUNT
 from kaizen_gateway.errors import GatewayError, UpstreamError
 
 T = TypeVar("T")
 HOW_TO_ALLOW = "start kaizen-gateway with KAIZEN_GATEWAY_ALLOW_LINK_LOCAL=1"
+UPSTREAM_MAX_BYTES = 16 * 1024 * 1024  # a chat completion is far smaller; a peer may not OOM us
 # Seconds a read credential is used: a rotated key is in use within this long of the
 # kubelet updating the mounted Secret (which itself takes up to about a minute).
 SECRET_MAX_AGE = 10.0
@@ -117,21 +119,6 @@ async def _raise_for_status(resp: aiohttp.ClientResponse) -> None:
         )
 
 
-MAX_ANSWER_BYTES = 16 * 1024 * 1024  # a model answer larger than this is refused (502)
-
-
-async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, read chunk by chunk and refused (502, not retried) past ``limit`` bytes:
-    an upstream cannot make the gateway hold an unbounded answer in memory."""
-    chunks, size = [], 0
-    async for chunk in resp.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise UpstreamError(502, f"upstream answer larger than {limit} bytes", retryable=False)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _answer(raw: bytes) -> dict[str, Any]:
     """An upstream's JSON answer; anything else is the upstream's failure (502), which the
     fallback model may cover. The standard library, not orjson: orjson turns integers
@@ -208,7 +195,11 @@ async def post_json(
             allow_redirects=False,
         ) as resp:
             await _raise_for_status(resp)
-            return _answer(await read_capped(resp, MAX_ANSWER_BYTES))
+            try:
+                raw = await read_capped(resp, UPSTREAM_MAX_BYTES)
+            except ResponseTooLarge as exc:
+                raise UpstreamError(502, f"upstream {exc}", retryable=False) from exc
+            return _answer(raw)
 
 
 async def sse_lines(

@@ -9,6 +9,8 @@ from typing import Any
 
 import kopf
 
+from kaizen_api.pairing import secrets_sent
+from kaizen_api.v1alpha1.agent import AgentSpec
 from kaizen_api.v1alpha1.common import LabelSelector
 from kaizen_api.v1alpha1.gateway import GatewaySpec
 from kaizen_operator import names
@@ -111,6 +113,15 @@ async def resolve_gateway(
         urls = await gateway_urls(kube, gateway_endpoints, gateway)
         pages = await read_readiness(urls[:READINESS_PODS]) if urls else {}
         tool_servers = merge_tool_servers(pages.values())
+    sent = set()
+    for revs in revisions.values():
+        for rev in revs:
+            sent |= secrets_sent(AgentSpec.model_validate(rev["data"]["spec"]))
+    secret_annotations = {}
+    for secret_name in sorted(sent):
+        secret = await kube.get("v1", "Secret", ns, secret_name)
+        if secret is not None:
+            secret_annotations[secret_name] = (secret.get("metadata") or {}).get("annotations")
     return GatewayInputs(
         gateway=gateway,
         agents=tuple(agents),
@@ -127,6 +138,7 @@ async def resolve_gateway(
         otlp_endpoint=otlp_endpoint,
         policy=gateway_policy or GatewayPolicy(),
         operator_namespace=operator_namespace,
+        secret_annotations=secret_annotations,
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from kaizen_api.netguard import display_url
 from kaizen_api.netpolicy import egress_rules
+from kaizen_api.pairing import ALLOWED_DESTINATIONS, agent_refusals
 from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
@@ -40,6 +41,7 @@ ROUTE_APPLIED = "RouteApplied"
 # What an Ingress or HTTPRoute exposes: the OpenAI-compatible and native APIs, not
 # /metrics (agents, token counts, cost) nor /readyz (bundle and tool-server errors).
 PUBLIC_PATHS = ("/v1", "/agents")
+SECRETS_PAIRED = "SecretsPaired"  # False while an agent is not served: kaizen_api.pairing
 
 # The gateway's own switch for its SSRF guard (kaizen_gateway.__main__ reads it).
 ALLOW_LINK_LOCAL_ENV = "KAIZEN_GATEWAY_ALLOW_LINK_LOCAL"
@@ -76,6 +78,9 @@ class GatewayInputs:
     policy: GatewayPolicy = field(default_factory=GatewayPolicy)
     # The operator's own namespace (its pods scrape and smoke-test gateway pods).
     operator_namespace: str | None = None
+    # Annotations of the Secrets the agents send to URLs they choose (kaizen_api.pairing);
+    # a Secret missing here does not exist.
+    secret_annotations: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -167,14 +172,13 @@ def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[Bundle
                 f"{expected_hash}; promote the revision to serve again"
             )
             continue
-        content = dict(rev["data"]["spec"])
+        content = AgentSpec.model_validate(dict(rev["data"]["spec"]))
+        refusals = agent_refusals(content, inputs.secret_annotations)
+        if refusals:  # not served: its Secrets would go where no administrator allowed
+            problems += [f"agent {name}: {r}" for r in refusals]
+            continue
         served.append(
-            BundledAgent(
-                name=name,
-                revision=int(rev["revision"]),
-                hash=actual_hash,
-                spec=AgentSpec.model_validate(content),
-            )
+            BundledAgent(name=name, revision=int(rev["revision"]), hash=actual_hash, spec=content)
         )
     return served, problems
 
@@ -719,6 +723,19 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         status["conditions"] = set_condition(
             status["conditions"], TOOLS_REACHABLE, *tools, meta.get("generation"), inputs.now
         )
+    unpaired = [p for p in problems if ALLOWED_DESTINATIONS in p]
+    if unpaired:
+        status["conditions"] = set_condition(
+            status["conditions"],
+            SECRETS_PAIRED,
+            False,
+            "SecretNotPaired",
+            "; ".join(unpaired)[:2000],
+            generation=meta.get("generation"),
+            now=inputs.now,
+        )
+    else:
+        status["conditions"] = [c for c in status["conditions"] if c["type"] != SECRETS_PAIRED]
     return GatewayPlan(
         children=tuple(children),
         replicas=render_replicas(inputs, spec),

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kaizen_api.v1alpha1.gateway import PromotionPolicy
+from kaizen_api.v1alpha1.promotion import Approval
 from kaizen_operator.conditions import timestamp
 
 APPROVE = "kaizen.studio/approve"
@@ -136,8 +138,50 @@ def review_promotion(request: dict[str, Any], now: datetime) -> Review:
             {
                 "op": "replace" if LEDGER in annotations else "add",
                 "path": _pointer(LEDGER),
-                "value": json.dumps(entries),
+                # ensure_ascii=False: the entry spells the user as userInfo does, which
+                # the chart's ValidatingAdmissionPolicy compares with the requester.
+                "value": json.dumps(entries, ensure_ascii=False),
             },
             {"op": "remove", "path": _pointer(key)},
         ],
+    )
+
+
+def policy_gap(approval: Approval | None, policy: PromotionPolicy) -> str | None:
+    """How a Promotion's spec.approval asks for less than its target Gateway's
+    spec.promotionPolicy (None: it asks for at least as much). Pure."""
+    who = f"users {policy.approvers.users or []}, groups {policy.approvers.groups or []}"
+    if approval is None or not approval.required:
+        return (
+            f"requires {policy.required_approvals} approval(s) by {who}; "
+            "spec.approval.required is false"
+        )
+    if approval.min_approvals < policy.required_approvals:
+        return (
+            f"requires {policy.required_approvals} approval(s); "
+            f"spec.approval.minApprovals is {approval.min_approvals}"
+        )
+    if approval.allow_self_approval and not policy.allow_self_approval:
+        return "forbids self-approval; spec.approval.allowSelfApproval is true"
+    approvers = approval.approvers
+    users = set((approvers.users if approvers else None) or [])
+    groups = set((approvers.groups if approvers else None) or [])
+    extra = sorted(users - set(policy.approvers.users or [])) + sorted(
+        groups - set(policy.approvers.groups or [])
+    )
+    if extra:
+        return f"allows only approvers among {who}; spec.approval.approvers adds {extra}"
+    return None
+
+
+def counted_approvers(obj: dict[str, Any], allow_self_approval: bool) -> list[str]:
+    """The distinct users whose approvals count: the creator's own only when allowed
+    (a ledger written while the webhook was down does not get to decide that)."""
+    creator = ((obj.get("metadata") or {}).get("annotations") or {}).get(CREATED_BY)
+    return sorted(
+        {
+            str(e.get("user"))
+            for e in ledger(obj)
+            if e.get("decision") == "Approved" and (allow_self_approval or e.get("user") != creator)
+        }
     )

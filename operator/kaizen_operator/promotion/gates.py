@@ -3,6 +3,7 @@ gateway and the external webhook. Their outcomes feed the pure state machine."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,7 +13,12 @@ from typing import Any
 import aiohttp
 
 from kaizen_api.netguard import DestinationNotAllowed, check_url
-from kaizen_api.netguard_aiohttp import guarded_connector
+from kaizen_api.netguard_aiohttp import (
+    ResponseTooLarge,
+    guarded_connector,
+    read_capped,
+    read_prefix,
+)
 from kaizen_api.v1alpha1.common import parse_duration, quantity_value
 from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec, WebhookTarget
 from kaizen_operator.endpoints import gateway_urls
@@ -20,6 +26,7 @@ from kaizen_operator.gatewaymetrics import Counts, ScrapeHistory, Window, parse_
 from kaizen_operator.kube import Kube
 
 HOW_TO_ALLOW = "start kaizen-operator with --allow-link-local-destinations"
+SMOKE_MAX_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,12 +53,23 @@ async def smoke_check(
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(f"{urls[0]}/agents/{agent}/invoke", json={"input": smoke.input}) as resp,
+            session.post(
+                f"{urls[0]}/agents/{agent}/invoke",
+                json={"input": smoke.input},
+                allow_redirects=False,  # the target's pods may not point the operator elsewhere
+            ) as resp,
         ):
-            body = await resp.json(content_type=None)
+            raw = await read_capped(resp, SMOKE_MAX_BYTES)
+            body: Any = json.loads(raw) if raw else None
             served = resp.headers.get("x-kaizen-agent-revision")
+    except ResponseTooLarge as exc:
+        return GateOutcome(False, f"smoke invocation failed: {exc}")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         return GateOutcome(False, f"smoke invocation failed: {exc.__class__.__name__}", final=False)
+    if 300 <= resp.status < 400:
+        return GateOutcome(
+            False, f"smoke invocation answered a redirect ({resp.status}), which is not followed"
+        )
     if resp.status == 404 or (served is not None and served != str(spec.revision)):
         return GateOutcome(False, f"gateway still serves revision {served or 'none'}", final=False)
     if resp.status != 200:
@@ -70,9 +88,12 @@ async def post_json(
     payload: dict[str, Any],
     secret: str | None,
     *,
+    refused: str | None = None,
     allow_link_local: bool = False,
 ) -> GateOutcome:
     """POST ``payload`` to ``target`` (bearer token ``secret``); a 2xx answer passes.
+    ``refused``: why the target's Secret may not go there (kaizen_api.pairing); then
+    nothing is sent.
 
     Link-local and cloud-metadata destinations are refused before anything is sent
     (kaizen_api.netguard), also when a host name resolves to one at connect time;
@@ -82,6 +103,8 @@ async def post_json(
         check_url(target.url, allow_link_local=allow_link_local, how_to_allow=HOW_TO_ALLOW)
     except DestinationNotAllowed as exc:
         return GateOutcome(False, f"webhook destination not allowed: {exc}")
+    if refused:
+        return GateOutcome(False, f"webhook secret not allowed: {refused}")
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
     try:
         async with (
@@ -93,7 +116,7 @@ async def post_json(
             ) as session,
             session.post(target.url, json=payload, headers=headers, allow_redirects=False) as resp,
         ):
-            text = (await resp.text())[:300]
+            text = await read_prefix(resp, 300)  # only this much is shown; the rest is not read
     except DestinationNotAllowed as exc:  # the name resolved to a refused address now
         return GateOutcome(False, f"webhook destination not allowed: {exc}")
     except (aiohttp.ClientError, TimeoutError) as exc:
@@ -122,6 +145,7 @@ async def webhook_check(
     spec: PromotionSpec,
     secret: str | None,
     *,
+    refused: str | None = None,
     allow_link_local: bool = False,
 ) -> GateOutcome:
     """POST the Promotion to the external webhook gate; a 2xx answer passes."""
@@ -129,7 +153,11 @@ async def webhook_check(
     if hook is None:
         return GateOutcome(True, "no webhook gate")
     return await post_json(
-        hook, promotion_payload(promotion, spec), secret, allow_link_local=allow_link_local
+        hook,
+        promotion_payload(promotion, spec),
+        secret,
+        refused=refused,
+        allow_link_local=allow_link_local,
     )
 
 
@@ -138,6 +166,7 @@ async def notify_failure(
     spec: PromotionSpec,
     secret: str | None,
     *,
+    refused: str | None = None,
     allow_link_local: bool = False,
 ) -> GateOutcome:
     """Tell spec.notifications.webhook how the Promotion ended. Receivers may see a
@@ -156,7 +185,9 @@ async def notify_failure(
         "message": status.get("message"),
         "completedAt": status.get("completedAt"),
     }
-    return await post_json(hook, payload, secret, allow_link_local=allow_link_local)
+    return await post_json(
+        hook, payload, secret, refused=refused, allow_link_local=allow_link_local
+    )
 
 
 def evaluate_metric_gates(

@@ -9,8 +9,9 @@ from typing import Any
 
 import kopf
 
+from kaizen_api.pairing import pairing_refusal
 from kaizen_api.v1alpha1.gateway import PROMOTION_FIELD_MANAGER, promoted_revisions
-from kaizen_api.v1alpha1.promotion import PromotionSpec
+from kaizen_api.v1alpha1.promotion import PromotionSpec, WebhookTarget
 from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import reconcile_gateway
@@ -86,9 +87,11 @@ async def resolve_promotion(
         and parsed.gates.webhook
         and soak_done(status, parsed, now)
     ):
-        ref = parsed.gates.webhook.secret_ref
-        secret = await read_secret_value(kube, ns, ref.name, ref.key) if ref else None
-        webhook = await webhook_check(promotion, parsed, secret, allow_link_local=allow_link_local)
+        hook = parsed.gates.webhook
+        secret, refused = await read_secret_for(kube, ns, hook)
+        webhook = await webhook_check(
+            promotion, parsed, secret, refused=refused, allow_link_local=allow_link_local
+        )
     if phase == "Verifying" and target is not None:
         smoke = await smoke_check(kube, overrides, parsed, target)
     return PromotionInputs(
@@ -107,11 +110,23 @@ async def resolve_promotion(
     )
 
 
-async def read_secret_value(kube: Kube, namespace: str, name: str, key: str) -> str | None:
-    """One Secret value, for an outgoing call only (never logged or stored)."""
-    secret = await kube.get("v1", "Secret", namespace, name)
-    raw = ((secret or {}).get("data") or {}).get(key)
-    return base64.b64decode(raw).decode() if raw else None
+async def read_secret_for(
+    kube: Kube, namespace: str, target: WebhookTarget | None
+) -> tuple[str | None, str | None]:
+    """The value of ``target``'s secretRef, for that call only (never logged or stored),
+    or why it may not go to ``target.url`` (kaizen_api.pairing): (value, refusal)."""
+    ref = target.secret_ref if target else None
+    if target is None or ref is None:
+        return None, None
+    secret = await kube.get("v1", "Secret", namespace, ref.name)
+    if secret is None:
+        return None, None
+    annotations = (secret.get("metadata") or {}).get("annotations")
+    refused = pairing_refusal(ref.name, annotations, target.url)
+    if refused:
+        return None, refused
+    raw = (secret.get("data") or {}).get(ref.key)
+    return (base64.b64decode(raw).decode() if raw else None), None
 
 
 def promoted_after_switch(
@@ -219,9 +234,10 @@ async def deliver_notification(
     meta = promotion["metadata"]
     spec = PromotionSpec.model_validate(promotion["spec"])
     hook = spec.notifications.webhook if spec.notifications else None
-    ref = hook.secret_ref if hook else None
-    secret = await read_secret_value(kube, meta["namespace"], ref.name, ref.key) if ref else None
-    outcome = await notify_failure(promotion, spec, secret, allow_link_local=allow_link_local)
+    secret, refused = await read_secret_for(kube, meta["namespace"], hook)
+    outcome = await notify_failure(
+        promotion, spec, secret, refused=refused, allow_link_local=allow_link_local
+    )
     await kube.patch_status(
         API,
         "Promotion",

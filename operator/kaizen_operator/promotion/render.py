@@ -16,7 +16,7 @@ from kaizen_api.v1alpha1.common import parse_duration
 from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
 from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES, PromotionSpec
 from kaizen_operator.conditions import get_condition, ready_conditions, timestamp
-from kaizen_operator.promotion.approvals import ledger
+from kaizen_operator.promotion.approvals import counted_approvers, ledger, policy_gap
 from kaizen_operator.promotion.gates import GateOutcome
 
 # How long metric gates may go unanswered (no pod serving /metrics) before failing.
@@ -66,6 +66,15 @@ def promoted_revision(gateway: dict[str, Any] | None, agent: str) -> int | None:
     failed verification goes back to)."""
     entry = promoted_revisions(gateway or {}).get(agent)
     return int(entry["revision"]) if entry else None
+
+
+def _policy_refusal(spec: PromotionSpec, target: dict[str, Any] | None) -> str | None:
+    """Why ``spec`` falls short of its target's spec.promotionPolicy (None: it does not)."""
+    if target is None:
+        return None
+    policy = GatewaySpec.model_validate(target["spec"]).promotion_policy
+    gap = policy_gap(spec.approval, policy) if policy else None
+    return f"Gateway {spec.to!r} spec.promotionPolicy {gap}" if gap else None
 
 
 def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
@@ -139,6 +148,9 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
                 f"Gateway {spec.to!r} serves each agent's latest revision (revisionPolicy Latest); "
                 "Promotions only apply to Promoted gateways",
             )
+        refused = _policy_refusal(spec, inputs.target)
+        if refused:
+            return end("Failed", "PromotionPolicyNotMet", refused)
         status["startedAt"] = timestamp(now)
         if spec.approval and spec.approval.required:
             phase = "WaitingForApproval"
@@ -167,7 +179,10 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
                 "Rejected",
                 f"rejected by {rejection['user']}: {rejection.get('reason', '')}",
             )
-        approvers = sorted({e["user"] for e in entries if e.get("decision") == "Approved"})
+        refused = _policy_refusal(spec, inputs.target)  # the policy may be newer
+        if refused:
+            return end("Failed", "PromotionPolicyNotMet", refused)
+        approvers = counted_approvers(promo, spec.approval.allow_self_approval)
         needed = spec.approval.min_approvals
         if len(approvers) >= needed:
             phase = "Progressing"
