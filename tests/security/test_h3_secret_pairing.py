@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import http.server
 import json
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,9 +24,10 @@ import pytest
 from kubernetes import client
 
 from kaizen_api.pairing import matches, pairing_refusal
+from localcluster.versions import state_dir
 from tests.e2e.test_operator_reconciles import apply_yaml, condition, get
 from tests.e2e.test_promotions import promotion, stage, wait_phase  # noqa: F401 - fixture
-from tests.support.kube import eventually
+from tests.support.kube import eventually, local_control_plane_only
 
 KEYS = "sk-production-gateway-key-0123456789"
 
@@ -207,13 +207,14 @@ def test_the_pairing_compares_scheme_host_port_and_path(prefix: str, url: str, o
     assert (refusal is None) is ok
 
 
+@local_control_plane_only
 def test_secrets_are_encrypted_at_rest_in_the_local_control_plane(
     api_client: client.ApiClient, namespace: str
 ) -> None:
     """hack/localcluster starts kube-apiserver with --encryption-provider-config: etcd
     holds the Secret sealed (secretbox), never the value."""
     _secret(api_client, namespace, "sealed")
-    state = json.loads((Path(os.environ["KAIZEN_CLUSTER_DIR"]) / "state.json").read_text())
+    state = json.loads((state_dir() / "state.json").read_text())
     key = base64.b64encode(f"/registry/secrets/{namespace}/sealed".encode()).decode()
     answer = httpx.post(
         f"http://127.0.0.1:{state['ports']['etcd']}/v3/kv/range", json={"key": key}, timeout=10

@@ -13,6 +13,7 @@ the real apiserver with the policies of the rendered chart installed.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +34,8 @@ API = ("kaizen.studio", "v1alpha1")
 DEV, CTO, SRE = "kaizen:dev@example.com", "kaizen:cto@example.com", "kaizen:sre@example.com"
 POLICY = {"requiredApprovals": 1, "approvers": {"groups": ["approvers"]}}
 LEDGER, CREATED_BY = "kaizen.studio/approvals", "kaizen.studio/created-by"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+POLICIES_LABEL = "test.kaizen.studio/promotion-policies"
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +44,21 @@ def policies(crds: Path) -> Iterator[Path]:
     docs = [
         d
         for d in yaml.safe_load_all(render())
-        if d and d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        if d
+        and d["kind"] in ("ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+        # only the promotion policies: the chart's others would bind the shared apiserver
+        and "promotion" in d["metadata"]["name"]
     ]
     assert len(docs) == 4
+    # The apiserver is shared by every test (and pytest-xdist worker): each worker gets
+    # its own copies, bound only to the namespaces it labels (see ``people``).
+    for d in docs:
+        d["metadata"]["name"] += f"-{WORKER}"
+        if d["kind"] == "ValidatingAdmissionPolicyBinding":
+            d["spec"]["policyName"] += f"-{WORKER}"
+            d["spec"]["matchResources"] = {
+                "namespaceSelector": {"matchLabels": {POLICIES_LABEL: WORKER}}
+            }
     text = yaml.safe_dump_all(docs)
     kubectl(crds, "apply", "-f", "-", stdin=text)
     try:
@@ -67,6 +82,10 @@ def people(
     """A developer (who is also in the approvers group, the hardest case), the CTO and
     an SRE approver, all with full rights on Promotions and Gateways of the namespace
     (as the kaizen-developer role gives) but none on the policy verbs."""
+    # Bound to this worker's policies, and out of its operator's admission webhook
+    # (tests/conftest.py routes it by this label): the policies hold without it.
+    labels = {POLICIES_LABEL: WORKER, "kaizen.studio/test-worker": None}
+    client.CoreV1Api(api_client).patch_namespace(namespace, {"metadata": {"labels": labels}})
     rbac = client.RbacAuthorizationV1Api(api_client)
     rbac.create_namespaced_role(
         namespace,
