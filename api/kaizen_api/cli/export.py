@@ -42,7 +42,14 @@ SERVER_FIELDS = (
     "selfLink",
     "finalizers",
 )
-DROPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+DROPPED_ANNOTATIONS = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    # The operator's (kopf's) bookkeeping of what it handled: restored with the object,
+    # it would make the operator take the new object for one it had already handled and
+    # skip its creation until the next periodic resync.
+    "kaizen.studio/last-handled-configuration",
+    "kaizen.studio/kopf-managed",
+)
 DROPPED_LABELS = ("kubernetes.io/metadata.name",)
 
 
