@@ -49,8 +49,9 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int) -> bytes:
     return b"".join(parts)
 
 
-async def read_prefix(resp: aiohttp.ClientResponse, limit: int) -> str:
-    """At most ``limit`` bytes of the body as text (for messages); the rest is never read."""
+async def read_at_most(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first ``limit`` bytes of the body (all of it when shorter); the rest is never
+    read. (``resp.content.read(n)`` may return fewer than ``n`` bytes before the end.)"""
     parts: list[bytes] = []
     size = 0
     async for chunk in resp.content.iter_any():
@@ -58,7 +59,12 @@ async def read_prefix(resp: aiohttp.ClientResponse, limit: int) -> str:
         size += len(parts[-1])
         if size >= limit:
             break
-    return b"".join(parts).decode("utf-8", errors="replace")
+    return b"".join(parts)
+
+
+async def read_prefix(resp: aiohttp.ClientResponse, limit: int) -> str:
+    """At most ``limit`` bytes of the body as text (for messages); the rest is never read."""
+    return (await read_at_most(resp, limit)).decode("utf-8", errors="replace")
 
 
 class GuardedResolver(AbstractResolver):

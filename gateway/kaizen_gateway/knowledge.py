@@ -30,6 +30,7 @@ import bm25s  # type: ignore[import-untyped]
 import Stemmer  # type: ignore[import-not-found]
 
 from kaizen_api.netguard import DestinationNotAllowed, check_url
+from kaizen_api.netguard_aiohttp import read_at_most
 from kaizen_api.v1alpha1.agent import KnowledgeSource, RetrievalSpec
 from kaizen_api.v1alpha1.bundle import KNOWLEDGE_MOUNT, AgentBundle, BundledAgent
 from kaizen_gateway import metrics, tracing
@@ -300,7 +301,7 @@ async def fetch_url(
                 continue
             if resp.status != 200:
                 raise ValueError(f"HTTP {resp.status}")
-            raw = await resp.content.read(limit + 1)  # never more than the cap
+            raw = await read_at_most(resp, limit + 1)  # one byte past the cap tells a cut
             text, cut = _decode(raw, limit)
             if "html" in resp.headers.get("content-type", ""):
                 text = html_text(text)
