@@ -113,13 +113,7 @@ def sync_workspaces(settings: Settings, *, adopt: bool = False) -> int:
     from kaizen_api.server.problems import Problem
     from kaizen_api.server.workspaces import sync_workspace
 
-    kube = Kube(
-        settings.kubeconfig,
-        quota_wait_seconds=settings.quota_wait_seconds,
-        workspace_policy=settings.workspace_policy,
-        workspace_role=settings.workspace_role,
-        service_account=settings.service_account,
-    )
+    kube = Kube.for_settings(settings)
     try:
         with session(engine_for(settings.database_url)) as db:
             rows = db.exec(

@@ -34,13 +34,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         if run_migrations:
             migrate_for(settings.database_url, settings.migration_database_url)
         engine = engine_for(settings.database_url)
-        kube = Kube(
-            settings.kubeconfig,
-            quota_wait_seconds=settings.quota_wait_seconds,
-            workspace_policy=settings.workspace_policy,
-            workspace_role=settings.workspace_role,
-            service_account=settings.service_account,
-        )
+        kube = Kube.for_settings(settings)
         writer = AuditWriter(engine, max_backlog=settings.audit_max_backlog)
         app.state.kaizen = AppState(
             settings=settings,

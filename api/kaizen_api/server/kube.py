@@ -15,7 +15,7 @@ import json
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -31,6 +31,9 @@ from yarl import URL
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.server.guards import WorkspacePolicy
 from kaizen_api.server.timing import kube_call
+
+if TYPE_CHECKING:
+    from kaizen_api.server.settings import Settings
 
 FIELD_MANAGER = "kaizen-api"
 TIMEOUT_SECONDS = 30.0
@@ -102,6 +105,17 @@ class Kube:
         self._tls = tls
         # Made on first use: an aiohttp session belongs to the running event loop.
         self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Kube:
+        """The client the facade's settings describe (the server and its CLI commands)."""
+        return cls(
+            settings.kubeconfig,
+            quota_wait_seconds=settings.quota_wait_seconds,
+            workspace_policy=settings.workspace_policy,
+            workspace_role=settings.workspace_role,
+            service_account=settings.service_account,
+        )
 
     def _async_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
