@@ -23,6 +23,7 @@ from kaizen_api.v1alpha1.common import (
     cel,
     k8s_extra,
 )
+from kaizen_api.v1alpha1.promotion import Approvers
 
 ENVIRONMENT_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HOSTNAME_PATTERN = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -251,7 +252,7 @@ class PromotionPolicy(KaizenModel):
         le=10,
         description="Distinct approvers a Promotion to this Gateway needs at least.",
     )
-    approvers: PolicyApprovers = Field(
+    approvers: Approvers = Field(
         description="Who may approve; a Promotion's spec.approval.approvers must be among them."
     )
     allow_self_approval: bool = Field(
@@ -264,23 +265,6 @@ class PromotionPolicy(KaizenModel):
         if not (self.approvers.users or self.approvers.groups):
             raise ValueError("promotionPolicy.approvers needs at least one user or group")
         return self
-
-
-class PolicyApprovers(KaizenModel):
-    """Users and groups, as Kubernetes authenticates them."""
-
-    users: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        default=None,
-        max_length=64,
-        description="User names as Kubernetes authenticates them.",
-        json_schema_extra=k8s_extra(list_type="set"),
-    )
-    groups: list[Annotated[str, Field(min_length=1, max_length=256)]] | None = Field(
-        default=None,
-        max_length=64,
-        description="Groups whose members may approve.",
-        json_schema_extra=k8s_extra(list_type="set"),
-    )
 
 
 class GatewaySpec(KaizenModel):
