@@ -21,7 +21,7 @@ from kubernetes import client
 
 from localcluster.versions import KUBERNETES_VERSION, bin_dir
 from tests.e2e.test_operator_reconciles import gateway, mock_agent
-from tests.support.kube import eventually, kubectl
+from tests.support.kube import eventually, kubectl, token_kubeconfig
 from tests.support.manifests import ROOT
 from tests.support.processes import free_port, start, wait_http_ok
 
@@ -234,21 +234,7 @@ def _run_chart_operator(
     token = kubectl(
         kubeconfig, "create", "token", name, "-n", system, "--duration=1h"
     ).stdout.strip()
-    admin = yaml.safe_load(kubeconfig.read_text())
-    cluster = admin["clusters"][0]["cluster"]
-    sa_kubeconfig = tmp_path / "sa.kubeconfig"
-    sa_kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": cluster}],
-                "users": [{"name": "sa", "user": {"token": token}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    sa_kubeconfig = token_kubeconfig(kubeconfig, token, tmp_path / "sa.kubeconfig")
     secret = client.CoreV1Api(api_client).read_namespaced_secret(f"{name}-webhook-tls", system)
     certs = tmp_path / "webhook"
     certs.mkdir()

@@ -25,7 +25,7 @@ from kaizen_api.server.app import create_app
 from kaizen_api.server.settings import Settings
 from tests.integration.test_helm_chart import CHART, KUBE_VERSION, helm
 from tests.support.facade import Facade, agent
-from tests.support.kube import kubectl
+from tests.support.kube import kubectl, token_kubeconfig
 
 CLUSTER_SCOPED = {
     "ClusterRole",
@@ -81,21 +81,7 @@ def chart_identity(
         for obj in objects:
             kubectl(facade_cluster, "apply", "--server-side", "-f", "-", stdin=json.dumps(obj))
         token = kubectl(facade_cluster, "create", "token", api, "-n", namespace).stdout.strip()
-        admin = yaml.safe_load(facade_cluster.read_text())
-        cluster = admin["clusters"][0]["cluster"]
-        kubeconfig = tmp_path / "facade-sa.kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "c", "cluster": cluster}],
-                    "users": [{"name": "sa", "user": {"token": token}}],
-                    "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
-                    "current-context": "c",
-                }
-            )
-        )
+        kubeconfig = token_kubeconfig(facade_cluster, token, tmp_path / "facade-sa.kubeconfig")
         identity = ChartFacadeIdentity(namespace, api, kubeconfig)
         if any(o["kind"] == "ValidatingAdmissionPolicy" for o in objects):
             wait_for_policy(identity, core)

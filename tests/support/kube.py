@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -34,6 +35,25 @@ def kubectl(
         capture_output=True,
         text=True,
     )
+
+
+def token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:
+    """A kubeconfig at ``path`` for the admin kubeconfig's cluster, authenticating with
+    ``token`` (a ServiceAccount's, from `kubectl create token`)."""
+    cluster = yaml.safe_load(admin_kubeconfig.read_text())["clusters"][0]["cluster"]
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": cluster}],
+                "users": [{"name": "sa", "user": {"token": token}}],
+                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "sa"}}],
+                "current-context": "c",
+            }
+        )
+    )
+    return path
 
 
 def eventually(probe: Callable[[], T | None], timeout: float = 90, what: str = "condition") -> T:
