@@ -10,6 +10,7 @@ from pydantic import Field
 from kaizen_api.v1alpha1.agent import AgentSpec
 from kaizen_api.v1alpha1.common import KaizenModel, SecretKeySelector
 from kaizen_api.v1alpha1.gateway import GatewayAuth, RateLimits
+from kaizen_api.v1alpha1.pipeline import PipelineSpec
 
 BUNDLE_FILE = "bundle.json"
 BUNDLE_MOUNT = "/etc/kaizen/bundle"
@@ -27,6 +28,15 @@ class BundledAgent(KaizenModel):
     spec: AgentSpec = Field(description="The revision's spec.")
 
 
+class BundledPipeline(KaizenModel):
+    """One pipeline at the revision this gateway serves."""
+
+    name: str = Field(description="Pipeline name; the `model` clients ask for.")
+    revision: int = Field(ge=1, description="Revision number served.")
+    hash: str = Field(description="Content hash of the revision.")
+    spec: PipelineSpec = Field(description="The revision's spec.")
+
+
 class AgentBundle(KaizenModel):
     """Everything one gateway serves."""
 
@@ -34,6 +44,12 @@ class AgentBundle(KaizenModel):
     namespace: str = Field(description="Gateway namespace.")
     environment: str = Field(description="Gateway environment.")
     agents: list[BundledAgent] = Field(default_factory=list, description="Served agents.")
+    pipelines: list[BundledPipeline] = Field(default_factory=list, description="Served pipelines.")
+    pinned_agents: list[BundledAgent] = Field(
+        default_factory=list,
+        description="Agent revisions that served pipelines pin and the gateway does not "
+        "serve as models itself; reachable only as pipeline steps.",
+    )
     rate_limits: RateLimits | None = Field(default=None, description="Rate limits.")
     auth: GatewayAuth | None = Field(default=None, description="Caller authentication.")
     knowledge_mounts: dict[str, str] | None = Field(

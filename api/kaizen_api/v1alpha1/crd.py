@@ -18,6 +18,7 @@ from kaizen_api.v1alpha1 import GROUP, VERSION
 from kaizen_api.v1alpha1.agent import Agent, AgentSpec, AgentStatus
 from kaizen_api.v1alpha1.common import KaizenModel
 from kaizen_api.v1alpha1.gateway import Gateway, GatewaySpec, GatewayStatus
+from kaizen_api.v1alpha1.pipeline import Pipeline, PipelineSpec, PipelineStatus
 from kaizen_api.v1alpha1.promotion import Promotion, PromotionSpec, PromotionStatus
 from kaizen_api.v1alpha1.scaling import ScalingPolicy, ScalingPolicySpec, ScalingPolicyStatus
 
@@ -75,6 +76,20 @@ KINDS: tuple[Kind, ...] = (
         columns=(
             Column("Model", ".spec.model.name", description="Model name at the provider."),
             Column("Provider", ".spec.model.provider", priority=1),
+            Column("Lifecycle", ".spec.lifecycle"),
+            Column("Revision", ".status.latestRevision", "integer", "Newest revision."),
+            Column("Ready", READY),
+            AGE,
+        ),
+    ),
+    Kind(
+        Pipeline,
+        PipelineSpec,
+        PipelineStatus,
+        plural="pipelines",
+        short_names=("pl",),
+        columns=(
+            Column("Pattern", ".spec.pattern"),
             Column("Lifecycle", ".spec.lifecycle"),
             Column("Revision", ".status.latestRevision", "integer", "Newest revision."),
             Column("Ready", READY),

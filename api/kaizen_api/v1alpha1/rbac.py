@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-KINDS = ("agents", "gateways", "scalingpolicies", "promotions")
+KINDS = ("agents", "pipelines", "gateways", "scalingpolicies", "promotions")
 
 
 def render_cluster_roles(labels: dict[str, str]) -> list[dict[str, Any]]:
