@@ -23,6 +23,7 @@ PLURALS = {
     "Gateway": "gateways",
     "ScalingPolicy": "scalingpolicies",
     "Promotion": "promotions",
+    "Pipeline": "pipelines",
 }
 VALID_SPECS: dict[str, dict[str, Any]] = {
     "Agent": {"model": {"provider": "mock", "name": "echo"}},
@@ -33,7 +34,15 @@ VALID_SPECS: dict[str, dict[str, Any]] = {
         "metrics": [{"type": "cpu", "averageUtilization": 50}],
     },
     "Promotion": {"agentRef": {"name": "hello"}, "revision": 1, "from": "dev", "to": "staging"},
+    "Pipeline": {
+        "pattern": "Sequential",
+        "steps": [
+            {"name": "draft", "agentRef": {"name": "writer"}},
+            {"name": "review", "agentRef": {"name": "editor", "revision": 2}},
+        ],
+    },
 }
+TWO_STEPS = VALID_SPECS["Pipeline"]["steps"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,90 @@ def merged(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 
 ENDPOINT = "https://llm.internal.example/v1"
 CASES = [
+    # Pipeline
+    Bad(
+        "step-with-two-targets",
+        "Pipeline",
+        {"steps": [{"name": "s", "agentRef": {"name": "a"}, "pipelineRef": {"name": "p"}}]},
+        "spec.steps[0]",
+        "a step calls exactly one of agentRef or pipelineRef",
+    ),
+    Bad(
+        "unknown-pattern",
+        "Pipeline",
+        {"pattern": "Swarm"},
+        "spec.pattern",
+        'Unsupported value: "Swarm"',
+    ),
+    Bad(
+        "router-without-router-block",
+        "Pipeline",
+        {"pattern": "Router"},
+        "spec.router",
+        "pattern Router needs the router block",
+    ),
+    Bad(
+        "block-of-another-pattern",
+        "Pipeline",
+        {"parallel": {"merge": "Concatenate"}},
+        "spec",
+        "set only the block that matches the pattern",
+    ),
+    Bad(
+        "route-to-missing-step",
+        "Pipeline",
+        {
+            "pattern": "Router",
+            "router": {"routes": [{"name": "r", "step": "nowhere", "match": {"regex": "x"}}]},
+        },
+        "spec.router.routes",
+        "every route names a step of this pipeline",
+    ),
+    Bad(
+        "template-with-code",
+        "Pipeline",
+        {"steps": [{"name": "s", "agentRef": {"name": "a"}, "input": "{{ __import__('os') }}"}]},
+        "spec.steps[0].input",
+        "input templates may only use",
+    ),
+    Bad(
+        "aggregate-without-aggregator",
+        "Pipeline",
+        {"pattern": "Parallel", "parallel": {"merge": "Aggregate"}},
+        "spec.parallel.aggregator",
+        "merge Aggregate needs an aggregator step",
+    ),
+    Bad(
+        "min-successful-above-steps",
+        "Pipeline",
+        {"pattern": "Parallel", "parallel": {"minSuccessful": 3}},
+        "spec.parallel.minSuccessful",
+        "parallel.minSuccessful cannot exceed the number of steps",
+    ),
+    Bad(
+        "ensemble-of-one",
+        "Pipeline",
+        {"pattern": "Ensemble", "steps": TWO_STEPS[:1]},
+        "spec.steps",
+        "an Ensemble needs at least 2 steps",
+    ),
+    Bad(
+        "equals-without-json-path",
+        "Pipeline",
+        {
+            "pattern": "Router",
+            "router": {"routes": [{"name": "r", "step": "draft", "match": {"equals": "high"}}]},
+        },
+        "spec.router.routes[0].match",
+        "a match needs keywords, regex or jsonPath",
+    ),
+    Bad(
+        "pipeline-timeout-too-long",
+        "Pipeline",
+        {"timeout": "2h"},
+        "spec.timeout",
+        "timeout must be between 1s and 60m",
+    ),
     # Agent
     Bad(
         "unknown-provider",

@@ -10,6 +10,7 @@ import yaml
 from kaizen_api.v1alpha1.agent import Agent
 from kaizen_api.v1alpha1.common import KaizenModel
 from kaizen_api.v1alpha1.gateway import Gateway
+from kaizen_api.v1alpha1.pipeline import Pipeline
 from kaizen_api.v1alpha1.promotion import Promotion
 from kaizen_api.v1alpha1.scaling import ScalingPolicy
 
@@ -20,6 +21,7 @@ MODELS: dict[str, type[KaizenModel]] = {
     "Gateway": Gateway,
     "ScalingPolicy": ScalingPolicy,
     "Promotion": Promotion,
+    "Pipeline": Pipeline,
 }
 
 

@@ -116,7 +116,15 @@ class Step(KaizenModel):
                 cel(
                     "has(self.agentRef) != has(self.pipelineRef)",
                     "a step calls exactly one of agentRef or pipelineRef",
-                )
+                ),
+                cel(
+                    "!has(self.input) || self.input.findAll('[{][{][^{}]*[}][}]').all(f, "
+                    "f.matches('^[{][{]\\\\s*(input|previous|outputs|steps[.][a-zA-Z0-9_-]{1,64})"
+                    "\\\\s*[}][}]$'))",
+                    "input templates may only use {{input}}, {{previous}}, {{outputs}} and "
+                    "{{steps.NAME}}",
+                    fieldPath=".input",
+                ),
             ]
         )
     )
@@ -133,7 +141,7 @@ class Step(KaizenModel):
     )
     input: str | None = Field(
         default=None,
-        max_length=16_384,
+        max_length=2048,
         description="Template of the message sent to the step. Unset: {{previous}} in a "
         "Sequential pipeline (the first step gets {{input}}), {{input}} otherwise.",
     )
