@@ -58,6 +58,10 @@ def pipeline_name(shape: str, steps: int) -> str:
 # ---------------------------------------------------------------- one request, three ways
 
 
+def ms_since(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000
+
+
 async def model_call(session: aiohttp.ClientSession, stub: str, model: str, text: str) -> str:
     """The bare model call: what every step costs at least."""
     body = {"model": model, "messages": [{"role": "user", "content": text}]}
@@ -70,9 +74,16 @@ async def model_call(session: aiohttp.ClientSession, stub: str, model: str, text
     return str(answer["choices"][0]["message"]["content"])
 
 
+def agents_time(shape: str, times: list[float]) -> float:
+    """The agents' own time in a run (ms): the sum of the steps (Sequential), or the
+    slowest (Parallel: the steps overlap)."""
+    return sum(times) if shape == "seq" else max(times)
+
+
 async def gateway_request(
     session: aiohttp.ClientSession, cfg: dict[str, Any], shape: str, steps: int
-) -> None:
+) -> float:
+    """One run; the agents' own time, from the step latencies the gateway reports."""
     async with session.post(
         f"{cfg['gateway']}/pipelines/{pipeline_name(shape, steps)}/invoke",
         json={"input": QUESTION},
@@ -80,11 +91,13 @@ async def gateway_request(
         body = await resp.read()
         if resp.status != 200 or len(orjson.loads(body)["steps"]) != steps:
             raise RuntimeError(f"unexpected answer {resp.status}: {body[:300]!r}")
+    return agents_time(shape, [s["latencyMs"] for s in orjson.loads(body)["steps"]])
 
 
 class State(TypedDict):
     text: str
     outputs: Annotated[list[str], operator.add]
+    times: Annotated[list[float], operator.add]  # each node's own time (ms)
 
 
 def langgraph_pipelines(session: aiohttp.ClientSession, stub: str) -> dict[tuple[str, int], Any]:
@@ -94,14 +107,17 @@ def langgraph_pipelines(session: aiohttp.ClientSession, stub: str) -> dict[tuple
 
     def node(i: int) -> Any:
         async def call(state: State) -> dict[str, Any]:
+            t0 = time.perf_counter()
             text = await model_call(session, stub, f"agent-{i}-model", state["text"])
-            return {"text": text, "outputs": [text]}
+            return {"text": text, "outputs": [text], "times": [ms_since(t0)]}
 
         return call
 
     def fan_node(i: int) -> Any:
         async def call(state: State) -> dict[str, Any]:
-            return {"outputs": [await model_call(session, stub, f"agent-{i}-model", QUESTION)]}
+            t0 = time.perf_counter()
+            text = await model_call(session, stub, f"agent-{i}-model", QUESTION)
+            return {"outputs": [text], "times": [ms_since(t0)]}
 
         return call
 
@@ -134,34 +150,41 @@ async def worker(
     async with aiohttp.ClientSession(connector=connector) as session:
         graphs = langgraph_pipelines(session, cfg["stub"]) if kind == "langgraph" else {}
 
-        async def one() -> None:
+        async def one() -> float:
+            """One request; the agents' own time in it (ms)."""
             if kind == "floor":
+                t0 = time.perf_counter()
                 await model_call(session, cfg["stub"], "agent-0-model", QUESTION)
-            elif kind == "kaizen-gateway":
-                await gateway_request(session, cfg, shape, steps)
-            else:
-                state = await graphs[(shape, steps)].ainvoke({"text": QUESTION, "outputs": []})
-                if len(state["outputs"]) != steps:
-                    raise RuntimeError(f"unexpected state {state!r}")
+                return ms_since(t0)
+            if kind == "kaizen-gateway":
+                return await gateway_request(session, cfg, shape, steps)
+            state = await graphs[(shape, steps)].ainvoke(
+                {"text": QUESTION, "outputs": [], "times": []}
+            )
+            if len(state["outputs"]) != steps:
+                raise RuntimeError(f"unexpected state {state!r}")
+            return agents_time(shape, state["times"])
 
         for _ in range(3):  # warm-up: connections, imports, caches
             await one()
         latencies: list[float] = []
+        orchestration: list[float] = []  # each request's time beyond its agents' own
         deadline = time.perf_counter() + seconds
 
         async def client() -> None:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                await one()
-                latencies.append((time.perf_counter() - t0) * 1000)
+                own = await one()
+                latencies.append(ms_since(t0))
+                orchestration.append(latencies[-1] - own)
 
         await asyncio.gather(*(client() for _ in range(clients)))
-    print(json.dumps({"latencies": latencies}))
+    print(json.dumps({"latencies": latencies, "orchestration": orchestration}))
 
 
 def run_cell(
     kind: str, case: tuple[str, int], clients: int, seconds: float, cfg: dict[str, Any]
-) -> list[float]:
+) -> dict[str, list[float]]:
     spec = {"kind": kind, "case": case, "clients": clients, "seconds": seconds, **cfg}
     out = subprocess.run(
         [sys.executable, __file__, "--worker", json.dumps(spec)],
@@ -169,7 +192,8 @@ def run_cell(
         capture_output=True,
         text=True,
     )
-    return list(json.loads(out.stdout.strip().splitlines()[-1])["latencies"])
+    cell: dict[str, list[float]] = json.loads(out.stdout.strip().splitlines()[-1])
+    return cell
 
 
 async def fan_out(cfg: dict[str, Any], runs: int) -> tuple[float, float, float]:
@@ -199,7 +223,7 @@ async def fan_out(cfg: dict[str, Any], runs: int) -> tuple[float, float, float]:
             walls.append((time.perf_counter() - t0) * 1000)
             slowest.append(max(s["latencyMs"] for s in body["steps"]))
             t0 = time.perf_counter()
-            await compiled.ainvoke({"text": QUESTION, "outputs": []})
+            await compiled.ainvoke({"text": QUESTION, "outputs": [], "times": []})
             lg.append((time.perf_counter() - t0) * 1000)
     return statistics.median(walls), statistics.median(slowest), statistics.median(lg)
 
@@ -298,6 +322,7 @@ def main() -> None:
 
     procs: list[LocalProcess] = []
     lat: dict[tuple[str, int], dict[tuple[str, int], list[float]]] = {}
+    orch: dict[tuple[str, int], dict[tuple[str, int], list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             cfg = start_servers(Path(tmp), procs)
@@ -308,7 +333,12 @@ def main() -> None:
                     ]
                     for kind, case in cells:
                         found = run_cell(kind, case, clients, seconds, cfg)
-                        lat.setdefault((kind, clients), {}).setdefault(case, []).extend(found)
+                        lat.setdefault((kind, clients), {}).setdefault(case, []).extend(
+                            found["latencies"]
+                        )
+                        orch.setdefault((kind, clients), {}).setdefault(case, []).extend(
+                            found["orchestration"]
+                        )
                 print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
             wall, slowest, lg_wall = asyncio.run(fan_out(cfg, 3 if args.quick else 7))
         finally:
@@ -316,7 +346,28 @@ def main() -> None:
                 proc.stop()
 
     print(
-        f"\nPipeline orchestration, ms per step beyond the bare model call (medians; "
+        f"\nPipeline orchestration, ms per step beyond the agents' own time (medians; "
+        f"{args.rounds} round(s) x {seconds:g}s per cell)\n"
+    )
+    header = f"{'clients':>7}  {'pattern':>10}  {'gateway':>8}  {'langgraph':>9}  {'ratio':>6}"
+    print(header)
+    print("-" * len(header))
+    for clients in args.clients:
+        for shape, label, sizes in (("seq", "Sequential", SEQ), ("par", "Parallel", PAR)):
+            gw = slope({n: orch[("kaizen-gateway", clients)][(shape, n)] for n in sizes}, *sizes)
+            lg = slope({n: orch[("langgraph", clients)][(shape, n)] for n in sizes}, *sizes)
+            ratio = gw / lg if lg > 0 else float("nan")
+            print(f"{clients:>7}  {label:>10}  {gw:>8.3f}  {lg:>9.3f}  {ratio:>6.2f}")
+    print(
+        "\nA run's orchestration time = its latency minus its agents' own time (the step "
+        "latencies the gateway reports, or each LangGraph node's own time; summed for "
+        "Sequential, the slowest for Parallel); per step = the slope over 1..5 (Sequential) "
+        "or 1..8 (Parallel) steps, which cancels the client's one call to the gateway. "
+        "ratio = gateway / LangGraph (target <= 0.5)."
+    )
+    print(
+        f"\nWhole cost of a step beyond a bare model call, ms (our steps run the full agent "
+        f"loop; LangGraph's nodes are a bare call; medians; "
         f"{args.rounds} round(s) x {seconds:g}s per cell)\n"
     )
     header = (
