@@ -44,7 +44,7 @@ from kaizen_gateway.chat import (
 )
 from kaizen_gateway.errors import GatewayError, UpstreamError
 from kaizen_gateway.knowledge import KnowledgeBase
-from kaizen_gateway.loop import Bounds, Event, LoopRun, Outcome, outcome_of
+from kaizen_gateway.loop import Bounds, Delta, Event, LoopRun, Outcome, outcome_of
 from kaizen_gateway.memory import (
     CONVERSATION_HEADER,
     ConversationMemory,
@@ -510,11 +510,16 @@ class Gateway:
         )
 
     async def run_agent(
-        self, agent: BundledAgent, text: str, extra: Mapping[str, ToolRunner] | None = None
+        self,
+        agent: BundledAgent,
+        text: str,
+        extra: Mapping[str, ToolRunner] | None = None,
+        on_text: Callable[[str], None] | None = None,
     ) -> Outcome:
         """An agent's answer to one user message, as ``/agents/{name}/invoke`` gives it
         (no conversation memory): a pipeline step. ``extra``: server-side tools added
-        for this call (a Supervisor's workers)."""
+        for this call (a Supervisor's workers); ``on_text``: streams the answer's text
+        (the model is called streaming)."""
         await self.mcp.prepare(agent.spec.tools)
         tools = self.agent_tools(agent)
         if extra:
@@ -528,7 +533,15 @@ class Gateway:
         chat.messages = knowledge.apply(chat.messages)
         status, usage, started = 500, None, time.perf_counter()
         try:
-            outcome = await outcome_of(self.loop(agent, chat, tools, False).events())
+            events = self.loop(agent, chat, tools, on_text is not None).events()
+            if on_text is None:
+                outcome = await outcome_of(events)
+            else:
+                async for event in events:
+                    if isinstance(event, Delta) and event.text:
+                        on_text(event.text)
+                    elif isinstance(event, Outcome):
+                        outcome = event
             status, usage = 200, outcome.usage
             return outcome
         except GatewayError as exc:

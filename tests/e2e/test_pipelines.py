@@ -225,6 +225,7 @@ def test_parallel_runs_steps_at_once_and_concatenates_in_step_order(served: Serv
     assert max(started) < min(finished), f"steps did not overlap: {kinds}"
     assert [d["name"] for e, d in seen if e == "step.finished"][-1] == "a"
     assert kinds[-1] == ("pipeline.finished", None)
+    assert "delta" not in [e for e, _ in seen]  # a Concatenate output is no step's answer
     done = seen[-1][1]
     assert done["output"] == "## a\n\nfrom a\n\n## b\n\nfrom b\n\n## c\n\nfrom c"
     assert sorted(user_message(r) for r in served.model_requests()) == ["same question"] * 3
@@ -391,7 +392,9 @@ def test_openai_client_calls_a_pipeline_by_name(served: Served) -> None:
         model="seq", messages=[{"role": "user", "content": "write"}], stream=True
     )
     chunks = list(stream)
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "the end"
+    texts = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert "".join(texts) == "the end"
+    assert len(texts) == 2  # the final step's answer as the model streams it, word by word
     assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens > 0
 
 

@@ -47,9 +47,13 @@ from kaizen_gateway.tools import ToolResult, ToolRunner, failed
 
 log = logging.getLogger("kaizen_gateway.pipelines")
 
-AgentCall = Callable[[BundledAgent, str, Mapping[str, ToolRunner] | None], Awaitable[Outcome]]
+OnText = Callable[[str], None]
+AgentCall = Callable[
+    [BundledAgent, str, Mapping[str, ToolRunner] | None, OnText | None], Awaitable[Outcome]
+]
 """Runs an agent's loop on one user message (with extra server-side tools, for a
-Supervisor) and returns its outcome; raises GatewayError as the agent routes do."""
+Supervisor; streaming its answer's text to ``on_text`` when given) and returns its
+outcome; raises GatewayError as the agent routes do."""
 Price = Callable[[BundledAgent, Mapping[str, int]], float]
 Emit = Callable[[str, dict[str, Any]], None]
 
@@ -150,6 +154,7 @@ class Engine:
     call_agent: AgentCall
     price: Price
     emit: Emit | None = None  # step events of the top-level run
+    on_text: OnText | None = None  # the answer's text of the top-level run's final step
 
     async def run(self, pipeline: BundledPipeline, text: str) -> PipelineResult:
         """Run ``pipeline`` on ``text`` (the top-level run: it emits step events)."""
@@ -224,7 +229,8 @@ class PipelineRun:
         for index, step in enumerate(self.pipeline.spec.steps):
             template = step.input or (DEFAULT_INPUT if index == 0 else "{{previous}}")
             text = render_template(template, input=self.text, previous=previous, steps=outputs)
-            record = await self.step(step, text)
+            last = index == len(self.pipeline.spec.steps) - 1
+            record = await self.step(step, text, final=last)
             if not record.ok:
                 raise self.failed(record)
             previous = outputs[step.name] = record.output
@@ -258,7 +264,7 @@ class PipelineRun:
             steps={r.name: r.output for r in ok},
             outputs=rules.labelled([(r.name, r.output) for r in ok]),
         )
-        record = await self.step(aggregator, text)
+        record = await self.step(aggregator, text, final=True)
         if not record.ok:
             raise self.failed(record)
         return record.output
@@ -317,7 +323,7 @@ class PipelineRun:
             )
         step = next(s for s in self.pipeline.spec.steps if s.name == chosen)
         record = await self.step(
-            step, render_template(step.input or DEFAULT_INPUT, input=self.text)
+            step, render_template(step.input or DEFAULT_INPUT, input=self.text), final=True
         )
         if not record.ok:
             raise self.failed(record)
@@ -331,7 +337,10 @@ class PipelineRun:
         }
         lead = spec.supervisor
         record = await self.step(
-            lead, render_template(lead.input or DEFAULT_INPUT, input=self.text), tools=workers
+            lead,
+            render_template(lead.input or DEFAULT_INPUT, input=self.text),
+            tools=workers,
+            final=True,
         )
         if not record.ok:
             raise self.failed(record)
@@ -357,9 +366,11 @@ class PipelineRun:
         *,
         tools: Mapping[str, ToolRunner] | None = None,
         delegated: bool = False,
+        final: bool = False,
     ) -> StepRecord:
         """Run one step; a failure is recorded on the step, never raised. ``delegated``:
-        a Supervisor's worker (a pipeline there nests one delegation level deeper)."""
+        a Supervisor's worker (a pipeline there nests one delegation level deeper);
+        ``final``: its output is the run's (streamed as it comes, at the top level)."""
         record = StepRecord(step.name, step.target_kind, step.target_name, text)
         self.steps.append(record)
         if self.emit:
@@ -373,7 +384,8 @@ class PipelineRun:
             with tracing.step_span(self.name, step.name, record.kind, record.target) as span:
                 try:
                     async with asyncio.timeout(timeout):
-                        await self._call(step, record, tools, span, delegated)
+                        on_text = self.engine.on_text if final and self.emit else None
+                        await self._call(step, record, tools, span, delegated, on_text)
                 except TimeoutError:
                     span.fail("timeout", "step timeout")
                     record.status, record.code = "failed", "deadline_exceeded"
@@ -412,6 +424,7 @@ class PipelineRun:
         tools: Mapping[str, ToolRunner] | None,
         span: tracing.SpanHandle,
         delegated: bool,
+        on_text: OnText | None,
     ) -> None:
         snapshot = self.engine.snapshot
         if step.agent_ref is not None:
@@ -429,7 +442,7 @@ class PipelineRun:
             record.revision = agent.revision
             span.set("kaizen.pipeline.step.revision", agent.revision)
             with tracing.agent_span(agent.name, agent.revision):
-                outcome = await self.engine.call_agent(agent, record.input, tools)
+                outcome = await self.engine.call_agent(agent, record.input, tools, on_text)
             record.usage = dict(outcome.usage)
             record.cost = self.engine.price(agent, outcome.usage)
             if outcome.message.get("tool_calls"):

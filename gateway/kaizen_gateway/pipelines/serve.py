@@ -27,7 +27,7 @@ from kaizen_gateway.providers import dumps, encode
 if TYPE_CHECKING:
     from kaizen_gateway.app import Gateway
 
-EventQueue = asyncio.Queue[tuple[str, dict[str, Any]] | None]
+EventQueue = asyncio.Queue[tuple[str, Any] | None]
 
 
 def find(gw: Gateway, name: Any) -> tuple[LoadedBundle, BundledPipeline] | None:
@@ -84,11 +84,13 @@ def engine_for(gw: Gateway, snapshot: LoadedBundle) -> Engine:
 async def _events(
     engine: Engine, pipeline: BundledPipeline, text: str
 ) -> AsyncIterator[tuple[str, Any]]:
-    """Run the pipeline, yielding ("event", data) for each step event, ("keepalive",
-    None) when nothing happened for a while, and last ("result", PipelineResult) or
-    ("error", GatewayError). Closing the iterator cancels the run."""
+    """Run the pipeline, yielding ("event", (name, data)) for each step event, ("delta",
+    text) for the final step's answer as it comes, ("keepalive", None) when nothing
+    happened for a while, and last ("result", PipelineResult) or ("error",
+    GatewayError). Closing the iterator cancels the run."""
     queue: EventQueue = asyncio.Queue()
-    engine.emit = lambda name, data: queue.put_nowait((name, data))
+    engine.emit = lambda name, data: queue.put_nowait(("event", (name, data)))
+    engine.on_text = lambda text: queue.put_nowait(("delta", text))
     task = asyncio.create_task(engine.run(pipeline, text))
     task.add_done_callback(lambda _: queue.put_nowait(None))
     try:
@@ -100,7 +102,7 @@ async def _events(
                 continue
             if item is None:
                 break
-            yield "event", item
+            yield item
         try:
             yield "result", task.result()
         except GatewayError as exc:
@@ -169,6 +171,8 @@ async def _native_sse(
                 yield KEEPALIVE_LINE
             elif kind == "event":
                 yield f"event: {data[0]}\ndata: {dumps(data[1])}\n\n"
+            elif kind == "delta":
+                yield f"event: delta\ndata: {dumps({'content': data})}\n\n"
             elif kind == "result":
                 result = data
                 payload = {**data.as_json(), **_timing(started, request_id)}
@@ -288,9 +292,10 @@ async def _chat_sse(
     engine: Engine, pipeline: BundledPipeline, text: str, started: float, request_id: str
 ) -> AsyncIterator[str]:
     """OpenAI's chunk stream: a comment line per step event and while steps run (every
-    SSE client skips them), then the final output, the finish chunk with the summed
+    SSE client skips them), the final step's answer as it comes (or the output in one
+    chunk when the final step is not an agent's), the finish chunk with the summed
     usage, and ``[DONE]``; a failed run sends the error object instead."""
-    status = 200
+    status, streamed = 200, False
     result: PipelineResult | None = None
     events = _events(engine, pipeline, text)
     name = pipeline.name
@@ -301,9 +306,13 @@ async def _chat_sse(
                 yield KEEPALIVE_LINE
             elif kind == "event":
                 yield f": {data[0]} {data[1]['name']}\n\n"
+            elif kind == "delta":
+                streamed = True
+                yield _chunk(request_id, name, {"content": data}, None)
             elif kind == "result":
                 result = data
-                yield _chunk(request_id, name, {"content": data.output}, None)
+                if not streamed:
+                    yield _chunk(request_id, name, {"content": data.output}, None)
                 yield _chunk(request_id, name, {}, "stop", data.usage)
             else:
                 status = data.status
