@@ -421,3 +421,37 @@ def test_a_pipeline_named_like_an_agent_is_refused_and_reported(served: Served) 
     response = invoke(served, "writer", "x")
     assert response.status_code == 404
     assert "not served" in response.json()["error"]["message"]
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A gateway that requires API keys and limits each key to a burst of 2 requests."""
+    yield from serve(
+        tmp_path_factory.mktemp("pipelines-guarded"),
+        agents,
+        secrets={"gw-keys": {"team-a": "kaizen-key-a"}},
+        bundle_extra=extra,
+        auth={"mode": "APIKey", "apiKeysSecretRef": {"name": "gw-keys"}},
+        rateLimits={"perApiKey": {"requestsPerSecond": 1, "burst": 2}},
+    )
+
+
+def test_pipelines_have_the_agents_auth_and_rate_limits(guarded: Served) -> None:
+    guarded.scripts({"a-model": {"always": "A"}, "b-model": {"always": "B"}})
+    url = f"{guarded.url}/pipelines/par-agg/invoke"
+    response = httpx.post(url, json={"input": "q"}, timeout=10)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    with pytest.raises(openai.AuthenticationError):
+        guarded.client().chat.completions.create(
+            model="seq", messages=[{"role": "user", "content": "x"}]
+        )
+    assert guarded.model_requests() == []  # nothing ran
+    key = {"authorization": "Bearer kaizen-key-a"}
+    statuses = [
+        httpx.post(
+            f"{guarded.url}/pipelines/par/invoke", json={"input": "q"}, headers=key
+        ).status_code
+        for _ in range(3)
+    ]
+    assert statuses[:2] == [200, 200] and statuses[2] == 429

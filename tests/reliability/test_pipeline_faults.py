@@ -26,6 +26,11 @@ PIPELINES = {
     "only-a": {"pattern": "Sequential", "steps": [step("a")]},
     "slow-step": {"pattern": "Sequential", "steps": [step("a"), step("hang", timeout="1s")]},
     "slow-run": {"pattern": "Parallel", "steps": [step("a"), step("hang")], "timeout": "2s"},
+    "slow-member": {
+        "pattern": "Parallel",
+        "steps": [step("a"), step("hang", timeout="1s")],
+        "parallel": {"minSuccessful": 1},
+    },
 }
 
 
@@ -97,6 +102,12 @@ def test_a_hanging_step_times_out_by_its_step_and_pipeline_timeouts(served: Serv
     assert "timeout of 2s" in response.json()["error"]["message"]
     steps = {s["name"]: s["status"] for s in response.json()["steps"]}
     assert steps == {"a": "ok", "hang": "cancelled"}
+    # A Parallel step's own timeout fails that step only; minSuccessful 1 still holds.
+    response = invoke(served, "slow-member")
+    assert response.status_code == 200
+    assert response.json()["output"] == "## a\n\nA"
+    hang = response.json()["steps"][1]
+    assert (hang["status"], hang["code"]) == ("failed", "deadline_exceeded")
     # The gateway still serves: the hung upstream calls were given up.
     assert invoke(served, "only-a").status_code == 200
 
