@@ -326,6 +326,30 @@ def test_supervisor_delegates_through_tools_until_it_answers(served: Served) -> 
     assert body["steps"][0]["name"] == "boss"
 
 
+def test_a_streamed_supervisor_delegates_and_streams_its_answer(served: Served) -> None:
+    served.scripts(
+        {
+            "boss-model": [
+                {"tool_calls": [{"name": "research", "arguments": {"input": "look"}}]},
+                {"content": "it says {tools}"},
+            ],
+            "researcher-model": {"always": "found it"},
+        }
+    )
+    stream = served.client().chat.completions.create(
+        model="super", messages=[{"role": "user", "content": "q"}], stream=True
+    )
+    texts = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
+    assert "".join(texts) == "it says found it"
+    assert len(texts) > 1
+    assert called(served) == ["boss-model", "researcher-model", "boss-model"]
+    assert all(
+        r["body"].get("stream")
+        for r in served.model_requests()
+        if r["body"]["model"] == "boss-model"
+    )
+
+
 def test_ensemble_majority_vote_normalises_and_ties_go_to_the_earliest(served: Served) -> None:
     served.scripts(
         {
