@@ -717,6 +717,7 @@ def build_app(gw: Gateway) -> Starlette:
                 "agents": len(current.agents),
                 "pipelines": len(current.pipelines),
                 "refusedPipelines": current.refused,
+                "unresolvedSteps": current.unresolved(),
                 "knowledge": gw.knowledge.readiness(),
                 "mcpServers": gw.mcp.readiness(),
             }

@@ -41,6 +41,25 @@ class LoadedBundle:
             return served
         return self.pinned.get((name, revision)) if revision is not None else None
 
+    def unresolved(self) -> dict[str, list[str]]:
+        """Served pipelines whose steps call what this bundle does not have, with the
+        steps (reported on /readyz; such a step fails when it runs)."""
+        found: dict[str, list[str]] = {}
+        for pipeline in self.pipelines.values():
+            for step in pipeline.spec.targets():
+                ref = step.agent_ref
+                if ref is not None and self.agent_at(ref.name, ref.revision) is None:
+                    at = f" at revision {ref.revision}" if ref.revision else ""
+                    missing = f"step {step.name!r}: agent {ref.name!r}{at} is not in the bundle"
+                elif step.pipeline_ref is not None and step.pipeline_ref.name not in self.pipelines:
+                    missing = (
+                        f"step {step.name!r}: pipeline {step.pipeline_ref.name!r} is not served"
+                    )
+                else:
+                    continue
+                found.setdefault(pipeline.name, []).append(missing)
+        return found
+
 
 def _pipelines(bundle: AgentBundle) -> tuple[dict[str, BundledPipeline], dict[str, str]]:
     """The pipelines served, and the refused ones: a pipeline named like a served agent

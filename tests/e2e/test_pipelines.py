@@ -437,6 +437,10 @@ def test_a_pipeline_named_like_an_agent_is_refused_and_reported(served: Served) 
     ready = httpx.get(f"{served.url}/readyz", timeout=5).json()
     assert "writer" in ready["refusedPipelines"]
     assert "agent" in ready["refusedPipelines"]["writer"]
+    assert ready["unresolvedSteps"]["par-some"] == [
+        "step 'gone': agent 'no-such-agent' is not in the bundle"
+    ]
+    assert "seq" not in ready["unresolvedSteps"] and "nested" not in ready["unresolvedSteps"]
     served.scripts({"writer-model": {"always": "the agent"}})
     answer = served.client().chat.completions.create(
         model="writer", messages=[{"role": "user", "content": "hi"}]

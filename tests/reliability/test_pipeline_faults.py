@@ -83,6 +83,8 @@ def test_a_step_agent_removed_mid_traffic_fails_clearly_and_spares_other_pipelin
     assert "step 'b'" in failed["error"]["message"] and "agent 'b'" in failed["error"]["message"]
     assert [s["status"] for s in failed["steps"]] == ["ok", "failed"]
     assert httpx.get(f"{served.url}/healthz", timeout=5).status_code == 200
+    ready = httpx.get(f"{served.url}/readyz", timeout=5).json()
+    assert ready["unresolvedSteps"] == {"uses-b": ["step 'b': agent 'b' is not in the bundle"]}
 
 
 def test_a_hanging_step_times_out_by_its_step_and_pipeline_timeouts(served: Served) -> None:
