@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -476,10 +477,16 @@ def test_pipelines_have_the_agents_auth_and_rate_limits(guarded: Served) -> None
         )
     assert guarded.model_requests() == []  # nothing ran
     key = {"authorization": "Bearer kaizen-key-a"}
-    statuses = [
-        httpx.post(
-            f"{guarded.url}/pipelines/par/invoke", json={"input": "q"}, headers=key
-        ).status_code
-        for _ in range(3)
-    ]
-    assert statuses[:2] == [200, 200] and statuses[2] == 429
+
+    def one(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{guarded.url}/pipelines/par/invoke", json={"input": "q"}, headers=key, timeout=30
+        )
+
+    with ThreadPoolExecutor(6) as pool:  # at once: a burst of 2, one more a second
+        responses = list(pool.map(one, range(6)))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 200 and statuses[-1] == 429, statuses
+    limited = next(r for r in responses if r.status_code == 429)
+    assert limited.json()["error"]["code"] == "rate_limit_exceeded"
+    assert limited.headers["retry-after"]
