@@ -161,16 +161,6 @@ def serve(
     is merged into the bundle (``pipelines``, ``pinnedAgents``: what the operator adds)."""
     stub_port, tools_port, port = free_port(), free_port(), free_port()
     hack = {"PYTHONPATH": str(ROOT / "hack")}
-    stub = start(
-        [sys.executable, "-m", "upstream_stub.server", "--port", str(stub_port)],
-        tmp / "stub.log",
-        env=hack,
-    )
-    tools = start(
-        [sys.executable, "-m", "upstream_stub.tools", "--port", str(tools_port)],
-        tmp / "tools.log",
-        env=hack,
-    )
     stub_url, tools_url = f"http://127.0.0.1:{stub_port}", f"http://127.0.0.1:{tools_port}"
     plan = render_dev_gateway(
         agents(stub_url, tools_url),
@@ -193,6 +183,17 @@ def serve(
             (folder / name).mkdir()
             for key, value in keys.items():
                 (folder / name / key).write_text(value)
+    # Started once the plan is rendered: a spec the renderer refuses leaks no process.
+    stub = start(
+        [sys.executable, "-m", "upstream_stub.server", "--port", str(stub_port)],
+        tmp / "stub.log",
+        env=hack,
+    )
+    tools = start(
+        [sys.executable, "-m", "upstream_stub.tools", "--port", str(tools_port)],
+        tmp / "tools.log",
+        env=hack,
+    )
     args = [a.replace("/etc/kaizen/bundle/bundle.json", str(bundle)) for a in gateway_command(plan)]
     args[args.index("--host") + 1] = "127.0.0.1"
     args[args.index("--port") + 1] = str(port)
