@@ -15,7 +15,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -44,7 +44,7 @@ from kaizen_gateway.chat import (
 )
 from kaizen_gateway.errors import GatewayError, UpstreamError
 from kaizen_gateway.knowledge import KnowledgeBase
-from kaizen_gateway.loop import Bounds, Event, LoopRun, Outcome, outcome_of
+from kaizen_gateway.loop import Bounds, Delta, Event, LoopRun, Outcome, outcome_of
 from kaizen_gateway.memory import (
     CONVERSATION_HEADER,
     ConversationMemory,
@@ -52,6 +52,7 @@ from kaizen_gateway.memory import (
     caller_identity,
     check_conversation_id,
 )
+from kaizen_gateway.pipelines import serve as pipelines
 from kaizen_gateway.providers import (
     HOW_TO_ALLOW,
     SECRET_MAX_AGE,
@@ -192,6 +193,7 @@ class Gateway:
             metrics.BUNDLE_RELOADS.inc()
             current = self.bundles.current
             metrics.AGENTS_SERVED.set(len(current.agents) if current else 0)
+            metrics.PIPELINES_SERVED.set(len(current.pipelines) if current else 0)
             self._tools = {}
             self._configure_limits()
             self.mcp.serve(current.bundle if current else None)
@@ -493,6 +495,70 @@ class Gateway:
             lambda reason: metrics.UPSTREAM_ERRORS.labels(agent.name, reason).inc(),
         )
 
+    def loop(
+        self, agent: BundledAgent, chat: ChatRequest, tools: AgentTools, stream: bool
+    ) -> LoopRun:
+        """The agent loop of one request (every route that calls an agent uses it)."""
+        provider = self.provider(agent)
+        return LoopRun(
+            agent.name,
+            chat,
+            tools.runners,
+            tools.bounds,
+            partial(complete_with_fallback, agent, provider),
+            tracing.streamed(agent.spec.model, provider.stream) if stream else None,
+        )
+
+    async def run_agent(
+        self,
+        agent: BundledAgent,
+        text: str,
+        extra: Mapping[str, ToolRunner] | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Outcome:
+        """An agent's answer to one user message, as ``/agents/{name}/invoke`` gives it
+        (no conversation memory): a pipeline step. ``extra``: server-side tools added
+        for this call (a Supervisor's workers); ``on_text``: streams the answer's text
+        (the model is called streaming)."""
+        await self.mcp.prepare(agent.spec.tools)
+        tools = self.agent_tools(agent)
+        if extra:
+            tools = replace(
+                tools,
+                runners={**tools.runners, **extra},
+                served=[*tools.served, *(r.spec() for r in extra.values())],
+            )
+        chat = self.chat_request(agent, {"messages": [{"role": "user", "content": text}]}, tools)
+        knowledge = self.knowledge.retrieve(agent.name, chat.messages)
+        chat.messages = knowledge.apply(chat.messages)
+        status, usage, started = 500, None, time.perf_counter()
+        try:
+            events = self.loop(agent, chat, tools, on_text is not None).events()
+            if on_text is None:
+                outcome = await outcome_of(events)
+            else:
+                async for event in events:
+                    if isinstance(event, Delta) and event.text:
+                        on_text(event.text)
+                    elif isinstance(event, Outcome):
+                        outcome = event
+            status, usage = 200, outcome.usage
+            return outcome
+        except GatewayError as exc:
+            status = exc.status
+            raise
+        finally:
+            self.account(agent, status, time.perf_counter() - started, usage)
+
+    def price(self, agent: BundledAgent, usage: Mapping[str, int]) -> float:
+        """Estimated cost of an agent's usage."""
+        return metrics.cost(
+            self.settings.prices,
+            agent.spec.model.name,
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+        )
+
     def account(
         self, agent: BundledAgent, status: int, seconds: float, usage: dict[str, Any] | None
     ) -> None:
@@ -649,6 +715,9 @@ def build_app(gw: Gateway) -> Starlette:
                 "ready": True,
                 "bundle": current.digest,
                 "agents": len(current.agents),
+                "pipelines": len(current.pipelines),
+                "refusedPipelines": current.refused,
+                "unresolvedSteps": current.unresolved(),
                 "knowledge": gw.knowledge.readiness(),
                 "mcpServers": gw.mcp.readiness(),
             }
@@ -671,21 +740,25 @@ def build_app(gw: Gateway) -> Starlette:
                 "owned_by": "kaizen-studio",
                 "revision": a.revision,
                 "provider": a.spec.model.provider,
+                "kind": "agent",
             }
             for a in (current.agents.values() if current else [])
         ]
+        data += [
+            {
+                "id": p.name,
+                "object": "model",
+                "created": 0,
+                "owned_by": "kaizen-studio",
+                "revision": p.revision,
+                "kind": "pipeline",
+                "pattern": str(p.spec.pattern),
+            }
+            for p in (current.pipelines.values() if current else [])
+        ]
         return JSONResponse({"object": "list", "data": data})
 
-    def loop(agent: BundledAgent, chat: ChatRequest, tools: AgentTools, stream: bool) -> LoopRun:
-        provider = gw.provider(agent)
-        return LoopRun(
-            agent.name,
-            chat,
-            tools.runners,
-            tools.bounds,
-            partial(complete_with_fallback, agent, provider),
-            tracing.streamed(agent.spec.model, provider.stream) if stream else None,
-        )
+    loop = gw.loop
 
     async def start_stream(
         agent: BundledAgent, run: LoopRun, events: Any, started: float, request_id: str
@@ -716,6 +789,9 @@ def build_app(gw: Gateway) -> Starlette:
         try:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
+            pipeline = pipelines.find(gw, body.get("model"))
+            if pipeline is not None:
+                return await pipelines.chat(gw, body, pipeline, request_id)
             agent = gw.agent(body.get("model"))
             await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
@@ -832,6 +908,15 @@ def build_app(gw: Gateway) -> Starlette:
             headers={**_outcome_headers(agent, started, request_id, outcome), **recall.headers()},
         )
 
+    @tracing.traced("/pipelines/{name}/invoke")
+    async def invoke_pipeline(request: Request) -> Response:
+        request_id = request.headers.get("x-request-id") or new_request_id()
+        try:
+            await gw.check_access(request)
+        except GatewayError as exc:
+            return _error(exc, {"x-request-id": request_id})
+        return await pipelines.invoke(gw, request, request_id)
+
     async def conversation(request: Request) -> Response:
         """GET: the caller's stored conversation; DELETE: forget it (204). 404 when the
         caller has no such conversation with this agent; 503 while Redis is unavailable."""
@@ -885,6 +970,7 @@ def build_app(gw: Gateway) -> Starlette:
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/agents/{name}/invoke", invoke, methods=["POST"]),
             Route("/agents/{name}/conversations/{id}", conversation, methods=["GET", "DELETE"]),
+            Route("/pipelines/{name}/invoke", invoke_pipeline, methods=["POST"]),
         ],
         lifespan=lifespan,
     )

@@ -126,6 +126,50 @@ REDIS_FAILURES = Counter(
     "Redis calls that failed or timed out",
     registry=REGISTRY,
 )
+PIPELINE_LABELS = ("pipeline", "revision")
+PIPELINE_REQUESTS = Counter(
+    "kaizen_gateway_pipeline_requests_total",
+    "Pipeline runs by pipeline, revision and HTTP status",
+    [*PIPELINE_LABELS, "status"],
+    registry=REGISTRY,
+)
+PIPELINE_LATENCY = Histogram(
+    "kaizen_gateway_pipeline_duration_seconds",
+    "Pipeline run latency (end to end) by pipeline and revision",
+    PIPELINE_LABELS,
+    registry=REGISTRY,
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+PIPELINE_STEPS = Counter(
+    "kaizen_gateway_pipeline_steps_total",
+    "Pipeline steps run by pipeline, step and outcome (ok, failed, cancelled)",
+    ["pipeline", "step", "status"],
+    registry=REGISTRY,
+)
+PIPELINE_STEP_LATENCY = Histogram(
+    "kaizen_gateway_pipeline_step_duration_seconds",
+    "Pipeline step latency by pipeline and step",
+    ["pipeline", "step"],
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+PIPELINE_TOKENS = Counter(
+    "kaizen_gateway_pipeline_tokens_total",
+    "Tokens of every step of a pipeline run, by pipeline, revision and direction (in/out)",
+    [*PIPELINE_LABELS, "direction"],
+    registry=REGISTRY,
+)
+PIPELINE_COST = Counter(
+    "kaizen_gateway_pipeline_cost_usd_total",
+    "Estimated cost in US dollars of every step of a pipeline run",
+    PIPELINE_LABELS,
+    registry=REGISTRY,
+)
+PIPELINES_SERVED = Gauge(
+    "kaizen_gateway_pipelines_served",
+    "Pipelines in the current bundle that this gateway serves",
+    registry=REGISTRY,
+)
 
 # USD per 1M tokens (input, output); overridable with --prices FILE (JSON of the same shape).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

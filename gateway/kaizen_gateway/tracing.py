@@ -14,6 +14,13 @@ The tree of a request:
       chat {model}                CLIENT, each model call of the agent loop
       execute_tool {tool}         INTERNAL, each server-side tool call
 
+A pipeline run (``/pipelines/{name}/invoke``, or chat completions naming a pipeline):
+    invoke_pipeline {pipeline}    SERVER, the whole run
+      step {step}                 INTERNAL, each step (``step_span``)
+        invoke_agent {agent}      INTERNAL, the step's agent (``agent_span``), and under
+                                  it that agent's own spans as above
+        (a nested pipeline's steps, for a step calling a Pipeline)
+
 ``traced`` opens the request span around a handler and, for a streamed answer, keeps it
 current while the body streams (the loop's later steps run then) and ends it with the
 last byte. Model, tool and retrieval spans are context managers that take the current
@@ -328,6 +335,54 @@ def retrieval_span(agent: str, top_k: int) -> Iterator[SpanHandle]:
         yield SpanHandle(span)
 
 
+@contextlib.contextmanager
+def step_span(pipeline: str, step: str, kind: str, target: str) -> Iterator[SpanHandle]:
+    """One pipeline step (``step {step}``) inside the current span; what the step calls
+    nests under it."""
+    if _tracer is None:
+        yield NOOP
+        return
+    with _tracer.start_as_current_span(
+        f"step {step}",
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "kaizen.pipeline.name": pipeline,
+            "kaizen.pipeline.step": step,
+            "kaizen.pipeline.step.kind": kind,
+            "kaizen.pipeline.step.target": target,
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield SpanHandle(span)
+
+
+@contextlib.contextmanager
+def agent_span(agent: str, revision: int) -> Iterator[SpanHandle]:
+    """An agent called by a pipeline step (``invoke_agent {agent}``), inside the
+    current span; the agent loop's model and tool spans nest under it."""
+    if _tracer is None:
+        yield NOOP
+        return
+    with _tracer.start_as_current_span(
+        f"invoke_agent {agent}",
+        kind=SpanKind.INTERNAL,
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": agent,
+            "kaizen.agent.revision": revision,
+        },
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        handle = SpanHandle(span)
+        try:
+            yield handle
+        except BaseException as exc:
+            handle.fail(_error_type(exc), str(exc))
+            raise
+
+
 def _error_type(exc: BaseException) -> str:
     status = getattr(exc, "status", None)
     return str(status) if status is not None else exc.__class__.__name__
@@ -367,9 +422,15 @@ def traced(route: str) -> Callable[[Handler], Handler]:
 def _finish(span: SpanHandle, response: Response) -> None:
     headers = response.headers
     agent = headers.get("x-kaizen-agent")
+    pipeline = headers.get("x-kaizen-pipeline")
     if span.span is not None and agent:
         span.span.update_name(f"invoke_agent {agent}")
         span.set("gen_ai.agent.name", agent)
+    elif span.span is not None and pipeline:
+        span.span.update_name(f"invoke_pipeline {pipeline}")
+        span.set("gen_ai.operation.name", "invoke_pipeline")
+        span.set("kaizen.pipeline.name", pipeline)
+        span.set("kaizen.pipeline.revision", headers.get("x-kaizen-pipeline-revision"))
     revision = headers.get("x-kaizen-agent-revision")
     if revision:
         span.set("kaizen.agent.revision", int(revision))
