@@ -219,3 +219,27 @@ def test_a_developer_cannot_make_a_gateway_or_promotion_use_a_secret_they_cannot
     )
     readable = dict(hook, secretRef={"name": "llm-key"})
     _create(people["ops"], namespace, "promotions", promotion("ops", gates={"webhook": readable}))
+
+
+def test_through_the_facade_the_refusal_is_a_problem_naming_the_rule(
+    policy: str, facade: Any, api_client: client.ApiClient
+) -> None:
+    """The facade acts as the caller (impersonation), so the apiserver asks about the
+    developer's own rights, and the caller gets the policy's words as problem+json."""
+    owner, dev = facade.user("owner"), facade.user("dev")
+    org = facade.org(owner)
+    ns = facade.workspace(owner, org, "ml")
+    facade.member(owner, org, dev, "developer")
+    facade.ws_member(owner, org, "ml", f"user:{dev.email}", "developer")
+    core = client.CoreV1Api(api_client)
+    core.patch_namespace(ns, {"metadata": {"labels": {LABEL: policy}}})
+    core.create_namespaced_secret(
+        ns, {"metadata": {"name": "production-keys"}, "stringData": {"apiKey": "sk-prod"}}
+    )
+    body = {"metadata": {"name": "thief"}, "spec": {"model": MODEL, "systemPrompt": "Hi."}}
+    r = facade.call("POST", f"/orgs/{org}/workspaces/ml/agents", dev, json=body)
+    assert r.status_code == 403, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    detail = r.json()["detail"]
+    assert POLICY in detail
+    assert "use Secret production-keys (spec.model.credentialsSecretRef)" in detail
