@@ -5,7 +5,8 @@ guard, a URL such as ``http://169.254.169.254/latest/meta-data`` makes the opera
 a gateway pod fetch the cloud's instance metadata (credentials) on their behalf.
 
 Refused: schemes other than http(s), link-local addresses (169.254.0.0/16, fe80::/10,
-where clouds serve instance metadata), the known metadata addresses fd00:ec2::254 and
+where clouds serve instance metadata), the known metadata addresses fd00:ec2::/32 (AWS
+IMDS over IPv6 and EKS Pod Identity), 168.63.129.16 (Azure WireServer) and
 100.100.100.200 (also inside IPv4-mapped, IPv4-compatible, NAT64 and 6to4 IPv6
 addresses), and the metadata host names. Loopback and private ranges stay allowed:
 in-cluster services and tests use them. ``allow_link_local=True`` lifts the address
@@ -44,7 +45,12 @@ BLOCKED_NETWORKS = {
     ipaddress.ip_network("169.254.0.0/16"): "a link-local address (169.254.0.0/16; clouds "
     "serve instance metadata at 169.254.169.254)",
     ipaddress.ip_network("fe80::/10"): "a link-local address (fe80::/10)",
-    ipaddress.ip_network("fd00:ec2::254/128"): "the AWS instance metadata address (IPv6)",
+    # fd00:ec2::254 (IMDS over IPv6), fd00:ec2::23 (EKS Pod Identity), and the rest of
+    # the range AWS reserves for instance services.
+    ipaddress.ip_network("fd00:ec2::/32"): "an AWS instance service address (fd00:ec2::/32: "
+    "instance metadata at fd00:ec2::254, EKS Pod Identity at fd00:ec2::23)",
+    ipaddress.ip_network("168.63.129.16/32"): "Azure's WireServer (168.63.129.16: host "
+    "agent and platform metadata)",
     ipaddress.ip_network("100.100.100.200/32"): "the Alibaba Cloud instance metadata address",
 }
 BLOCKED_NAMES = frozenset({"metadata.google.internal", "metadata"})

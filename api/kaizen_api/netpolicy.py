@@ -13,7 +13,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 # Private, shared (CGNAT), loopback and link-local ranges: where pod, service and node
-# addresses live, and 169.254.169.254 (instance metadata). Extra cluster ranges that
+# addresses live, 169.254.169.254 (instance metadata) and Azure's WireServer (tenant pods
+# reach DNS through kube-dns, never it directly). Extra cluster ranges that
 # are public addresses are added by the administrator (``extra_denied``).
 DENIED_V4 = (
     "10.0.0.0/8",
@@ -23,6 +24,7 @@ DENIED_V4 = (
     "169.254.0.0/16",
     "127.0.0.0/8",
     "0.0.0.0/8",
+    "168.63.129.16/32",
 )
 DENIED_V6 = ("fc00::/7", "fe80::/10", "::1/128", "fd00:ec2::/32")
 DNS_PORTS = [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]

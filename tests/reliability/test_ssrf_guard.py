@@ -32,6 +32,8 @@ HOSTILE = {
     "imds-decimal": ("openai-compatible", "http://2852039166/v1"),
     "imds-hex": ("openai-compatible", "http://0xa9fea9fe/v1"),
     "aws-v6": ("openai-compatible", "http://[fd00:ec2::254]/v1"),
+    "eks-pod-identity": ("openai-compatible", "http://[fd00:ec2::23]/v1"),
+    "azure-wireserver": ("openai-compatible", "http://168.63.129.16/v1"),
     "link-local-v6": ("openai-compatible", "http://[fe80::1]:8080/v1"),
     "alibaba": ("azure-openai", "http://100.100.100.200"),
     "gcp": ("anthropic", "http://metadata.google.internal"),

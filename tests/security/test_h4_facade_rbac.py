@@ -185,11 +185,14 @@ def test_the_facade_account_cannot_read_secrets_or_bind_cluster_admin(
 def test_a_facade_with_only_the_chart_rbac_does_its_job(
     chart_identity: ChartFacadeIdentity, database_url: str, api_client: client.ApiClient
 ) -> None:
+    operator = chart_identity.api.removesuffix("-api") + "-operator"
     settings = Settings(
         database_url=database_url,
         kubeconfig=str(chart_identity.kubeconfig),
         workspace_role=f"{chart_identity.api}-workspace",
         service_account=f"{chart_identity.release_namespace}:{chart_identity.api}",
+        operator_secrets_role=f"{operator}-secrets",
+        operator_service_account=f"{chart_identity.release_namespace}:{operator}",
     )
     with TestClient(create_app(settings)) as test_client:
         facade = Facade(test_client)
@@ -197,6 +200,23 @@ def test_a_facade_with_only_the_chart_rbac_does_its_job(
         org = facade.org(owner)
         ns = facade.workspace(owner, org, "ml")
         try:
+            # The operator may read Secrets in the workspace (and only by this binding,
+            # tests/security/test_l3_operator_secrets.py), which the facade binds to the
+            # operator's ServiceAccount only.
+            rbac = client.RbacAuthorizationV1Api(api_client)
+            grant = rbac.read_namespaced_role_binding(f"{operator}-secrets", ns)
+            assert grant.role_ref.name == f"{operator}-secrets"
+            assert [(g.kind, g.name, g.namespace) for g in grant.subjects] == [
+                ("ServiceAccount", operator, chart_identity.release_namespace)
+            ]
+            body = refused(
+                client.RbacAuthorizationV1Api(
+                    chart_identity.client()
+                ).create_namespaced_role_binding,
+                ns,
+                role_binding(ns, f"{operator}-secrets", "attacker"),
+            )
+            assert f"{operator}-secrets is bound to the operator's ServiceAccount only" in body
             facade.member(owner, org, dev, "developer")
             facade.ws_member(owner, org, "ml", f"user:{dev.email}", "developer")
             ws = f"/orgs/{org}/workspaces/ml"

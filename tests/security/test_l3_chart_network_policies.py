@@ -38,7 +38,8 @@ def test_facade_and_operator_are_default_deny(crds: Path, own_namespace: str) ->
     assert set(found) == {"api", "operator"}
     for policy in found.values():
         assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-        assert "169.254.0.0/16" in excepted(policy)
+        # cloud metadata: link-local, AWS's instance services, Azure's WireServer
+        assert {"169.254.0.0/16", "fd00:ec2::/32", "168.63.129.16/32"} <= excepted(policy)
         assert {} not in policy["spec"]["egress"]  # no allow-all rule
     api_ports = [p["port"] for rule in found["api"]["spec"]["ingress"] for p in rule["ports"]]
     assert api_ports == [8000]

@@ -27,7 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kaizen_operator.promotion.render import PromotionInputs, render_promotion
 from tests.e2e.test_promotions import promotion
 from tests.integration.test_helm_chart import render
-from tests.support.kube import eventually, kubectl
+from tests.support.kube import eventually, worker_policies
 from tests.support.objects import gateway
 
 API = ("kaizen.studio", "v1alpha1")
@@ -50,21 +50,9 @@ def policies(crds: Path) -> Iterator[Path]:
         and "promotion" in d["metadata"]["name"]
     ]
     assert len(docs) == 4
-    # The apiserver is shared by every test (and pytest-xdist worker): each worker gets
-    # its own copies, bound only to the namespaces it labels (see ``people``).
-    for d in docs:
-        d["metadata"]["name"] += f"-{WORKER}"
-        if d["kind"] == "ValidatingAdmissionPolicyBinding":
-            d["spec"]["policyName"] += f"-{WORKER}"
-            d["spec"]["matchResources"] = {
-                "namespaceSelector": {"matchLabels": {POLICIES_LABEL: WORKER}}
-            }
-    text = yaml.safe_dump_all(docs)
-    kubectl(crds, "apply", "-f", "-", stdin=text)
-    try:
+    # Each worker gets its own copies, bound only to the namespaces it labels (``people``).
+    with worker_policies(crds, docs, POLICIES_LABEL):
         yield crds
-    finally:
-        kubectl(crds, "delete", "-f", "-", "--ignore-not-found", stdin=text, check=False)
 
 
 def as_user(kubeconfig: Path, user: str, group: str | None = None) -> client.CustomObjectsApi:

@@ -78,6 +78,27 @@ def install_crds(kubeconfig: Path) -> None:
     cluster.install_crds(kubeconfig, CRD_DIR)
 
 
+@contextmanager
+def worker_policies(kubeconfig: Path, docs: list[dict[str, Any]], label: str) -> Iterator[str]:
+    """Install the chart's ValidatingAdmissionPolicies ``docs`` (and their bindings) as
+    this pytest-xdist worker's own copies, bound only to namespaces labelled
+    ``label=<worker>``: the apiserver is shared by every test and worker. Yields the
+    worker's label value; deletes the copies afterwards."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+    docs = [dict(d, metadata=dict(d["metadata"])) for d in docs]
+    for d in docs:
+        d["metadata"]["name"] += f"-{worker}"
+        if d["kind"] == "ValidatingAdmissionPolicyBinding":
+            d["spec"] = dict(d["spec"], policyName=d["spec"]["policyName"] + f"-{worker}")
+            d["spec"]["matchResources"] = {"namespaceSelector": {"matchLabels": {label: worker}}}
+    text = yaml.safe_dump_all(docs)
+    kubectl(kubeconfig, "apply", "-f", "-", stdin=text)
+    try:
+        yield worker
+    finally:
+        kubectl(kubeconfig, "delete", "-f", "-", "--ignore-not-found", stdin=text, check=False)
+
+
 def events_of(api_client: client.ApiClient, namespace: str, name: str) -> list[Any]:
     """The Events recorded about object ``name`` in ``namespace``."""
     selector = f"involvedObject.name={name}"

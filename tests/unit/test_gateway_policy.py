@@ -73,6 +73,8 @@ def test_egress_rules_exclude_link_local_and_private_ranges() -> None:
     v4 = rules[0]["to"][0]["ipBlock"]
     assert v4["cidr"] == "0.0.0.0/0"
     assert {"169.254.0.0/16", "10.0.0.0/8", "203.0.113.0/24"} <= set(v4["except"])
+    assert "168.63.129.16/32" in v4["except"]  # Azure's WireServer
+    assert "fd00:ec2::/32" in rules[0]["to"][1]["ipBlock"]["except"]  # AWS instance services
     assert rules[1]["ports"][0]["port"] == 53
     assert rules[2] == {
         "to": [{"ipBlock": {"cidr": "10.0.3.7/32"}}],

@@ -28,13 +28,16 @@ REFUSED = {
     "http://[fe80::a9fe:a9fe%25eth0]:8080/": "fe80::a9fe:a9fe",
     "http://[febf:ffff::1]/": "febf:ffff::1",
     "http://[fd00:ec2::254]/latest": "fd00:ec2::254",
+    "http://[fd00:ec2::23]/v1/credentials": "fd00:ec2::23",  # EKS Pod Identity
     # IPv4 inside IPv6: mapped, compatible, NAT64, 6to4
     "http://[::ffff:169.254.169.254]/": "::ffff:a9fe:a9fe",
     "http://[::ffff:a9fe:a9fe]/": "::ffff:a9fe:a9fe",
     "http://[::169.254.169.254]/": "::a9fe:a9fe",
     "http://[64:ff9b::169.254.169.254]/": "64:ff9b::a9fe:a9fe",
     "http://[2002:a9fe:a9fe::1]/": "2002:a9fe:a9fe::1",
-    # Alibaba Cloud's metadata address
+    # Azure's WireServer (host agent, platform metadata), and Alibaba Cloud's metadata
+    "http://168.63.129.16/machine?comp=goalstate": "168.63.129.16",
+    "http://[::ffff:168.63.129.16]/": "::ffff:a83f:8110",
     "http://100.100.100.200/latest/meta-data": "100.100.100.200",
 }
 
@@ -49,7 +52,8 @@ ALLOWED = [
     "http://169.253.255.255/",
     "http://169.255.0.0/",
     "http://[fec0::1]/",  # just past fe80::/10
-    "http://[fd00:ec2::253]/",
+    "http://[fd00:ec3::254]/",  # just past fd00:ec2::/32
+    "http://168.63.129.17/",
     "http://[::ffff:10.0.0.1]/",
     "https://8.8.8.8/",
 ]

@@ -12,6 +12,7 @@ from kaizen_operator.agent.render import (
     with_creation_times,
 )
 from kaizen_operator.runtime import status_changed
+from kaizen_operator.secrets import access_denied_message
 from tests.support.objects import agent
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
@@ -203,3 +204,23 @@ def test_a_restored_revision_whose_content_was_edited_is_not_adopted() -> None:
     plan = render_agent(AgentInputs(agent(), (), None, None, NOW, orphans=(edited,)))
     assert plan.adopt == ()
     assert [r["revision"] for r in plan.create] == [2]  # hello-r1 is taken
+
+
+def test_a_secret_the_operator_may_not_read_is_a_condition_naming_the_rolebinding() -> None:
+    body = agent(
+        model={"provider": "openai", "name": "gpt-4o", "credentialsSecretRef": {"name": "oa"}}
+    )
+    refusal = access_denied_message("team-a", "oa", "system:serviceaccount:kaizen-system:kz-op")
+    plan = render_agent(AgentInputs(body, (), None, None, NOW, secret_refusal=refusal))
+    ready = _ready(plan)
+    assert (ready["status"], ready["reason"]) == ("False", "SecretAccessDenied")
+    assert ready["message"] == (
+        "the operator may not read Secret 'oa' in namespace 'team-a': it reads Secrets only "
+        "in namespaces where a RoleBinding allows it; an administrator creates it with: "
+        "kubectl -n team-a create rolebinding kz-op-secrets --clusterrole=kz-op-secrets "
+        "--serviceaccount=kaizen-system:kz-op"
+    )
+    # An operator running as a user (local development) is told what to grant instead.
+    assert access_denied_message("team-a", "oa", "dev").endswith(
+        "grant dev get on secrets in namespace team-a"
+    )

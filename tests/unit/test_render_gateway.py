@@ -454,3 +454,29 @@ def test_a_bundle_without_knowledge_has_no_knowledge_mounts() -> None:
     assert "knowledgeMounts" not in bundle(plan)
     volumes = child(plan, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert not [v for v in volumes if v["name"].startswith("knowledge-")]
+
+
+def test_an_agent_whose_secret_the_operator_may_not_read_is_not_served() -> None:
+    """The pairing cannot be checked without reading the Secret: the agent is left out
+    (fail closed) and SecretsPaired says which RoleBinding to create."""
+    sent = agent(
+        "custom",
+        model={
+            "provider": "openai-compatible",
+            "name": "m",
+            "endpoint": "https://llm.example.com/v1",
+            "credentialsSecretRef": {"name": "llm"},
+        },
+    )
+    agents, revs = with_revisions(sent, agent("plain"))
+    gw = gateway("dev", agents={"names": ["custom", "plain"]})
+    refusal = "the operator may not read Secret 'llm' in namespace 'n': ... create rolebinding"
+    plan = render_gateway(
+        GatewayInputs(
+            gw, agents, revs, False, None, None, IMAGE, NOW, secret_refusals={"llm": refusal}
+        )
+    )
+    assert [a["name"] for a in bundle(plan)["agents"]] == ["plain"]
+    paired = next(c for c in plan.status["conditions"] if c["type"] == "SecretsPaired")
+    assert (paired["status"], paired["reason"]) == ("False", "SecretAccessDenied")
+    assert paired["message"] == f"agent custom: {refusal}"

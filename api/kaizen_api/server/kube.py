@@ -79,12 +79,17 @@ class Kube:
         workspace_policy: WorkspacePolicy | None = None,
         workspace_role: str = "",
         service_account: str = "",
+        operator_secrets_role: str = "",
+        operator_service_account: str = "",
     ) -> None:
         self.quota_wait_seconds = quota_wait_seconds  # see workspaces.wait_for_quota
         # What workspace namespaces get besides their bindings (see workspaces.sync_workspace).
         self.workspace_policy = workspace_policy or WorkspacePolicy()
         # What the facade binds to itself in each workspace namespace (see Settings).
         self.workspace_role, self.service_account = workspace_role, service_account
+        # What the facade binds to the operator there (its only access to Secrets).
+        self.operator_secrets_role = operator_secrets_role
+        self.operator_service_account = operator_service_account
         cfg = k8s_client.Configuration()
         try:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
@@ -115,6 +120,8 @@ class Kube:
             workspace_policy=settings.workspace_policy,
             workspace_role=settings.workspace_role,
             service_account=settings.service_account,
+            operator_secrets_role=settings.operator_secrets_role,
+            operator_service_account=settings.operator_service_account,
         )
 
     def _async_session(self) -> aiohttp.ClientSession:

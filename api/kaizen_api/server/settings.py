@@ -61,6 +61,11 @@ class Settings:
     # credentials, as in development).
     workspace_role: str = ""
     service_account: str = ""
+    # The ClusterRole (the chart's <release>-operator-secrets: get secrets) the facade
+    # binds to the operator's ServiceAccount ("<namespace>:<name>") in each workspace
+    # namespace: the operator reads Secrets only where it is bound. Empty: no binding.
+    operator_secrets_role: str = ""
+    operator_service_account: str = ""
     # Plans anyone may choose for a new organization (comma-separated); every other
     # plan, and every plan change, is set by a platform administrator (M8): the emails
     # of platform_admins (comma-separated), who need not be members.
@@ -112,6 +117,12 @@ class Settings:
             ),
             workspace_role=os.environ.get("KAIZEN_WORKSPACE_ROLE", cls.workspace_role),
             service_account=os.environ.get("KAIZEN_SERVICE_ACCOUNT", cls.service_account),
+            operator_secrets_role=os.environ.get(
+                "KAIZEN_OPERATOR_SECRETS_ROLE", cls.operator_secrets_role
+            ),
+            operator_service_account=os.environ.get(
+                "KAIZEN_OPERATOR_SERVICE_ACCOUNT", cls.operator_service_account
+            ),
             self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
         )

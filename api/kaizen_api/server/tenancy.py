@@ -137,11 +137,20 @@ def render_facade_binding(namespace: str, cluster_role: str, account: str) -> di
     chart's narrow <release>-api-workspace, what it may do there by impersonation) for
     its ServiceAccount ``account`` ("<namespace>:<name>"). Only namespaces it made for
     an organization get one, so nowhere else can it act as anyone (H4)."""
+    return render_account_binding(FACADE_BINDING, namespace, cluster_role, account)
+
+
+def render_account_binding(
+    name: str, namespace: str, cluster_role: str, account: str
+) -> dict[str, Any]:
+    """A RoleBinding ``name`` of ``cluster_role`` to the ServiceAccount ``account``
+    ("<namespace>:<name>") in a workspace namespace: the facade's own, or the operator's
+    (``<release>-operator-secrets``: it reads Secrets only where it is bound)."""
     account_ns, _, account_name = account.partition(":")
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
-        "metadata": {"name": FACADE_BINDING, "namespace": namespace, "labels": dict(MANAGED)},
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(MANAGED)},
         "roleRef": {
             "apiGroup": "rbac.authorization.k8s.io",
             "kind": "ClusterRole",

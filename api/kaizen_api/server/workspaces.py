@@ -20,6 +20,7 @@ from kaizen_api.server.tenancy import (
     WORKSPACE_LABEL,
     Subject,
     owned_by,
+    render_account_binding,
     render_facade_binding,
     render_namespace,
     render_quota,
@@ -123,6 +124,10 @@ def sync_workspace(
     if kube.workspace_role and kube.service_account:
         kube.apply(render_facade_binding(ws.namespace, kube.workspace_role, kube.service_account))
         wait_for_binding(kube, ws.namespace)
+    if kube.operator_secrets_role and kube.operator_service_account:
+        role = kube.operator_secrets_role  # the binding is named like the role it binds
+        account = kube.operator_service_account
+        kube.apply(render_account_binding(role, ws.namespace, role, account))
     members = members_of(db, org, ws)
     for binding in render_role_bindings(org.slug, ws.name, members, namespace=ws.namespace):
         kube.apply(binding)

@@ -21,6 +21,7 @@ from kaizen_operator.gateway.index import revisions_in_use
 from kaizen_operator.kube import ApiException, Kube
 from kaizen_operator.promotion.index import PromotionIndex
 from kaizen_operator.runtime import Runtime, owned_by, write_status
+from kaizen_operator.secrets import SecretAccessDenied, read_secret
 
 API = "kaizen.studio/v1alpha1"
 
@@ -63,6 +64,17 @@ async def read_retained_revisions(
     return _reasons(gateways, promotions)
 
 
+async def _secret_state(kube: Kube, ns: str, ref: dict[str, Any]) -> str:
+    """Whether the credentials Secret and its key exist (never its value)."""
+    secret = await read_secret(kube, ns, ref["name"])
+    if secret is None:
+        return SecretState.MISSING
+    key = ref.get("key", "apiKey")
+    present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
+    del secret  # only presence matters; the value is dropped at once
+    return SecretState.OK if present else SecretState.MISSING_KEY
+
+
 async def resolve_agent(
     kube: Kube,
     agent: dict[str, Any],
@@ -77,23 +89,20 @@ async def resolve_agent(
     gateway_exists = None
     if spec.get("gatewayRef"):
         gateway_exists = await kube.get(API, "Gateway", ns, spec["gatewayRef"]["name"]) is not None
-    secret_state = None
+    secret_state, secret_refusal = None, None
     ref = spec.get("model", {}).get("credentialsSecretRef")
     if ref:
-        secret = await kube.get("v1", "Secret", ns, ref["name"])
-        if secret is None:
-            secret_state = SecretState.MISSING
-        else:
-            key = ref.get("key", "apiKey")
-            present = key in (secret.get("data") or {}) or key in (secret.get("stringData") or {})
-            secret_state = SecretState.OK if present else SecretState.MISSING_KEY
-            del secret  # only presence matters; the value is dropped at once
+        try:
+            secret_state = await _secret_state(kube, ns, ref)
+        except SecretAccessDenied as denied:  # a condition says which RoleBinding grants it
+            secret_refusal = str(denied)
     return AgentInputs(
         agent=agent,
         revisions=tuple(r for r in revisions if owned_by(r, meta["uid"])),
         orphans=tuple(r for r in revisions if not r["metadata"].get("ownerReferences")),
         gateway_exists=gateway_exists,
         secret_state=secret_state,
+        secret_refusal=secret_refusal,
         now=now,
         retained=retained or {},
     )

@@ -12,6 +12,7 @@ from typing import Any
 from kaizen_api.v1alpha1.agent import AgentSpec
 from kaizen_operator import names
 from kaizen_operator.conditions import ready_conditions, timestamp
+from kaizen_operator.secrets import SECRET_ACCESS_DENIED
 
 # Fields that are the agent's *content*; lifecycle, gatewayRef and history limit are
 # about how it is served and kept, so changing them makes no new revision.
@@ -38,6 +39,8 @@ class AgentInputs:
     # Revision -> why it must outlive revisionHistoryLimit ("served by Gateway 'prod'",
     # "target of Promotion 'p1'"): pruning it would make a Gateway drop the agent.
     retained: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+    # Why the operator could not read the credentials Secret (403: kaizen_operator.secrets).
+    secret_refusal: str | None = None
     # Revisions labelled with this Agent's name that nobody owns: a restore from
     # `kaizen export` re-applies them before (or after) the Agent.
     orphans: tuple[dict[str, Any], ...] = ()
@@ -166,7 +169,9 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
         f"revision {revision_number(kept[-1])} is current",
     )
     ref = spec["model"].get("credentialsSecretRef")
-    if inputs.secret_state == SecretState.MISSING:
+    if inputs.secret_refusal:
+        ready, reason, message = False, SECRET_ACCESS_DENIED, inputs.secret_refusal
+    elif inputs.secret_state == SecretState.MISSING:
         ready, reason = False, "SecretNotFound"
         message = f"Secret {ref['name']!r} (spec.model.credentialsSecretRef) does not exist"
     elif inputs.secret_state == SecretState.MISSING_KEY:

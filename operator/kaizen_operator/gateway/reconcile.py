@@ -35,6 +35,7 @@ from kaizen_operator.runtime import (
     report_rejected,
     write_status,
 )
+from kaizen_operator.secrets import SecretAccessDenied, read_secret
 
 API = "kaizen.studio/v1alpha1"
 # Gateway pods asked for their MCP servers' reachability per reconcile (each probes all
@@ -117,9 +118,13 @@ async def resolve_gateway(
     for revs in revisions.values():
         for rev in revs:
             sent |= secrets_sent(AgentSpec.model_validate(rev["data"]["spec"]))
-    secret_annotations = {}
+    secret_annotations, secret_refusals = {}, {}
     for secret_name in sorted(sent):
-        secret = await kube.get("v1", "Secret", ns, secret_name)
+        try:
+            secret = await read_secret(kube, ns, secret_name)
+        except SecretAccessDenied as denied:  # the agent is not served; a condition says why
+            secret_refusals[secret_name] = str(denied)
+            continue
         if secret is not None:
             secret_annotations[secret_name] = (secret.get("metadata") or {}).get("annotations")
     return GatewayInputs(
@@ -139,6 +144,7 @@ async def resolve_gateway(
         policy=gateway_policy or GatewayPolicy(),
         operator_namespace=operator_namespace,
         secret_annotations=secret_annotations,
+        secret_refusals=secret_refusals,
     )
 
 

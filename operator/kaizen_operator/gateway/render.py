@@ -13,7 +13,7 @@ from typing import Any
 
 from kaizen_api.netguard import display_url
 from kaizen_api.netpolicy import egress_rules
-from kaizen_api.pairing import ALLOWED_DESTINATIONS, agent_refusals
+from kaizen_api.pairing import ALLOWED_DESTINATIONS, agent_refusals, secrets_sent
 from kaizen_api.v1alpha1.agent import AgentSpec, Lifecycle, MCPTransport, ToolType
 from kaizen_api.v1alpha1.bundle import (
     BUNDLE_FILE,
@@ -31,6 +31,7 @@ from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_re
 from kaizen_operator import names
 from kaizen_operator.conditions import ready_conditions, set_condition
 from kaizen_operator.gateway.policy import NOT_ALLOWED, GatewayPolicy, violations
+from kaizen_operator.secrets import SECRET_ACCESS_DENIED
 
 DEFAULT_RESOURCES = {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}
 POD_USER = 10001
@@ -81,6 +82,9 @@ class GatewayInputs:
     # Annotations of the Secrets the agents send to URLs they choose (kaizen_api.pairing);
     # a Secret missing here does not exist.
     secret_annotations: Mapping[str, Mapping[str, str] | None] = field(default_factory=dict)
+    # Secrets the operator may not read (403), with the RoleBinding that grants them: the
+    # agents sending them are not served (kaizen_operator.secrets).
+    secret_refusals: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,12 @@ def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[Bundle
             )
             continue
         content = AgentSpec.model_validate(dict(rev["data"]["spec"]))
-        refusals = agent_refusals(content, inputs.secret_annotations)
+        refusals = [
+            inputs.secret_refusals[s]
+            for s in sorted(secrets_sent(content))
+            if s in inputs.secret_refusals
+        ]
+        refusals = refusals or agent_refusals(content, inputs.secret_annotations)
         if refusals:  # not served: its Secrets would go where no administrator allowed
             problems += [f"agent {name}: {r}" for r in refusals]
             continue
@@ -723,13 +732,14 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
         status["conditions"] = set_condition(
             status["conditions"], TOOLS_REACHABLE, *tools, meta.get("generation"), inputs.now
         )
-    unpaired = [p for p in problems if ALLOWED_DESTINATIONS in p]
+    denied = [p for p in problems if any(r in p for r in inputs.secret_refusals.values())]
+    unpaired = denied + [p for p in problems if ALLOWED_DESTINATIONS in p]
     if unpaired:
         status["conditions"] = set_condition(
             status["conditions"],
             SECRETS_PAIRED,
             False,
-            "SecretNotPaired",
+            SECRET_ACCESS_DENIED if denied else "SecretNotPaired",
             "; ".join(unpaired)[:2000],
             generation=meta.get("generation"),
             now=inputs.now,

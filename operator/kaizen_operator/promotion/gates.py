@@ -3,6 +3,7 @@ gateway and the external webhook. Their outcomes feed the pure state machine."""
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Sequence
@@ -20,13 +21,18 @@ from kaizen_api.netguard_aiohttp import (
     read_prefix,
 )
 from kaizen_api.v1alpha1.common import parse_duration, quantity_value
+from kaizen_api.v1alpha1.gateway import GatewayAuth, requires_api_key
 from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec, WebhookTarget
 from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.gatewaymetrics import Counts, ScrapeHistory, Window, parse_counts, scrape
 from kaizen_operator.kube import Kube
+from kaizen_operator.secrets import SecretAccessDenied, read_secret
 
 HOW_TO_ALLOW = "start kaizen-operator with --allow-link-local-destinations"
 SMOKE_MAX_BYTES = 1024 * 1024
+# The entry of a Gateway's API keys Secret (spec.auth.apiKeysSecretRef) the smoke gate
+# presents: whoever administers the keys opts in by adding it; no other key is used.
+SMOKE_KEY = "kaizen-smoke-gate"
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ async def smoke_check(
     smoke = spec.gates.smoke if spec.gates else None
     if smoke is None:
         return GateOutcome(True, "no smoke gate")
+    key, refused = await smoke_key(kube, target)
+    if refused:
+        return GateOutcome(False, f"smoke invocation not possible: {refused}")
     urls = await gateway_urls(kube, overrides, target)
     if not urls:
         return GateOutcome(False, f"Gateway {spec.to!r} has no ready endpoint yet", final=False)
@@ -56,6 +65,7 @@ async def smoke_check(
             session.post(
                 f"{urls[0]}/agents/{agent}/invoke",
                 json={"input": smoke.input},
+                headers={"authorization": f"Bearer {key}"} if key else None,
                 allow_redirects=False,  # the target's pods may not point the operator elsewhere
             ) as resp,
         ):
@@ -81,6 +91,32 @@ async def smoke_check(
             False, f"answer {output[:200]!r} does not contain {smoke.expect_contains!r}"
         )
     return GateOutcome(True, f"revision {spec.revision} answered: {output[:200]!r}")
+
+
+async def smoke_key(kube: Kube, target: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The API key the smoke gate presents to ``target`` (None when it needs none), or
+    why there is none: (key, problem). The key is the ``kaizen-smoke-gate`` entry of
+    the Gateway's keys Secret; it is used for the call only, never logged or stored."""
+    spec = target.get("spec") or {}
+    auth = GatewayAuth.model_validate(spec["auth"]) if spec.get("auth") else None
+    if not requires_api_key(auth, str(spec.get("environment", ""))):
+        return None, None
+    name, ns = target["metadata"]["name"], target["metadata"]["namespace"]
+    ref = auth.api_keys_secret_ref if auth else None
+    if ref is None:
+        return None, f"Gateway {name!r} requires API keys and names no spec.auth.apiKeysSecretRef"
+    how = (
+        f"add an entry {SMOKE_KEY} (any new key) to Secret {ref.name!r}, the keys of Gateway "
+        f"{name!r}, for the smoke gate to present"
+    )
+    try:
+        secret = await read_secret(kube, ns, ref.name)
+    except SecretAccessDenied as denied:
+        return None, str(denied)
+    raw = ((secret or {}).get("data") or {}).get(SMOKE_KEY)
+    if not raw:
+        return None, f"Gateway {name!r} requires API keys; {how}"
+    return base64.b64decode(raw).decode(), None
 
 
 async def post_json(

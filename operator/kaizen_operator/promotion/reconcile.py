@@ -33,6 +33,7 @@ from kaizen_operator.promotion.render import (
     soak_done,
 )
 from kaizen_operator.runtime import Runtime, write_status
+from kaizen_operator.secrets import SecretAccessDenied, read_secret
 
 API = "kaizen.studio/v1alpha1"
 
@@ -118,7 +119,10 @@ async def read_secret_for(
     ref = target.secret_ref if target else None
     if target is None or ref is None:
         return None, None
-    secret = await kube.get("v1", "Secret", namespace, ref.name)
+    try:
+        secret = await read_secret(kube, namespace, ref.name)
+    except SecretAccessDenied as denied:  # the gate fails naming the RoleBinding to create
+        return None, str(denied)
     if secret is None:
         return None, None
     annotations = (secret.get("metadata") or {}).get("annotations")
