@@ -4,7 +4,14 @@ import { api, onSessionChange, refreshToken, setSession, signedIn } from "./api/
 import { useMe, useOrgs, useWorkspaces } from "./data";
 import { Login, Register } from "./pages/Auth";
 import { Audit, Keys, Members, NewOrg, OrgHome } from "./pages/Org";
-import { AgentDetail, Agents, Gateways, NewAgent, Promotions } from "./pages/Workspace";
+import {
+  AgentDetail,
+  Agents,
+  Gateways,
+  NewAgent,
+  Promotions,
+  WorkspaceMembers,
+} from "./pages/Workspace";
 import { Link, Redirect, match, navigate, useLocation } from "./router";
 import { Loading } from "./ui";
 
@@ -33,6 +40,7 @@ const WS_PAGES: [string, (p: WsParams & { name: string }) => React.ReactNode][] 
   ["/o/:org/w/:ws/agents/:name", (p) => <AgentDetail {...p} />],
   ["/o/:org/w/:ws/gateways", (p) => <Gateways {...p} />],
   ["/o/:org/w/:ws/promotions", (p) => <Promotions {...p} />],
+  ["/o/:org/w/:ws/members", (p) => <WorkspaceMembers {...p} />],
 ];
 
 function page(path: string) {
@@ -156,6 +164,7 @@ function Nav({ org, ws, path }: { org: string; ws?: string; path: string }) {
             {item(`/o/${org}/w/${ws}`, "Agents")}
             {item(`/o/${org}/w/${ws}/gateways`, "Gateways")}
             {item(`/o/${org}/w/${ws}/promotions`, "Promotions")}
+            {item(`/o/${org}/w/${ws}/members`, "Members")}
           </ul>
         </>
       )}

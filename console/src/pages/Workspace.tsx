@@ -562,3 +562,109 @@ export function Promotions({ org, ws }: Ws) {
     </section>
   );
 }
+
+export function WorkspaceMembers({ org, ws }: Ws) {
+  const role = useWsRole(org, ws);
+  const queries = useQueryClient();
+  const path = { params: { path: { org, ws } } };
+  const members = useQuery({
+    queryKey: ["ws-members", org, ws],
+    queryFn: () => ok(api.GET("/api/v1/orgs/{org}/workspaces/{ws}/members", path)),
+  });
+  const access = useQuery({
+    queryKey: ["ws-access", org, ws],
+    queryFn: () => ok(api.GET("/api/v1/orgs/{org}/workspaces/{ws}/access", path)),
+  });
+  const refresh = () =>
+    Promise.all([
+      queries.invalidateQueries({ queryKey: ["ws-members", org, ws] }),
+      queries.invalidateQueries({ queryKey: ["ws-access", org, ws] }),
+    ]);
+  const [subject, setSubject] = useState("");
+  const [newRole, setNewRole] = useState<"admin" | "developer" | "viewer">("viewer");
+  const put = useMutation({
+    mutationFn: () =>
+      ok(
+        api.PUT("/api/v1/orgs/{org}/workspaces/{ws}/members", {
+          ...path,
+          body: { subject, role: newRole },
+        }),
+      ),
+    onSuccess: refresh,
+  });
+  const remove = useMutation({
+    mutationFn: (s: string) =>
+      ok(
+        api.DELETE("/api/v1/orgs/{org}/workspaces/{ws}/members/{subject}", {
+          params: { path: { org, ws, subject: s } },
+        }),
+      ),
+    onSuccess: refresh,
+  });
+  const canManage = wsCan(role, "members:update");
+  return (
+    <section>
+      <h1>Members of workspace {ws}</h1>
+      <ErrorBox error={members.error ?? remove.error} />
+      {members.isPending ? (
+        <Loading what="members" />
+      ) : (
+        <table aria-label="Workspace members">
+          <thead>
+            <tr>
+              <th>Subject</th>
+              <th>Role</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {members.data?.map((m) => (
+              <tr key={m.subject}>
+                <td>{m.subject}</td>
+                <td>{m.role}</td>
+                <td>
+                  <Button type="button" disabled={!canManage}
+                    pending={remove.isPending && remove.variables === m.subject}
+                    onClick={() => remove.mutate(m.subject)}>
+                    Remove
+                  </Button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      <form className="inline" onSubmit={(e) => {
+        e.preventDefault();
+        put.mutate();
+      }}>
+        <h2>Give a role</h2>
+        <fieldset disabled={!canManage}>
+          {role !== undefined && !canManage && <ReadOnlyNote role={role} action="change members" />}
+          <Field label="Subject" required placeholder="user:ada@example.com or team:ml"
+            value={subject} onChange={(e) => setSubject(e.target.value)} />
+          <div className="field">
+            <label htmlFor="ws-role">Workspace role</label>
+            <select id="ws-role" value={newRole}
+              onChange={(e) => setNewRole(e.target.value as typeof newRole)}>
+              <option>viewer</option>
+              <option>developer</option>
+              <option>admin</option>
+            </select>
+          </div>
+          <Button type="submit" pending={put.isPending} busyLabel="Saving…">Save role</Button>
+        </fieldset>
+        <ErrorBox error={put.error} />
+      </form>
+      <h2>Who has access (Kubernetes bindings)</h2>
+      <ErrorBox error={access.error} />
+      <ul>
+        {access.data?.map((a) => (
+          <li key={a.role}>
+            <strong>{a.role}</strong> ({a.cluster_role}): {a.subjects.join(", ") || "nobody"}
+          </li>
+        ))}
+      </ul>
+    </section>
+  );
+}
