@@ -2,8 +2,8 @@ import { defineConfig } from "vite";
 import react from "@vitejs/plugin-react";
 
 // `npm run dev`: the dev server proxies the API to a running facade
-// ($KAIZEN_API_URL, default the facade `make dev` starts on 127.0.0.1:8000).
-const api = process.env.KAIZEN_API_URL ?? "http://127.0.0.1:8000";
+// ($KAIZEN_API_URL, default the facade `make dev` starts on 127.0.0.1:18000).
+const api = process.env.KAIZEN_API_URL ?? "http://127.0.0.1:18000";
 
 export default defineConfig({
   plugins: [react()],

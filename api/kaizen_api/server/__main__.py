@@ -55,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         "upgrade, with the database known to be intact",
     )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    if args.command == "openapi":
+    if args.command == "openapi":  # before logging is set up: only its own lines
         return write_documents(args.out, check=args.check)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     if args.command == "migrate":
         from kaizen_api.server.db import migrate_for
