@@ -175,3 +175,110 @@ def test_newcomer_builds_an_agent_and_a_viewer_cannot_write(
     assert status == 403
     viewer_ctx.close()
     owner_ctx.close()
+
+
+def login(page: Any, url: str, email: str) -> None:
+    page.goto(url + "/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("button", name="Sign out")).to_be_visible(timeout=30_000)
+
+
+@pytest.fixture
+def promoting(
+    facade_cluster: Path, api_client: client.ApiClient, tmp_path: Path
+) -> Iterator[tuple[Server, str]]:
+    """A live facade serving the console whose owner's workspace ``ml`` holds agent
+    ``hello`` (revision 1) and Gateways ``dev`` and ``staging``, with the operator (and
+    its Promotion webhook) on that workspace; and a second user, a developer there."""
+    import httpx
+
+    assert (DIST / "index.html").is_file(), "console/dist is missing: `make bootstrap`"
+    with live_facade(
+        facade_cluster, api_client, tmp_path, env={"KAIZEN_CONSOLE_DIR": str(DIST)}
+    ) as server:
+        operator, _ = start_operator(
+            facade_cluster,
+            f"kz-{server.org}--*",
+            tmp_path / "operator.log",
+            f"kaizen.studio/org={server.org}",
+        )
+        try:
+            approver = f"approver-{uuid.uuid4().hex[:6]}@example.com"
+            with httpx.Client(base_url=server.api, headers=server.headers, timeout=60) as http:
+                ws = f"/orgs/{server.org}/workspaces/ml"
+                http.post(
+                    "/auth/register", json={"email": approver, "password": PASSWORD}
+                ).raise_for_status()
+                http.post(
+                    f"/orgs/{server.org}/members", json={"email": approver, "role": "developer"}
+                ).raise_for_status()
+                http.put(
+                    f"{ws}/members", json={"subject": f"user:{approver}", "role": "developer"}
+                ).raise_for_status()
+                http.post(f"{ws}/agents", json=agent_body("hello")).raise_for_status()
+                for env in ("dev", "staging"):
+                    gw = {
+                        "metadata": {"name": env},
+                        "spec": {"environment": env, "agents": {"names": ["hello"]}},
+                    }
+                    http.post(f"{ws}/gateways", json=gw).raise_for_status()
+            yield server, approver
+        finally:
+            operator.stop()
+
+
+def agent_body(name: str) -> dict[str, Any]:
+    from tests.support.facade import agent
+
+    return agent(name)
+
+
+def test_promotion_created_in_the_console_is_approved_by_a_second_user_and_served(
+    promoting: tuple[Server, str], browser: Any
+) -> None:
+    server, approver = promoting
+    url, org = server.url, server.org
+    owner_ctx = browser.new_context()
+    page = owner_ctx.new_page()
+    login(page, url, server.email)
+    page.goto(f"{url}/o/{org}/w/ml")
+    expect(page.locator("tr[data-agent=hello] .revision")).to_have_text("1", timeout=90_000)
+
+    page.get_by_role("link", name="Promotions").click()
+    page.get_by_label("Promotion name").fill("hello-to-staging")
+    page.get_by_label("Agent").select_option("hello")
+    page.get_by_label("Revision").fill("1")
+    page.get_by_label("From gateway").fill("dev")
+    page.get_by_label("To gateway").fill("staging")
+    page.get_by_label("Require an approval").check()
+    page.get_by_label("Approvers").fill(f"kaizen:{approver}")
+    page.get_by_role("button", name="Create promotion").click()
+    promotions = page.get_by_role("table", name="Promotions")
+    row = promotions.locator("tr", has_text="hello-to-staging")
+    # Live: the phase moves on screen as the operator works (polling).
+    expect(row).to_contain_text("WaitingForApproval", timeout=90_000)
+
+    # The owner is not an approver: the webhook's refusal is shown at the row, in words.
+    row.get_by_label("Reason for hello-to-staging").fill("mine")
+    row.get_by_role("button", name="Approve").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    expect(row).to_contain_text("WaitingForApproval")
+
+    approver_ctx = browser.new_context()
+    apage = approver_ctx.new_page()
+    login(apage, url, approver)
+    apage.goto(f"{url}/o/{org}/w/ml/promotions")
+    arow = apage.get_by_role("table", name="Promotions").locator("tr", has_text="hello-to-staging")
+    arow.get_by_label("Reason for hello-to-staging").fill("looks good")
+    arow.get_by_role("button", name="Approve").click()
+    expect(arow).to_contain_text("Succeeded", timeout=90_000)
+    expect(arow).to_contain_text(f"kaizen:{approver}: Approved — looks good")
+
+    # The staging gateway now serves revision 1 (side by side with dev).
+    apage.get_by_role("link", name="Gateways").click()
+    staging = apage.get_by_role("article", name="Gateway staging")
+    expect(staging).to_contain_text("hello r1", timeout=60_000)
+    approver_ctx.close()
+    owner_ctx.close()

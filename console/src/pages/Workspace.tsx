@@ -392,7 +392,18 @@ export function Gateways({ org, ws }: Ws) {
   );
 }
 
-const PHASE_DONE = new Set(["Succeeded", "Failed", "Rejected", "RolledBack"]);
+/** The approval block: who may approve, from "kaizen:a@x, group:g". */
+function approval(approvers: string): Json {
+  const names = approvers.split(",").map((s) => s.trim()).filter(Boolean);
+  const groups = names.filter((n) => n.startsWith("group:")).map((n) => n.slice(6));
+  const users = names.filter((n) => !n.startsWith("group:"));
+  return {
+    required: true,
+    approvers: { ...(users.length ? { users } : {}), ...(groups.length ? { groups } : {}) },
+  };
+}
+
+const PHASE_DONE = new Set(["Succeeded", "Failed", "Rejected", "Aborted", "Errored"]);
 
 export function Promotions({ org, ws }: Ws) {
   const role = useWsRole(org, ws);
@@ -401,7 +412,7 @@ export function Promotions({ org, ws }: Ws) {
   const agents = useResources(org, ws, "agents", false);
   const gateways = useResources(org, ws, "gateways", false);
   const [form, setForm] = useState({ name: "", agent: "", revision: "1", from: "", to: "",
-    approval: false });
+    approval: false, approvers: "" });
   const [reasons, setReasons] = useState<Record<string, string>>({});
   const agentNames = (agents.data?.items ?? []).map((a) => meta(a).name);
   const gatewayNames = (gateways.data?.items ?? []).map((g) => meta(g).name);
@@ -420,7 +431,7 @@ export function Promotions({ org, ws }: Ws) {
               revision: Number(form.revision),
               from: form.from,
               to: form.to,
-              ...(form.approval ? { approval: { required: true } } : {}),
+              ...(form.approval ? { approval: approval(form.approvers) } : {}),
             },
           },
         }),
@@ -484,7 +495,7 @@ export function Promotions({ org, ws }: Ws) {
                   <td>
                     {approvals.map((a, i) => (
                       <div key={i}>
-                        {String(a.user ?? a.by ?? "")}: {String(a.decision ?? "approved")}
+                        {String(a.user ?? "")}: {String(a.decision ?? "")}
                         {a.reason ? ` — ${String(a.reason)}` : ""}
                       </div>
                     ))}
@@ -553,6 +564,11 @@ export function Promotions({ org, ws }: Ws) {
               onChange={(e) => setForm({ ...form, approval: e.target.checked })} />
             <label htmlFor="promo-approval">Require an approval</label>
           </div>
+          {form.approval && (
+            <Field label="Approvers" value={form.approvers} onChange={set("approvers")}
+              placeholder="kaizen:ada@example.com, group:kaizen:acme:team:ml"
+              hint="Users (kaizen:<email>) and groups (group:<name>), comma-separated." />
+          )}
           <Button type="submit" pending={create.isPending} busyLabel="Creating promotion…">
             Create promotion
           </Button>
