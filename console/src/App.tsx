@@ -12,6 +12,7 @@ import {
   Promotions,
   WorkspaceMembers,
 } from "./pages/Workspace";
+import { orgCan } from "./roles";
 import { Link, Redirect, match, navigate, useLocation } from "./router";
 import { Loading } from "./ui";
 
@@ -139,6 +140,7 @@ function WorkspaceSwitch({ org, ws }: { org: string; ws?: string }) {
 }
 
 function Nav({ org, ws, path }: { org: string; ws?: string; path: string }) {
+  const role = useOrgs().data?.find((o) => o.slug === org)?.role;
   const item = (to: string, label: string) => (
     <li>
       <Link to={to} aria-current={path === to ? "page" : undefined}>
@@ -155,7 +157,7 @@ function Nav({ org, ws, path }: { org: string; ws?: string; path: string }) {
         {item(`/o/${org}`, "Workspaces")}
         {item(`/o/${org}/members`, "Members & teams")}
         {item(`/o/${org}/keys`, "API keys")}
-        {item(`/o/${org}/audit`, "Audit log")}
+        {orgCan(role, "audit:read") && item(`/o/${org}/audit`, "Audit log")}
       </ul>
       {ws && (
         <>

@@ -121,6 +121,14 @@ def test_newcomer_builds_an_agent_and_a_viewer_cannot_write(
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
 
+    # The owner reads the audit log, filtered to their own failed writes (the invalid
+    # agent above was refused 422).
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Outcome").fill("422")
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("cell", name=owner_email)).to_have_count(1)
+    expect(page.get_by_role("cell", name="422")).to_have_count(1)
+
     # An API key: its secret is shown once, then only its prefix.
     page.get_by_role("link", name="API keys").click()
     page.get_by_label("Key name").fill("ci")
@@ -156,6 +164,7 @@ def test_newcomer_builds_an_agent_and_a_viewer_cannot_write(
     expect(vpage.get_by_role("button", name="Edit")).to_be_disabled()
     expect(vpage.get_by_role("button", name="Delete")).to_be_disabled()
     expect(vpage.get_by_text("Your role here is viewer")).to_be_visible()
+    expect(vpage.get_by_role("link", name="Audit log")).to_have_count(0)  # org viewer
     # ... and the facade refuses the same write sent by hand with the viewer's login.
     status = vpage.evaluate(
         """async (path) => {

@@ -45,7 +45,8 @@ export function NewOrg() {
 }
 
 export function OrgHome({ org }: { org: string }) {
-  const role = useOrgRole(org);
+  const current = useOrgs().data?.find((o) => o.slug === org);
+  const role = current?.role;
   const workspaces = useWorkspaces(org);
   const queries = useQueryClient();
   const [name, setName] = useState("");
@@ -61,7 +62,10 @@ export function OrgHome({ org }: { org: string }) {
   return (
     <section>
       <h1>Workspaces of {org}</h1>
-      <p className="muted">Your role in this organization: {role ?? "…"}</p>
+      <p className="muted">
+        Plan: <strong>{current?.plan ?? "…"}</strong> · your role in this organization:{" "}
+        <strong>{role ?? "…"}</strong>
+      </p>
       <ErrorBox error={workspaces.error} />
       {workspaces.isPending ? (
         <Loading what="workspaces" />
