@@ -45,15 +45,16 @@ fi
 # The web console (console/): served by the facade at / from console/dist. Rebuilt only
 # when a source, the lockfile or the build settings are newer than the last build.
 if command -v npm >/dev/null; then
+  # Dependencies from the lockfile (`make lint` type-checks with them), then the build.
+  if [[ ! -f console/node_modules/.package-lock.json ]] ||
+    [[ console/package-lock.json -nt console/node_modules/.package-lock.json ]]; then
+    echo "[bootstrap] npm ci (console/)"
+    (cd console && npm ci --no-audit --no-fund --loglevel=error)
+  fi
   sources=(console/src console/index.html console/package.json console/package-lock.json
     console/vite.config.ts console/tsconfig.json console/scripts)
   if [[ ! -f console/dist/index.html ]] ||
     [[ -n "$(find "${sources[@]}" -newer console/dist/index.html -print -quit)" ]]; then
-    if [[ ! -f console/node_modules/.package-lock.json ]] ||
-      [[ console/package-lock.json -nt console/node_modules/.package-lock.json ]]; then
-      echo "[bootstrap] npm ci (console/)"
-      (cd console && npm ci --no-audit --no-fund --loglevel=error)
-    fi
     echo "[bootstrap] npm run build (console/)"
     (cd console && npm run --silent build)
   fi

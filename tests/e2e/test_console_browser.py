@@ -35,8 +35,10 @@ def browser_type_launch_args() -> dict[str, Any]:
     """Debian's chromium (hack/bootstrap.sh installs it): Playwright downloads nothing."""
     if CHROMIUM is None:
         pytest.skip("no chromium on this machine: run `make bootstrap` (apt-get install chromium)")
-    # --no-sandbox: the tests run as root in CI, where chromium's sandbox cannot start.
-    return {"executable_path": CHROMIUM, "args": ["--no-sandbox"], "headless": True}
+    # --no-sandbox: the tests run as root in CI, where chromium's sandbox cannot start;
+    # a small /dev/shm (containers) would crash tabs: use /tmp instead.
+    args = ["--no-sandbox", "--disable-dev-shm-usage"]
+    return {"executable_path": CHROMIUM, "args": args, "headless": True}
 
 
 @pytest.fixture
