@@ -202,7 +202,8 @@ def promoting(
 ) -> Iterator[tuple[Server, str]]:
     """A live facade serving the console whose owner's workspace ``ml`` holds agent
     ``hello`` (revision 1) and Gateways ``dev`` and ``staging``, with the operator (and
-    its Promotion webhook) on that workspace; and a second user, a developer there."""
+    its Promotion webhook) on that workspace, a ScalingPolicy for staging; and a second
+    user, a developer there."""
     import httpx
 
     assert (DIST / "index.html").is_file(), "console/dist is missing: `make bootstrap`"
@@ -235,6 +236,16 @@ def promoting(
                         "spec": {"environment": env, "agents": {"names": ["hello"]}},
                     }
                     http.post(f"{ws}/gateways", json=gw).raise_for_status()
+                policy = {
+                    "metadata": {"name": "staging"},
+                    "spec": {
+                        "targetRef": {"kind": "Gateway", "name": "staging"},
+                        "minReplicas": 1,
+                        "maxReplicas": 3,
+                        "metrics": [{"type": "cpu", "averageUtilization": 70}],
+                    },
+                }
+                http.post(f"{ws}/scalingpolicies", json=policy).raise_for_status()
             yield server, approver
         finally:
             operator.stop()
@@ -291,5 +302,15 @@ def test_promotion_created_in_the_console_is_approved_by_a_second_user_and_serve
     apage.get_by_role("link", name="Gateways").click()
     staging = apage.get_by_role("article", name="Gateway staging")
     expect(staging).to_contain_text("hello r1", timeout=60_000)
+
+    # Scaling: the approver (a developer) pins staging with a reason, then clears it.
+    policy = apage.get_by_role("article", name="Scaling policy staging")
+    expect(policy).to_contain_text("No override.")
+    policy.get_by_label("Replicas for staging").fill("2")
+    policy.get_by_label("Reason for staging").fill("launch day")
+    policy.get_by_role("button", name="Set override").click()
+    expect(policy).to_contain_text("Override: Pin at 2 — launch day")
+    policy.get_by_role("button", name="Clear").click()
+    expect(policy).to_contain_text("No override.")
     approver_ctx.close()
     owner_ctx.close()

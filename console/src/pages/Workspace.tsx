@@ -325,6 +325,7 @@ export function AgentDetail({ org, ws, name }: Ws & { name: string }) {
 }
 
 export function Gateways({ org, ws }: Ws) {
+  const role = useWsRole(org, ws);
   const gateways = useResources(org, ws, "gateways");
   const names = (gateways.data?.items ?? []).map((g) => meta(g).name);
   const statuses = useQueries({
@@ -388,6 +389,7 @@ export function Gateways({ org, ws }: Ws) {
           );
         })}
       </div>
+      <Scaling org={org} ws={ws} role={role} />
     </section>
   );
 }
@@ -682,5 +684,104 @@ export function WorkspaceMembers({ org, ws }: Ws) {
         ))}
       </ul>
     </section>
+  );
+}
+
+type Override = {
+  mode: "Pin" | "FreezeScaleDown" | "FreezeScaleUp";
+  replicas?: number | null;
+  expiresAt?: string | null;
+  reason: string;
+};
+
+/** The workspace's ScalingPolicies with their manual override: set (with a reason and
+ * an optional expiry) or clear. */
+export function Scaling({ org, ws, role }: Ws & { role: string | null | undefined }) {
+  const queries = useQueryClient();
+  const policies = useResources(org, ws, "scalingpolicies");
+  const [drafts, setDrafts] = useState<Record<string, Override & { until: string }>>({});
+  const refresh = () => queries.invalidateQueries({ queryKey: keys.resources(org, ws, "scalingpolicies") });
+  const set = useMutation({
+    mutationFn: (name: string) => {
+      const d = drafts[name] ?? { mode: "Pin", reason: "", until: "" };
+      const body: Override = { mode: d.mode, reason: d.reason };
+      if (d.mode === "Pin") body.replicas = Number(d.replicas ?? 1);
+      if (d.until) body.expiresAt = new Date(d.until).toISOString();
+      return ok(
+        api.PUT("/api/v1/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override", {
+          params: { path: { org, ws, name } },
+          body,
+        }),
+      );
+    },
+    onSuccess: refresh,
+  });
+  const clear = useMutation({
+    mutationFn: (name: string) =>
+      ok(
+        api.DELETE("/api/v1/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override", {
+          params: { path: { org, ws, name } },
+        }),
+      ),
+    onSuccess: refresh,
+  });
+  const can = wsCan(role, "scalingpolicies:update");
+  const items = policies.data?.items ?? [];
+  if (policies.isPending) return <Loading what="scaling policies" />;
+  return (
+    <>
+      <h2>Scaling</h2>
+      <ErrorBox error={policies.error ?? set.error ?? clear.error} />
+      {items.length === 0 && <p>No ScalingPolicy in this workspace.</p>}
+      {items.map((p) => {
+        const name = meta(p).name;
+        const sp = spec(p);
+        const current = sp.override as Override | undefined;
+        const d = drafts[name] ?? { mode: "Pin", replicas: 1, reason: "", until: "" };
+        const edit = (patch: Partial<typeof d>) => setDrafts({ ...drafts, [name]: { ...d, ...patch } });
+        return (
+          <article key={name} className="card" aria-label={`Scaling policy ${name}`}>
+            <h3>
+              {name} → {String((sp.targetRef as Json)?.name ?? "")}
+            </h3>
+            <p>
+              {String(sp.minReplicas ?? 1)}–{String(sp.maxReplicas)} replicas.{" "}
+              {current
+                ? `Override: ${current.mode}${current.replicas ? ` at ${current.replicas}` : ""}` +
+                  `${current.expiresAt ? ` until ${when(current.expiresAt)}` : ""} — ${current.reason}`
+                : "No override."}
+            </p>
+            <fieldset disabled={!can} className="decide">
+              <select aria-label={`Override mode for ${name}`} value={d.mode}
+                onChange={(e) => edit({ mode: e.target.value as Override["mode"] })}>
+                <option>Pin</option>
+                <option>FreezeScaleDown</option>
+                <option>FreezeScaleUp</option>
+              </select>
+              {d.mode === "Pin" && (
+                <input aria-label={`Replicas for ${name}`} type="number" min={0}
+                  value={String(d.replicas ?? 1)}
+                  onChange={(e) => edit({ replicas: Number(e.target.value) })} />
+              )}
+              <input aria-label={`Reason for ${name}`} placeholder="reason" value={d.reason}
+                onChange={(e) => edit({ reason: e.target.value })} />
+              <input aria-label={`Expires for ${name}`} type="datetime-local" value={d.until}
+                onChange={(e) => edit({ until: e.target.value })} />
+              <Button type="button" pending={set.isPending && set.variables === name}
+                busyLabel="Setting…" onClick={() => set.mutate(name)}>
+                Set override
+              </Button>
+              {current && (
+                <Button type="button" pending={clear.isPending && clear.variables === name}
+                  busyLabel="Clearing…" onClick={() => clear.mutate(name)}>
+                  Clear
+                </Button>
+              )}
+            </fieldset>
+            {!can && <ReadOnlyNote role={role} action="override scaling" />}
+          </article>
+        );
+      })}
+    </>
   );
 }
