@@ -6,6 +6,14 @@
 # developed and tested with. Pin it by digest in your registry mirror for builds you
 # need to reproduce bit for bit (`python:3.11.7-slim-bookworm@sha256:...`).
 
+# The web console (console/): built from its lockfile; the facade serves the files at /.
+FROM node:20.19.5-bookworm-slim AS console
+WORKDIR /src/console
+COPY console/package.json console/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY console/ ./
+RUN npm run build
+
 FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -26,7 +34,9 @@ LABEL org.opencontainers.image.title="kaizen-studio" \
 RUN groupadd --system --gid 65532 kaizen \
     && useradd --system --uid 65532 --gid 65532 --no-create-home --shell /usr/sbin/nologin kaizen
 COPY --from=build /opt/kaizen /opt/kaizen
+COPY --from=console /src/console/dist /opt/kaizen/console
 ENV PATH=/opt/kaizen/bin:$PATH \
+    KAIZEN_CONSOLE_DIR=/opt/kaizen/console \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
 # Non-root; the root filesystem can be read-only (nothing is written outside /tmp).

@@ -25,6 +25,8 @@ lint:
 	$(PYTHON) -m mypy
 	lint-imports
 	kaizen crds check
+	kaizen-api openapi --check
+	if command -v npm >/dev/null; then npm --prefix console run --silent check; fi
 	hadolint Dockerfile
 
 ## Only the pure unit tests (no cluster, seconds).

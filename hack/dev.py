@@ -200,6 +200,7 @@ Kaizen Studio dev environment is up.
   operator:    pid {pid}, log {log}
                metrics http://127.0.0.1:19090/metrics, health http://127.0.0.1:18081/healthz
 
+  console:     {console_line(facade_url)}
   facade:      {facade_url}/docs (kaizen-api, SQLite {DEV_DIR / "kaizen-api.db"})
                register, log in, create an org and workspace: see docs/facade.md
 
@@ -232,6 +233,13 @@ Stop it with: make dev-down
 """
     )
     return 0
+
+
+def console_line(facade_url: str) -> str:
+    """Where the web console is (the facade serves console/dist), or why it is not."""
+    if (ROOT / "console" / "dist" / "index.html").is_file():
+        return f"{facade_url}/ (the web console; docs/console.md)"
+    return "not built: Node.js >= 20.19 is needed (docs/console.md)"
 
 
 def start_facade(kubeconfig: Path) -> str:

@@ -56,6 +56,7 @@ def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> 
         assert "Kaizen Studio dev environment is up." in out
         assert "all Ready" in out and "answered just now: '[mock:echo]" in out
         assert "facade:      http://127.0.0.1:18000/docs" in out
+        assert "console:     http://127.0.0.1:18000/ (the web console" in out  # bootstrap built it
         assert "Stop it with: make dev-down" in out
         url = re.search(r"dev = (http://127\.0\.0\.1:\d+)", out).group(1)  # type: ignore[union-attr]
         import openai
@@ -96,6 +97,8 @@ def test_make_dev_from_nothing_to_a_chat_completion_and_back(tmp_path: Path) -> 
         assert turns[0][0] == {"role": "user", "content": "I am Ada"}
         with urllib.request.urlopen("http://127.0.0.1:18000/openapi.json", timeout=10) as resp:
             assert "/api/v1/orgs" in json.loads(resp.read())["paths"]
+        with urllib.request.urlopen("http://127.0.0.1:18000/login", timeout=10) as resp:
+            assert '<div id="root">' in resp.read().decode()  # the console's page
         pids = {p.name: int(p.read_text()) for p in (tmp_path / "dev").glob("*.pid")}
         assert set(pids) == {
             "operator.pid",

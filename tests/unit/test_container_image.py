@@ -29,12 +29,19 @@ def test_hadolint_finds_nothing() -> None:
 
 def test_runtime_stage_is_pinned_slim_and_non_root() -> None:
     stages = re.findall(r"^FROM (\S+)", DOCKERFILE, re.MULTILINE)
-    assert len(stages) == 2 and len(set(stages)) == 1
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", stages[0]), stages[0]
-    runtime = DOCKERFILE.split("\nFROM ", 2)[2]
+    python = [s for s in stages if s.startswith("python:")]
+    assert len(stages) == 3 and len(python) == 2 and len(set(python)) == 1
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", python[0]), python[0]
+    # The console's build stage: a pinned Node.js that Vite supports (>= 20.19).
+    assert re.fullmatch(r"node:(20\.(19|[2-9]\d)|2[2-9]\.\d+)\.\d+-bookworm-slim", stages[0])
+    runtime = DOCKERFILE.split("\nFROM ")[-1]
+    assert runtime.startswith(python[1]), "the runtime stage is the last one"
     assert re.search(r"^USER 65532:65532$", runtime, re.MULTILINE)
     assert "PATH=/opt/kaizen/bin:$PATH" in runtime
     assert 'pip install ".[operator,gateway,api]"' in DOCKERFILE
+    # The console is built from its lockfile and served by the facade from the image.
+    assert "RUN npm ci" in DOCKERFILE and "COPY --from=console" in runtime
+    assert "KAIZEN_CONSOLE_DIR=/opt/kaizen/console" in runtime
 
 
 def test_every_command_a_deployment_runs_is_an_entry_point_of_the_image() -> None:

@@ -13,8 +13,8 @@ from kaizen_api.server.settings import Settings
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``kaizen-api [serve]`` (default), ``migrate``, ``purge-audit`` or
-    ``sync-workspaces``."""
+    """``kaizen-api [serve]`` (default), ``migrate``, ``purge-audit``,
+    ``sync-workspaces`` or ``openapi``."""
     parser = argparse.ArgumentParser(
         prog="kaizen-api",
         description="The multi-tenant REST facade. Settings come from the environment: "
@@ -26,16 +26,23 @@ def main(argv: list[str] | None = None) -> int:
         "KAIZEN_REGISTER_LIMIT, KAIZEN_REGISTER_WINDOW, KAIZEN_PASSWORD_HASH_CONCURRENCY, "
         "KAIZEN_PASSWORD_HASH_WAIT, KAIZEN_ANONYMOUS_AUDIT_LIMIT, KAIZEN_AUDIT_MAX_BACKLOG, "
         "KAIZEN_WORKSPACE_ROLE, KAIZEN_SERVICE_ACCOUNT, KAIZEN_SELF_SERVICE_PLANS, "
-        "KAIZEN_PLATFORM_ADMINS.",
+        "KAIZEN_PLATFORM_ADMINS, KAIZEN_CONSOLE_DIR.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "purge-audit", "sync-workspaces"],
+        choices=["serve", "migrate", "purge-audit", "sync-workspaces", "openapi"],
         help="sync-workspaces: re-apply every workspace's Namespace, RoleBindings and "
-        "quota from the database (after a restore)",
+        "quota from the database (after a restore); openapi: write the web console's "
+        "OpenAPI document and role tables (console/src/api/)",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="openapi: fail when the written files are stale."
+    )
+    parser.add_argument(
+        "--out", default=None, help="openapi: the folder to write (default console/src/api)."
     )
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server's job
     parser.add_argument("--port", type=int, default=8000)
@@ -48,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         "upgrade, with the database known to be intact",
     )
     args = parser.parse_args(argv)
+    if args.command == "openapi":  # before logging is set up: only its own lines
+        return write_documents(args.out, check=args.check)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = Settings.from_env()
     if args.command == "migrate":
@@ -99,6 +108,32 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=bool(trusted),
         forwarded_allow_ips=trusted or None,
     )
+    return 0
+
+
+def write_documents(out: str | None, *, check: bool = False) -> int:
+    """Write (or with ``check``, compare) the console's OpenAPI document and role tables."""
+    from pathlib import Path
+
+    from kaizen_api.server.openapi import CONSOLE_API_DIR, render_documents
+
+    folder = Path(out or CONSOLE_API_DIR)
+    files = render_documents()
+    if check:
+        stale = [
+            str(folder / name)
+            for name, text in files.items()
+            if not (folder / name).exists() or (folder / name).read_text() != text
+        ]
+        if stale:
+            print("out of date (run `kaizen-api openapi`): " + ", ".join(stale), file=sys.stderr)
+            return 1
+        print("the console's OpenAPI document is up to date")
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    print(f"wrote {', '.join(files)} to {folder}/")
     return 0
 
 

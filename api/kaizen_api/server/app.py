@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kaizen_api import __version__
-from kaizen_api.server import audit, openapi, problems
+from kaizen_api.server import audit, console, openapi, problems
 from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.cache import TTLCache
@@ -93,6 +93,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    console.install(app, settings.console_dir)  # last: every API route matches first
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     audit.install(app)  # outermost: requests refused by the body limit are audited too

@@ -108,3 +108,25 @@ def install(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# The web console's typed client is generated from this document (console/src/api/):
+# `kaizen-api openapi` writes it, `kaizen-api openapi --check` fails when it is stale.
+CONSOLE_API_DIR = "console/src/api"
+
+
+def render_documents() -> dict[str, str]:
+    """The files of the console's client, by name: the OpenAPI document of the app as
+    served, and the role tables the console hides actions by (the server still decides)."""
+    import json
+
+    from kaizen_api.server.app import create_app
+    from kaizen_api.server.permissions import ORG_ROLES, ORG_WIDE, WORKSPACE_ROLES
+    from kaizen_api.server.settings import Settings
+
+    doc = create_app(Settings()).openapi()  # no database or cluster is touched
+    roles = {"org": ORG_ROLES, "workspace": WORKSPACE_ROLES, "orgWide": ORG_WIDE}
+    return {
+        "openapi.json": json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+        "roles.json": json.dumps(roles, indent=2) + "\n",
+    }

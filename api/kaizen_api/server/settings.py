@@ -9,6 +9,16 @@ from pathlib import Path
 from kaizen_api.server.guards import WorkspacePolicy
 
 
+def console_dir() -> Path | None:
+    """$KAIZEN_CONSOLE_DIR, else the checkout's console/dist (a development install);
+    None when neither holds a built console (index.html)."""
+    configured = os.environ.get("KAIZEN_CONSOLE_DIR")
+    folder = (
+        Path(configured) if configured else Path(__file__).resolve().parents[3] / "console/dist"
+    )
+    return folder if (folder / "index.html").is_file() else None
+
+
 def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
@@ -71,6 +81,9 @@ class Settings:
     # of platform_admins (comma-separated), who need not be members.
     self_service_plans: str = "free"
     platform_admins: str = ""
+    # The built web console served at / (None: not served); from_env: $KAIZEN_CONSOLE_DIR
+    # or the checkout's console/dist when built.
+    console_dir: Path | None = None
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -125,4 +138,5 @@ class Settings:
             ),
             self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
+            console_dir=console_dir(),
         )
