@@ -8,7 +8,7 @@ import kopf
 
 from kaizen_operator.agent.reconcile import reconcile_agent
 from kaizen_operator.cache_feed import forget_deleted
-from kaizen_operator.gateway.reconcile import reconcile_gateways_of
+from kaizen_operator.gateway.reconcile import reconcile_gateways_of, reconcile_gateways_pinning
 from kaizen_operator.pipeline.reconcile import reconcile_pipelines_calling
 from kaizen_operator.runtime import runtime_of
 
@@ -27,6 +27,7 @@ async def agent_changed(
     await reconcile_agent(rt, str(namespace), name)
     reconcile_gateways_of(rt, str(namespace), dict(body))
     reconcile_pipelines_calling(rt, str(namespace), "Agent", name)
+    reconcile_gateways_pinning(rt, str(namespace), name)
 
 
 @kopf.on.event(*AGENTS)

@@ -28,7 +28,7 @@ from kaizen_operator.gateway.render import (
 )
 from kaizen_operator.gatewaymetrics import read_readiness
 from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube, refusal
-from kaizen_operator.pipeline.reconcile import reconcile_pipelines_in
+from kaizen_operator.pipeline.reconcile import calls, reconcile_pipelines_in
 from kaizen_operator.runtime import (
     Runtime,
     apply_all,
@@ -289,3 +289,16 @@ def reconcile_gateways_of_pipeline(rt: Runtime, namespace: str, pipeline: dict[s
     """Request a reconcile of every Gateway that selects or serves ``pipeline``."""
     for name in rt.gateways.wanting_pipeline(namespace, pipeline):
         rt.request("Gateway", namespace, name, reconcile_gateway)
+
+
+def reconcile_gateways_pinning(rt: Runtime, namespace: str, agent: str) -> None:
+    """Request a reconcile of every Gateway that selects a Pipeline calling ``agent``:
+    a revision its steps pin may just have appeared (or gone), which the Gateway's
+    status cannot have told the index yet."""
+    cache = rt.kube.cache
+    if cache is None:
+        return  # the Gateways' periodic resync covers it
+    for pipeline in cache.list(
+        "Pipeline", namespace, where=lambda p: calls(dict(p), "Agent", agent)
+    ):
+        reconcile_gateways_of_pipeline(rt, namespace, pipeline)

@@ -135,7 +135,7 @@ def reconcile_pipelines_in(rt: Runtime, namespace: str) -> None:
             rt.request("Pipeline", ns, name, reconcile_pipeline)
 
 
-def _calls(pipeline: dict[str, Any], kind: str, name: str) -> bool:
+def calls(pipeline: dict[str, Any], kind: str, name: str) -> bool:
     """Whether a Pipeline's steps call the ``kind`` named ``name`` (read from the wire
     form: a cheap test over every cached Pipeline)."""
     spec = pipeline.get("spec") or {}
@@ -160,5 +160,5 @@ def reconcile_pipelines_calling(rt: Runtime, namespace: str, kind: str, name: st
     if cache is None:
         reconcile_pipelines_in(rt, namespace)
         return
-    for pipeline in cache.list("Pipeline", namespace, where=lambda p: _calls(dict(p), kind, name)):
+    for pipeline in cache.list("Pipeline", namespace, where=lambda p: calls(dict(p), kind, name)):
         rt.request("Pipeline", namespace, pipeline["metadata"]["name"], reconcile_pipeline)
