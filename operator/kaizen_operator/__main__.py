@@ -409,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     from kaizen_operator import cache_feed as _cache  # noqa: F401
     from kaizen_operator.agent import handlers as _agent  # noqa: F401
     from kaizen_operator.gateway import handlers as _gateway  # noqa: F401
+    from kaizen_operator.pipeline import handlers as _pipeline  # noqa: F401
     from kaizen_operator.promotion import handlers as _promotion  # noqa: F401
     from kaizen_operator.scaling import handlers as _scaling  # noqa: F401
 

@@ -26,6 +26,7 @@ API_VERSION = "kaizen.studio/v1alpha1"
 # kind -> plural: the kinds whose every event reaches the cache.
 WATCHED = {
     "Agent": "agents",
+    "Pipeline": "pipelines",
     "Gateway": "gateways",
     "ScalingPolicy": "scalingpolicies",
     "Promotion": "promotions",

@@ -58,6 +58,7 @@ RESOURCES: dict[tuple[str, str], tuple[str, str]] = {
     ("discovery.k8s.io/v1", "EndpointSlice"): ("/apis/discovery.k8s.io/v1", "endpointslices"),
     ("coordination.k8s.io/v1", "Lease"): ("/apis/coordination.k8s.io/v1", "leases"),
     ("kaizen.studio/v1alpha1", "Agent"): ("/apis/kaizen.studio/v1alpha1", "agents"),
+    ("kaizen.studio/v1alpha1", "Pipeline"): ("/apis/kaizen.studio/v1alpha1", "pipelines"),
     ("kaizen.studio/v1alpha1", "Gateway"): ("/apis/kaizen.studio/v1alpha1", "gateways"),
     ("kaizen.studio/v1alpha1", "ScalingPolicy"): (
         "/apis/kaizen.studio/v1alpha1",

@@ -6,6 +6,7 @@ from typing import Any
 
 GATEWAY_LABEL = "kaizen.studio/gateway"
 AGENT_LABEL = "kaizen.studio/agent"
+PIPELINE_LABEL = "kaizen.studio/pipeline"
 REVISION_HASH_LABEL = "kaizen.studio/revision-hash"
 BUNDLE_HASH_ANNOTATION = "kaizen.studio/bundle-hash"
 MANAGED_BY = "kaizen-operator"
@@ -33,6 +34,11 @@ def agent_revision(agent: str, revision: int) -> str:
     return f"{agent}-r{revision}"
 
 
+def pipeline_revision(pipeline: str, revision: int) -> str:
+    """The ControllerRevision holding revision ``revision`` of a Pipeline."""
+    return f"{pipeline}-pr{revision}"
+
+
 def gateway_selector_labels(gateway: str) -> dict[str, str]:
     """Labels that select a Gateway's pods (stable for the Deployment's lifetime)."""
     return {"app.kubernetes.io/name": "kaizen-gateway", GATEWAY_LABEL: gateway}
@@ -53,6 +59,15 @@ def agent_labels(agent: str) -> dict[str, str]:
     """Labels of an Agent's ControllerRevisions."""
     return {
         AGENT_LABEL: agent,
+        "app.kubernetes.io/part-of": "kaizen-studio",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+
+
+def pipeline_labels(pipeline: str) -> dict[str, str]:
+    """Labels of a Pipeline's ControllerRevisions."""
+    return {
+        PIPELINE_LABEL: pipeline,
         "app.kubernetes.io/part-of": "kaizen-studio",
         "app.kubernetes.io/managed-by": MANAGED_BY,
     }

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from kaizen_operator.agent.reconcile import reconcile_agent
 from kaizen_operator.cache import API_VERSION
 from kaizen_operator.gateway.reconcile import reconcile_gateway
+from kaizen_operator.pipeline.reconcile import reconcile_pipeline
 from kaizen_operator.promotion.reconcile import reconcile_promotion
 from kaizen_operator.runtime import Runtime
 from kaizen_operator.scaling.reconcile import reconcile_scaling_policy
@@ -27,6 +28,7 @@ SCHEDULE: tuple[tuple[str, float, Reconcile], ...] = (
     ("Promotion", 2.0, reconcile_promotion),
     ("ScalingPolicy", 5.0, reconcile_scaling_policy),
     ("Agent", 30.0, reconcile_agent),
+    ("Pipeline", 30.0, reconcile_pipeline),
     ("Gateway", 60.0, reconcile_gateway),
 )
 TICK = 1.0

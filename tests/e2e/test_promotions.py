@@ -19,6 +19,7 @@ import pytest
 from kubernetes import client
 
 from tests.e2e.test_operator_reconciles import apply_yaml, gateway, get, mock_agent
+from tests.e2e.test_pipelines_operator import bundle_of, pipeline_manifest, served, step
 from tests.support.kube import event_reasons, eventually, kubectl
 from tests.support.processes import start_devrunner
 
@@ -124,6 +125,84 @@ def staging_serves(api_client: client.ApiClient, ns: str) -> list[dict[str, Any]
 def staging_bundle(api_client: client.ApiClient, ns: str) -> list[tuple[str, int]]:
     cm = client.CoreV1Api(api_client).read_namespaced_config_map("staging-gateway-bundle", ns)
     return [(a["name"], a["revision"]) for a in json.loads(cm.data["bundle.json"])["agents"]]
+
+
+def promote_pipeline(api_client: client.ApiClient, crds: Path, ns: str) -> dict[str, Any]:
+    """Pipeline flow (one step pinned to hello r1), selected by dev and staging, promoted
+    dev -> staging by Promotion p-flow (targetRef kind Pipeline) past a soak gate."""
+    api = client.CustomObjectsApi(api_client)
+    for gw in ("dev", "staging"):
+        api.patch_namespaced_custom_object(
+            "kaizen.studio",
+            "v1alpha1",
+            ns,
+            "gateways",
+            gw,
+            {"spec": {"pipelines": {"names": ["flow"]}}},
+        )
+    apply_yaml(crds, ns, [pipeline_manifest("flow", step("answer", "hello", 1))])
+    eventually(
+        lambda: served(bundle_of(api_client, ns, "dev"), "pipelines") == [("flow", 1)],
+        what="dev serving flow r1",
+    )
+    assert served(bundle_of(api_client, ns, "staging"), "pipelines") == []  # not promoted
+    # The new bundle rolls dev's pods; the soak gate wants its source Ready throughout.
+    eventually(
+        lambda: (get(api_client, ns, "gateways", "dev").get("status") or {}).get(
+            "servedPipelineRevisions"
+        ),
+        what="dev status serving flow",
+    )
+    kubectl(crds, "rollout", "status", "-n", ns, "deployment/dev-gateway", "--timeout=60s")
+    kubectl(
+        crds,
+        "wait",
+        "-n",
+        ns,
+        "gateways.kaizen.studio/dev",
+        "--for=condition=Ready",
+        "--timeout=60s",
+    )
+    spec = {
+        "targetRef": {"kind": "Pipeline", "name": "flow"},
+        "revision": 1,
+        "from": "dev",
+        "to": "staging",
+        "gates": {"soak": {"duration": "2s"}},
+    }
+    apply_yaml(
+        crds,
+        ns,
+        [
+            {
+                "apiVersion": "kaizen.studio/v1alpha1",
+                "kind": "Promotion",
+                "metadata": {"name": "p-flow"},
+                "spec": spec,
+            }
+        ],
+    )
+    return wait_phase(api_client, ns, "p-flow", "Succeeded")
+
+
+def test_a_pipeline_revision_is_promoted_past_a_soak_gate(
+    crds: Path, api_client: client.ApiClient, stage: str
+) -> None:
+    done = promote_pipeline(api_client, crds, stage)
+    assert done["status"]["message"] == "staging now serves flow revision 1"
+    assert done["status"]["gates"][0]["name"] == "soak"
+    eventually(
+        lambda: served(bundle_of(api_client, stage, "staging"), "pipelines") == [("flow", 1)],
+        what="staging serving flow r1",
+    )
+    bundle = bundle_of(api_client, stage, "staging")
+    assert served(bundle, "agents") == []  # staging serves no agent as a model...
+    assert served(bundle, "pinnedAgents") == [("hello", 1)]  # ...but flow's pinned step
+    target = get(api_client, stage, "gateways", "staging")
+    (entry,) = target["spec"]["promotedPipelineRevisions"]
+    assert (entry["pipeline"], entry["revision"], entry["promotion"]) == ("flow", 1, "p-flow")
+    assert target["status"]["servedPipelineRevisions"] == [{"pipeline": "flow", "revision": 1}]
+    assert "promotedRevisions" not in target["spec"]  # the agents' list is untouched
 
 
 def annotate(
@@ -557,6 +636,7 @@ def test_export_then_apply_into_an_empty_namespace_serves_the_same_revisions(
     apply_yaml(crds, stage, [promotion("p1")])
     wait_phase(api_client, stage, "p1", "Succeeded")
     eventually(lambda: staging_bundle(api_client, stage) == [("hello", 1)], what="staging on r1")
+    promote_pipeline(api_client, crds, stage)
     target = get(api_client, stage, "gateways", "staging")
     (entry,) = target["spec"]["promotedRevisions"]
     assert (entry["agent"], entry["revision"], entry["promotion"]) == ("hello", 1, "p1")
@@ -584,8 +664,9 @@ def test_export_then_apply_into_an_empty_namespace_serves_the_same_revisions(
     assert done.returncode == 0, done.stderr
     exported = (tmp_path / "backup" / f"{stage}.yaml").read_text()
     assert "kind: ControllerRevision" in exported and "promotedRevisions" in exported
+    assert "kind: Pipeline" in exported and "promotedPipelineRevisions" in exported
 
-    for kind in ("promotions", "gateways.kaizen.studio", "agents"):
+    for kind in ("promotions", "gateways.kaizen.studio", "pipelines", "agents"):
         kubectl(crds, "delete", kind, "--all", "-n", stage, "--wait=true")
     kubectl(crds, "delete", "controllerrevisions", "--all", "-n", stage, "--wait=true")
     apps = client.AppsV1Api(api_client)
@@ -606,3 +687,22 @@ def test_export_then_apply_into_an_empty_namespace_serves_the_same_revisions(
     restored = get(api_client, stage, "agents", "hello")["status"]
     assert restored["latestRevision"] == 2  # the history came back, not a new revision 1
     assert "RevisionsAdopted" in event_reasons(api_client, stage, "hello")
+    # The pipeline too: its promoted revision (and the agent revision it pins) served
+    # again from the restored history, adopted rather than made anew.
+    eventually(
+        lambda: served(bundle_of(api_client, stage, "staging"), "pipelines") == [("flow", 1)],
+        timeout=60,
+        what="restored staging serving flow r1",
+    )
+    # staging serves hello r1 as a model itself (p1), so flow's pin needs no extra copy.
+    assert served(bundle_of(api_client, stage, "staging"), "pinnedAgents") == []
+    eventually(
+        lambda: (
+            (get(api_client, stage, "gateways", "staging").get("status") or {}).get(
+                "pinnedRevisions"
+            )
+            == [{"agent": "hello", "revision": 1, "pipeline": "flow"}]
+        ),
+        what="restored staging status pinning hello r1",
+    )
+    assert "RevisionsAdopted" in event_reasons(api_client, stage, "flow")

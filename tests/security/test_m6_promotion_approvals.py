@@ -226,6 +226,8 @@ def test_only_administrators_set_a_gateways_promotion_policy(
         {"spec": {"revisionPolicy": "Latest"}},
         {"spec": {"environment": "dev"}},
         {"spec": {"promotedRevisions": [{"agent": "hello", "revision": 9, "hash": "x" * 16}]}},
+        # A pipeline's promoted revision is guarded the same way.
+        {"spec": {"promotedPipelineRevisions": [{"pipeline": "flow", "revision": 9}]}},
     ):
         _refused(
             lambda change=change: dev.patch_namespaced_custom_object(

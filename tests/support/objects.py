@@ -53,3 +53,13 @@ def gateway(name: str = "dev", environment: str = "dev", **spec: Any) -> dict[st
     status = spec.pop("status", None)
     spec.setdefault("agents", {"names": ["hello"]})
     return obj("Gateway", name, {"environment": environment, **spec}, status=status)
+
+
+def pipeline(name: str = "flow", *steps: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """A Sequential Pipeline; each step is {"name": ..., "agentRef"|"pipelineRef": ...}
+    (default: one step calling Agent hello)."""
+    labels = spec.pop("labels", None)
+    status = spec.pop("status", None)
+    spec.setdefault("pattern", "Sequential")
+    spec.setdefault("steps", list(steps) or [{"name": "one", "agentRef": {"name": "hello"}}])
+    return obj("Pipeline", name, spec, labels=labels, status=status)

@@ -46,3 +46,21 @@ def test_a_gateway_with_an_unreadable_selection_is_left_to_its_own_reconcile() -
     index.observe("ADDED", gw("g", {"names": ["a"]}))
     index.observe("MODIFIED", gw("g", {"names": ["a"], "selector": {}}))  # both: invalid
     assert index.wanting("ns", agent("a")) == []
+
+
+def test_pipelines_are_selected_only_when_the_gateway_asks_and_pins_retain_agent_revisions() -> (
+    None
+):
+    index = GatewayIndex()
+    index.observe("ADDED", gw("agents-only", {"selector": {}}))
+    serving = gw("dev", {"names": ["a"]})
+    serving["spec"]["pipelines"] = {"selector": {"matchLabels": {"team": "x"}}}
+    serving["status"]["servedPipelineRevisions"] = [{"pipeline": "flow", "revision": 3}]
+    serving["status"]["pinnedRevisions"] = [{"agent": "a", "revision": 2, "pipeline": "flow"}]
+    index.observe("ADDED", serving)
+    assert index.wanting_pipeline("ns", agent("flow")) == ["dev"]  # served, labels or not
+    assert index.wanting_pipeline("ns", agent("other", team="x")) == ["dev"]
+    assert index.wanting_pipeline("ns", agent("other")) == []
+    assert index.serving("ns", "flow", "Pipeline") == {3: ["dev"]}
+    assert index.serving("ns", "flow") == {}  # an Agent of that name is another object
+    assert index.pinning("ns", "a") == {2: ["pinned by Pipeline 'flow' served by Gateway 'dev'"]}

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
+from kaizen_api.v1alpha1.promotion import TargetKind
 from kaizen_operator.promotion.approvals import CREATED_BY, LEDGER, review_promotion
 from kaizen_operator.promotion.gates import GateOutcome
+from kaizen_operator.promotion.reconcile import promoted_after_switch
 from kaizen_operator.promotion.render import (
     PromotionInputs,
     notification_due,
     notification_pending,
     notification_status,
+    promoted_revision,
     render_promotion,
 )
 from tests.support.objects import gateway, obj
@@ -238,3 +241,35 @@ def test_failure_notifications_retry_with_backoff_until_delivered() -> None:
     failed_without_hook = promo()
     failed_without_hook["status"] = {"phase": "Failed"}
     assert not notification_pending(failed_without_hook)
+
+
+def test_a_pipeline_target_switches_the_pipeline_and_says_so() -> None:
+    body = obj(
+        "Promotion",
+        "p",
+        {
+            "targetRef": {"kind": "Pipeline", "name": "flow"},
+            "revision": 2,
+            "from": "dev",
+            "to": "prod",
+        },
+    )
+    plan = render(body)
+    assert plan.status["phase"] == "Succeeded" and plan.switch == ("flow", 2)
+    assert plan.status["message"] == "prod now serves flow revision 2"
+    missing = render(body, agent=False)
+    assert missing.status["conditions"][0]["reason"] == "PipelineNotFound"
+    assert "Pipeline 'flow' does not exist" in missing.status["message"]
+
+
+def test_the_previous_pipeline_revision_comes_from_the_promoted_pipeline_revisions() -> None:
+    target = gateway(
+        "prod",
+        "production",
+        promotedRevisions=[{"agent": "flow", "revision": 7}],  # an Agent of the same name
+        promotedPipelineRevisions=[{"pipeline": "flow", "revision": 4}],
+    )
+    assert promoted_revision(target, "flow", "Pipeline") == 4
+    assert promoted_revision(target, "flow") == 7
+    entries = promoted_after_switch(target, "flow", 5, "abc", "p2", TargetKind.PIPELINE)
+    assert entries == [{"pipeline": "flow", "revision": 5, "promotion": "p2", "hash": "abc"}]

@@ -10,7 +10,8 @@ import pytest
 from kaizen_operator.agent.render import AgentInputs, render_agent
 from kaizen_operator.gateway.policy import GatewayPolicy
 from kaizen_operator.gateway.render import GatewayInputs, render_gateway
-from tests.support.objects import agent, gateway
+from kaizen_operator.pipeline.render import PipelineInputs, render_pipeline
+from tests.support.objects import agent, gateway, pipeline
 
 NOW = datetime(2026, 5, 1, tzinfo=UTC)
 IMAGE = "example.test/kaizen:1"
@@ -48,6 +49,8 @@ def render(
     deployment=None,
     http_route_api=True,
     policy=None,
+    pipelines=(),
+    pipeline_revisions=None,
 ):
     return render_gateway(
         GatewayInputs(
@@ -61,6 +64,8 @@ def render(
             NOW,
             http_route_api=http_route_api,
             policy=policy or GatewayPolicy(),
+            pipelines=tuple(pipelines),
+            pipeline_revisions=pipeline_revisions or {},
         )
     )
 
@@ -480,3 +485,86 @@ def test_an_agent_whose_secret_the_operator_may_not_read_is_not_served() -> None
     paired = next(c for c in plan.status["conditions"] if c["type"] == "SecretsPaired")
     assert (paired["status"], paired["reason"]) == ("False", "SecretAccessDenied")
     assert paired["message"] == f"agent custom: {refusal}"
+
+
+def pipelines_with_revisions(*bodies):
+    """Pipelines with status.latestRevision set and their ControllerRevisions."""
+    out, revisions = [], {}
+    for body in bodies:
+        plan = render_pipeline(PipelineInputs(body, (), NOW))
+        revisions[body["metadata"]["name"]] = plan.create
+        out.append({**body, "status": plan.status})
+    return tuple(out), revisions
+
+
+def two_agent_revisions():
+    """Agent hello at revisions 1 and 2 (latest)."""
+    first = agent("hello", "v1")
+    plan1 = render_agent(AgentInputs(first, (), None, None, NOW))
+    second = agent("hello", "v2")
+    plan2 = render_agent(AgentInputs(second, plan1.create, None, None, NOW))
+    return ({**second, "status": plan2.status},), {"hello": (*plan1.create, *plan2.create)}
+
+
+def test_dev_gateway_bundles_selected_pipelines_latest_revision_and_the_agents_they_pin():
+    agents, revs = two_agent_revisions()
+    pipes, pipe_revs = pipelines_with_revisions(
+        pipeline(
+            "flow",
+            {"name": "old", "agentRef": {"name": "hello", "revision": 1}},
+            {"name": "now", "agentRef": {"name": "hello"}},
+        ),
+        pipeline("unselected"),
+    )
+    gw = gateway("dev", pipelines={"names": ["flow"]})
+    plan = render(gw, agents, revs, pipelines=pipes, pipeline_revisions=pipe_revs)
+    served = bundle(plan)
+    assert [(p["name"], p["revision"]) for p in served["pipelines"]] == [("flow", 1)]
+    assert [(a["name"], a["revision"]) for a in served["agents"]] == [("hello", 2)]
+    assert [(a["name"], a["revision"]) for a in served["pinnedAgents"]] == [("hello", 1)]
+    assert served["pinnedAgents"][0]["spec"]["systemPrompt"] == "v1"
+    assert plan.status["servedPipelineRevisions"] == [{"pipeline": "flow", "revision": 1}]
+    assert plan.status["pinnedRevisions"] == [{"agent": "hello", "revision": 1, "pipeline": "flow"}]
+
+
+def test_gateway_without_a_pipeline_selection_serves_no_pipelines():
+    pipes, pipe_revs = pipelines_with_revisions(pipeline("flow"))
+    agents, revs = with_revisions(agent())
+    plan = render(gateway("dev"), agents, revs, pipelines=pipes, pipeline_revisions=pipe_revs)
+    assert bundle(plan)["pipelines"] == []
+    assert "servedPipelineRevisions" not in plan.status
+
+
+def test_promoted_gateway_serves_only_the_promoted_pipeline_revision():
+    pipes, pipe_revs = pipelines_with_revisions(pipeline("flow"))
+    agents, revs = with_revisions(agent())
+    selecting = {"pipelines": {"names": ["flow"]}}
+    nothing = render(
+        gateway("prod", "production", **selecting),
+        agents,
+        revs,
+        pipelines=pipes,
+        pipeline_revisions=pipe_revs,
+    )
+    assert bundle(nothing)["pipelines"] == []
+    digest = pipe_revs["flow"][0]["metadata"]["labels"]["kaizen.studio/revision-hash"]
+    promoted = gateway(
+        "prod",
+        "production",
+        **selecting,
+        promotedPipelineRevisions=[{"pipeline": "flow", "revision": 1, "hash": digest}],
+    )
+    plan = render(promoted, agents, revs, pipelines=pipes, pipeline_revisions=pipe_revs)
+    assert [(p["name"], p["revision"]) for p in bundle(plan)["pipelines"]] == [("flow", 1)]
+
+
+def test_a_pipeline_pinning_a_missing_agent_revision_is_not_served_and_the_gateway_says_why():
+    agents, revs = with_revisions(agent())
+    pipes, pipe_revs = pipelines_with_revisions(
+        pipeline("flow", {"name": "a", "agentRef": {"name": "hello", "revision": 9}})
+    )
+    gw = gateway("dev", pipelines={"names": ["flow"]})
+    plan = render(gw, agents, revs, pipelines=pipes, pipeline_revisions=pipe_revs)
+    assert bundle(plan)["pipelines"] == []
+    ready = next(c for c in plan.status["conditions"] if c["type"] == "Ready")
+    assert "pipeline flow: pinned agent hello revision 9 not found" in ready["message"]

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 KINDS = {
     "agents": "Agent",
+    "pipelines": "Pipeline",
     "gateways": "Gateway",
     "scalingpolicies": "ScalingPolicy",
     "promotions": "Promotion",

@@ -27,7 +27,8 @@ from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES
 
 GROUP, VERSION = "kaizen.studio", "v1alpha1"
 WORKSPACE_LABEL = "kaizen.studio/workspace"  # namespaces the facade made
-AGENT_LABEL = "kaizen.studio/agent"  # on an Agent's ControllerRevisions
+# kind -> the label on its ControllerRevisions naming their owner
+REVISION_LABELS = {"Agent": "kaizen.studio/agent", "Pipeline": "kaizen.studio/pipeline"}
 # Set by the apiserver (or by controllers) for the object that exists now; a new
 # object gets its own.
 SERVER_FIELDS = (
@@ -200,15 +201,17 @@ class Cluster:
         page = self._json(self.core.list_namespace, label_selector=WORKSPACE_LABEL)
         return [ns["metadata"]["name"] for ns in page.get("items", [])]
 
-    def revisions(self, namespace: str, agent: dict[str, Any]) -> list[dict[str, Any]]:
-        """The ControllerRevisions an Agent owns (its revision history)."""
+    def revisions(
+        self, namespace: str, agent: dict[str, Any], kind: str = "Agent"
+    ) -> list[dict[str, Any]]:
+        """The ControllerRevisions an Agent (or Pipeline) owns (its revision history)."""
         from kubernetes import client
 
         apps = client.AppsV1Api(self.api)
         page = self._json(
             apps.list_namespaced_controller_revision,
             namespace,
-            label_selector=f"{AGENT_LABEL}={agent['name']}",
+            label_selector=f"{REVISION_LABELS[kind]}={agent['name']}",
         )
         owned = [
             r
@@ -235,7 +238,8 @@ def collect(
     """The export of ``namespace`` (None: every namespace with Kaizen objects, and every
     workspace namespace of the facade), by namespace name."""
     by_ns: dict[str, list[dict[str, Any]]] = {}
-    for plural in KINDS:  # agents, gateways, scalingpolicies, promotions: apply order
+    # agents, pipelines, gateways, scalingpolicies, promotions: apply order
+    for plural in KINDS:
         for obj in cluster.objects(plural, namespace):
             by_ns.setdefault(obj["metadata"]["namespace"], []).append(obj)
     names = set(by_ns) | ({namespace} if namespace else set(cluster.workspace_namespaces()))
@@ -251,9 +255,11 @@ def collect(
                 else:
                     export.skipped += 1
                 continue
-            if obj.get("kind") == "Agent":
-                # Before their Agent: applied first, they are adopted, not made anew.
-                export.objects += [clean(r) for r in cluster.revisions(name, obj["metadata"])]
+            if obj.get("kind") in REVISION_LABELS:
+                # Before their owner: applied first, they are adopted, not made anew.
+                export.objects += [
+                    clean(r) for r in cluster.revisions(name, obj["metadata"], obj["kind"])
+                ]
             export.objects.append(with_promoted_state(obj, clean(obj)))
             refs |= secret_names(obj)
         if include_secrets:
@@ -313,7 +319,7 @@ def export_command(
         help="Also the Secrets the objects refer to (values included, DIR/secrets/, mode 0600).",
     ),
 ) -> None:
-    """Agents, Gateways, ScalingPolicies and in-flight Promotions as clean YAML to
+    """Agents, Pipelines, Gateways, ScalingPolicies and in-flight Promotions as clean YAML to
     re-apply (kubectl apply -f): status and server-set fields are stripped; each
     namespace comes first with its labels. Reads Kubernetes with the kubeconfig."""
     root = ctx.find_root().obj or {}

@@ -17,6 +17,7 @@ GROUP = "kaizen.studio"
 SCRIPTS = files("kaizen_api.cli") / "argocd"
 HEALTH = {
     "Agent": "conditions.lua",
+    "Pipeline": "conditions.lua",
     "Gateway": "conditions.lua",
     "ScalingPolicy": "conditions.lua",
     "Promotion": "promotion.lua",

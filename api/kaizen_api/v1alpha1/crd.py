@@ -136,7 +136,9 @@ KINDS: tuple[Kind, ...] = (
         plural="promotions",
         short_names=("promo",),
         columns=(
-            Column("Agent", ".spec.agentRef.name"),
+            Column("Agent", ".spec.agentRef.name", description="Agent promoted (agentRef)."),
+            Column("Kind", ".spec.targetRef.kind", description="Kind promoted (targetRef)."),
+            Column("Target", ".spec.targetRef.name", description="Name promoted (targetRef)."),
             Column("Revision", ".spec.revision", "integer"),
             Column("From", ".spec.from"),
             Column("To", ".spec.to"),

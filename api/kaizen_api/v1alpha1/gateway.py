@@ -67,6 +67,38 @@ class AgentSelection(KaizenModel):
         return self
 
 
+class PipelineSelection(KaizenModel):
+    """Which Pipelines (in the Gateway's namespace) the gateway serves; same semantics
+    as :class:`AgentSelection`."""
+
+    model_config = ConfigDict(
+        json_schema_extra=k8s_extra(
+            validations=[
+                cel(
+                    "has(self.selector) != has(self.names)",
+                    "set exactly one of pipelines.selector or pipelines.names",
+                )
+            ]
+        )
+    )
+
+    selector: LabelSelector | None = Field(
+        default=None, description="Serve every Pipeline whose labels match."
+    )
+    names: list[ResourceName] | None = Field(
+        default=None,
+        max_length=256,
+        description="Serve exactly these Pipelines.",
+        json_schema_extra=k8s_extra(list_type="set"),
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PipelineSelection:
+        if (self.selector is None) == (self.names is None):
+            raise ValueError("set exactly one of pipelines.selector or pipelines.names")
+        return self
+
+
 class ServiceType(StrEnum):
     """Kubernetes Service type of the gateway."""
 
@@ -223,6 +255,22 @@ class PromotedRevision(KaizenModel):
     )
 
 
+class PromotedPipelineRevision(KaizenModel):
+    """The revision of one pipeline that succeeded Promotions made this Gateway serve."""
+
+    pipeline: ResourceName = Field(description="Pipeline name.")
+    revision: int = Field(ge=1, description="Revision number to serve.")
+    hash: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Content hash of that revision; a revision whose content differs "
+        "(another history restored under the same number) is not served.",
+    )
+    promotion: str | None = Field(
+        default=None, max_length=253, description="The Promotion that set it."
+    )
+
+
 # Who writes spec.promotedRevisions (the promotion controller's own field manager).
 PROMOTION_FIELD_MANAGER = "kaizen-promotion"
 
@@ -292,6 +340,10 @@ class GatewaySpec(KaizenModel):
         default=None, description="Resources of the gateway container."
     )
     agents: AgentSelection = Field(description="Which Agents this gateway serves.")
+    pipelines: PipelineSelection | None = Field(
+        default=None,
+        description="Which Pipelines this gateway serves (as models, like agents). Unset: none.",
+    )
     exposure: ExposureSpec | None = Field(default=None, description="Service, Ingress, route.")
     rate_limits: RateLimits | None = Field(
         default=None,
@@ -307,6 +359,13 @@ class GatewaySpec(KaizenModel):
         "or reverts; kept in spec so that `kaizen export` and a re-apply restore what a "
         "production Gateway serves. Leave it out of manifests in Git (docs/gitops.md).",
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["agent"]),
+    )
+    promoted_pipeline_revisions: list[PromotedPipelineRevision] | None = Field(
+        default=None,
+        max_length=256,
+        description="Pipeline revisions this Gateway serves under revisionPolicy Promoted; "
+        "like promotedRevisions (written by the operator, field manager kaizen-promotion).",
+        json_schema_extra=k8s_extra(list_type="map", list_map_keys=["pipeline"]),
     )
     promotion_policy: PromotionPolicy | None = Field(
         default=None,
@@ -328,6 +387,21 @@ class ServedRevision(KaizenModel):
     revision: int = Field(ge=1, description="Revision number served.")
 
 
+class ServedPipelineRevision(KaizenModel):
+    """The revision of one pipeline that the gateway serves."""
+
+    pipeline: str = Field(max_length=253, description="Pipeline name.")
+    revision: int = Field(ge=1, description="Revision number served.")
+
+
+class PinnedRevision(KaizenModel):
+    """An agent revision a served pipeline pins (kept while it is served)."""
+
+    agent: str = Field(max_length=253, description="Agent name.")
+    revision: int = Field(ge=1, description="Pinned revision number.")
+    pipeline: str = Field(max_length=253, description="The served Pipeline that pins it.")
+
+
 class GatewayStatus(ResourceStatus):
     """Observed state of a Gateway."""
 
@@ -341,6 +415,17 @@ class GatewayStatus(ResourceStatus):
         max_length=256,
         description="Agent revisions served, by agent.",
         json_schema_extra=k8s_extra(list_type="map", list_map_keys=["agent"]),
+    )
+    served_pipeline_revisions: list[ServedPipelineRevision] | None = Field(
+        default=None,
+        max_length=256,
+        description="Pipeline revisions served, by pipeline.",
+        json_schema_extra=k8s_extra(list_type="map", list_map_keys=["pipeline"]),
+    )
+    pinned_revisions: list[PinnedRevision] | None = Field(
+        default=None,
+        max_length=1024,
+        description="Agent revisions the served pipelines pin (each kept while served).",
     )
     endpoint: str | None = Field(
         default=None, max_length=2048, description="In-cluster URL of the gateway."
@@ -376,3 +461,10 @@ def promoted_revisions(gateway: dict[str, Any]) -> dict[str, dict[str, Any]]:
     if recorded is None:
         recorded = (gateway.get("status") or {}).get("servedRevisions") or []
     return {str(e["agent"]): dict(e) for e in recorded if e.get("agent")}
+
+
+def promoted_pipeline_revisions(gateway: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Pipeline -> its promoted entry ({pipeline, revision, hash?, promotion?}) of a
+    Gateway object (``spec.promotedPipelineRevisions``)."""
+    recorded = (gateway.get("spec") or {}).get("promotedPipelineRevisions") or []
+    return {str(e["pipeline"]): dict(e) for e in recorded if e.get("pipeline")}

@@ -163,6 +163,20 @@ class Approval(KaizenModel):
         return self
 
 
+class TargetKind(StrEnum):
+    """The kinds a Promotion promotes a revision of."""
+
+    AGENT = "Agent"
+    PIPELINE = "Pipeline"
+
+
+class TargetReference(KaizenModel):
+    """The Agent or Pipeline whose revision is promoted."""
+
+    kind: TargetKind = Field(default=TargetKind.AGENT, description="Agent or Pipeline.")
+    name: ResourceName = Field(description="Its name.")
+
+
 class PromotionSpec(KaizenModel):
     """What to promote, from where to where, and the checks on the way. Immutable."""
 
@@ -174,12 +188,22 @@ class PromotionSpec(KaizenModel):
                     "Promotion spec is immutable: create a new Promotion instead",
                 ),
                 cel("self.from != self.to", "from and to must name different Gateways"),
+                cel(
+                    "has(self.agentRef) != has(self.targetRef)",
+                    "set exactly one of agentRef or targetRef",
+                ),
             ]
         )
     )
 
-    agent_ref: LocalObjectReference = Field(description="The Agent to promote.")
-    revision: int = Field(ge=1, description="Agent revision number to promote.")
+    agent_ref: LocalObjectReference | None = Field(
+        default=None,
+        description="The Agent to promote; the same as targetRef {kind: Agent, name}.",
+    )
+    target_ref: TargetReference | None = Field(
+        default=None, description="The Agent or Pipeline to promote (instead of agentRef)."
+    )
+    revision: int = Field(ge=1, description="Revision number (of the target) to promote.")
     from_: ResourceName = Field(alias="from", description="Source Gateway (e.g. the dev one).")
     to: ResourceName = Field(description="Target Gateway (e.g. staging).")
     gates: Gates | None = Field(default=None, description="Checks before and after the switch.")
@@ -192,7 +216,18 @@ class PromotionSpec(KaizenModel):
     def _different_gateways(self) -> PromotionSpec:
         if self.from_ == self.to:
             raise ValueError("from and to must name different Gateways")
+        if (self.agent_ref is None) == (self.target_ref is None):
+            raise ValueError("set exactly one of agentRef or targetRef")
         return self
+
+    @property
+    def target(self) -> tuple[TargetKind, str]:
+        """(kind, name) of what is promoted, from targetRef or agentRef."""
+        if self.target_ref is not None:
+            return TargetKind(self.target_ref.kind), self.target_ref.name
+        if self.agent_ref is not None:
+            return TargetKind.AGENT, self.agent_ref.name
+        raise ValueError("set exactly one of agentRef or targetRef")
 
 
 class Phase(StrEnum):
@@ -303,3 +338,14 @@ class Promotion(KaizenModel):
     metadata: ObjectMeta = Field(default_factory=dict, description="Standard object metadata.")
     spec: PromotionSpec = Field(description="Desired state; immutable after creation.")
     status: PromotionStatus | None = Field(default=None, description="Observed state.")
+
+
+def promotion_target(spec: dict[str, object]) -> tuple[str, str] | None:
+    """(kind, name) a wire-form PromotionSpec promotes, or None when it names nothing."""
+    target = spec.get("targetRef")
+    if isinstance(target, dict) and target.get("name"):
+        return str(target.get("kind") or TargetKind.AGENT), str(target["name"])
+    agent = spec.get("agentRef")
+    if isinstance(agent, dict) and agent.get("name"):
+        return TargetKind.AGENT.value, str(agent["name"])
+    return None

@@ -8,7 +8,8 @@ import kopf
 
 from kaizen_operator.agent.reconcile import reconcile_agent
 from kaizen_operator.cache_feed import forget_deleted
-from kaizen_operator.gateway.reconcile import reconcile_gateways_of
+from kaizen_operator.gateway.reconcile import reconcile_gateways_of, reconcile_gateways_pinning
+from kaizen_operator.pipeline.reconcile import reconcile_pipelines_calling
 from kaizen_operator.runtime import runtime_of
 
 AGENTS = ("kaizen.studio", "v1alpha1", "agents")
@@ -25,6 +26,8 @@ async def agent_changed(
     rt = runtime_of(memo)
     await reconcile_agent(rt, str(namespace), name)
     reconcile_gateways_of(rt, str(namespace), dict(body))
+    reconcile_pipelines_calling(rt, str(namespace), "Agent", name)
+    reconcile_gateways_pinning(rt, str(namespace), name)
 
 
 @kopf.on.event(*AGENTS)
@@ -41,3 +44,4 @@ async def agent_seen(
     rt.track("Agent", type, str(namespace), body["metadata"]["name"])
     if type == "DELETED":
         reconcile_gateways_of(rt, str(namespace), dict(body))
+        reconcile_pipelines_calling(rt, str(namespace), "Agent", body["metadata"]["name"])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -11,7 +9,12 @@ from typing import Any
 
 from kaizen_api.v1alpha1.agent import AgentSpec
 from kaizen_operator import names
-from kaizen_operator.conditions import ready_conditions, timestamp
+from kaizen_operator.conditions import ready_conditions
+from kaizen_operator.revisions import (
+    RevisionedKind,
+    plan_revisions,
+)
+from kaizen_operator.revisions import with_creation_times as with_creation_times
 from kaizen_operator.secrets import SECRET_ACCESS_DENIED
 
 # Fields that are the agent's *content*; lifecycle, gatewayRef and history limit are
@@ -57,116 +60,44 @@ class AgentPlan:
     latest_revision: int | None = None
 
 
+AGENT_REVISIONS = RevisionedKind(
+    kind="Agent",
+    label=names.AGENT_LABEL,
+    content_fields=CONTENT_FIELDS,
+    revision_name=names.agent_revision,
+    labels=names.agent_labels,
+)
+
+
 def content_of(spec: dict[str, Any]) -> dict[str, Any]:
     """The revisioned part of a wire-form AgentSpec."""
-    return {k: spec[k] for k in CONTENT_FIELDS if k in spec}
+    return AGENT_REVISIONS.content_of(spec)
 
 
 def content_hash(spec: dict[str, Any]) -> str:
     """Stable hash of an agent's content (canonical JSON)."""
-    canonical = json.dumps(content_of(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def revision_number(rev: dict[str, Any]) -> int:
-    """The revision number of a ControllerRevision."""
-    return int(rev.get("revision", 0))
-
-
-def render_revision(agent: dict[str, Any], spec: dict[str, Any], number: int) -> dict[str, Any]:
-    """The ControllerRevision that freezes ``spec``'s content as revision ``number``."""
-    meta = agent["metadata"]
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "ControllerRevision",
-        "metadata": {
-            "name": names.agent_revision(meta["name"], number),
-            "namespace": meta["namespace"],
-            "labels": {
-                **names.agent_labels(meta["name"]),
-                names.REVISION_HASH_LABEL: content_hash(spec),
-            },
-            "ownerReferences": [names.owner_reference(agent)],
-        },
-        "data": {"spec": content_of(spec)},
-        "revision": number,
-    }
-
-
-def _record(rev: dict[str, Any], now: datetime, retained_by: tuple[str, ...]) -> dict[str, Any]:
-    record = {
-        "revision": revision_number(rev),
-        "name": rev["metadata"]["name"],
-        "hash": rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
-        "createdAt": rev["metadata"].get("creationTimestamp") or timestamp(now),
-    }
-    if retained_by:
-        record["retainedBy"] = list(retained_by)
-    return record
-
-
-def split_history(
-    revisions: list[dict[str, Any]], limit: int, retained: Mapping[int, tuple[str, ...]]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], set[int]]:
-    """(kept, pruned, kept beyond the limit): the newest ``limit`` revisions are kept,
-    and so is every older one that ``retained`` names (a Gateway serves it or an
-    unfinished Promotion targets it)."""
-    old = revisions[:-limit] if len(revisions) > limit else []
-    beyond = {revision_number(r) for r in old if retained.get(revision_number(r))}
-    pruned = [r for r in old if revision_number(r) not in beyond]
-    kept = [r for r in revisions if r not in pruned]
-    return kept, pruned, beyond
-
-
-def with_creation_times(status: dict[str, Any], created: dict[str, str]) -> dict[str, Any]:
-    """``status`` with the apiserver's creationTimestamp (``created``: revision name ->
-    time) for the revisions just created. The plan can only guess "now" for them, and a
-    guess a second off made the next reconcile (every Agent, after a restart) rewrite
-    the status for nothing."""
-    revisions = [
-        {**r, "createdAt": created.get(r["name"], r["createdAt"])} for r in status["revisions"]
-    ]
-    return {**status, "revisions": revisions}
-
-
-def adoptable(revision: dict[str, Any]) -> bool:
-    """Whether an orphaned revision holds what its hash label says (a restored one does;
-    one edited by hand since its export does not, and is left alone)."""
-    labels = revision["metadata"].get("labels") or {}
-    content = (revision.get("data") or {}).get("spec") or {}
-    return bool(labels.get(names.REVISION_HASH_LABEL)) and labels[
-        names.REVISION_HASH_LABEL
-    ] == content_hash(content)
+    return AGENT_REVISIONS.content_hash(spec)
 
 
 def render_agent(inputs: AgentInputs) -> AgentPlan:
     """Revisions to create/adopt/prune and the Agent's status."""
     agent = inputs.agent
     spec = AgentSpec.model_validate(agent["spec"]).to_wire()
-    digest = content_hash(spec)
-    adopted = [r for r in inputs.orphans if adoptable(r)]
-    existing = sorted((*inputs.revisions, *adopted), key=revision_number)
-    latest = existing[-1] if existing else None
-    create: list[dict[str, Any]] = []
-    kept = list(existing)
-    new = (
-        latest is None
-        or latest["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL) != digest
+    revs = plan_revisions(
+        AGENT_REVISIONS,
+        agent,
+        spec,
+        inputs.revisions,
+        inputs.orphans,
+        inputs.retained,
+        inputs.now,
     )
-    if new:
-        # Past every name in use, unadoptable orphans included (their names are taken).
-        number = max((revision_number(r) for r in (*existing, *inputs.orphans)), default=0) + 1
-        revision = render_revision(agent, spec, number)
-        create.append(revision)
-        kept.append(revision)
-    limit = int(spec.get("revisionHistoryLimit", 10))
-    kept, pruned, beyond = split_history(kept, limit, inputs.retained)
 
     generation = agent["metadata"].get("generation")
     ready, reason, message = (
         True,
         "RevisionReady",
-        f"revision {revision_number(kept[-1])} is current",
+        f"revision {revs.latest} is current",
     )
     ref = spec["model"].get("credentialsSecretRef")
     if inputs.secret_refusal:
@@ -191,21 +122,14 @@ def render_agent(inputs: AgentInputs) -> AgentPlan:
     )
     status = {
         "observedGeneration": generation,
-        "latestRevision": revision_number(kept[-1]),
-        "revisions": [
-            _record(
-                r,
-                inputs.now,
-                inputs.retained.get(revision_number(r), ()) if revision_number(r) in beyond else (),
-            )
-            for r in kept
-        ],
+        "latestRevision": revs.latest,
+        "revisions": list(revs.records),
         "conditions": conditions,
     }
     return AgentPlan(
-        create=tuple(create),
-        adopt=tuple(r["metadata"]["name"] for r in adopted if r not in pruned),
-        delete=tuple(r["metadata"]["name"] for r in pruned),
+        create=revs.create,
+        adopt=revs.adopt,
+        delete=revs.delete,
         status=status,
-        latest_revision=revision_number(kept[-1]),
+        latest_revision=revs.latest,
     )

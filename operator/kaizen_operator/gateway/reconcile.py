@@ -21,12 +21,14 @@ from kaizen_operator.gateway.render import (
     HTTP_ROUTE,
     GatewayInputs,
     merge_tool_servers,
+    pinned_agent_refs,
     render_gateway,
     selector_matches,
     selector_string,
 )
 from kaizen_operator.gatewaymetrics import read_readiness
 from kaizen_operator.kube import REPLICAS_MANAGER, ApiException, Kube, refusal
+from kaizen_operator.pipeline.reconcile import calls, reconcile_pipelines_in
 from kaizen_operator.runtime import (
     Runtime,
     apply_all,
@@ -69,6 +71,48 @@ async def _candidate_agents(kube: Kube, gateway: dict[str, Any]) -> list[dict[st
     return await kube.list(API, "Agent", ns, selector_string(selector) or None)
 
 
+async def _candidate_pipelines(kube: Kube, gateway: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Pipelines a Gateway may serve (none while spec.pipelines is unset)."""
+    ns = gateway["metadata"]["namespace"]
+    selection = GatewaySpec.model_validate(gateway["spec"]).pipelines
+    if selection is None:
+        return []
+    if selection.names is not None:
+        found = [await kube.get(API, "Pipeline", ns, name) for name in selection.names]
+        return [p for p in found if p is not None]
+    selector = selection.selector or LabelSelector()
+    if kube.cache is not None:
+        return kube.cache.list(
+            "Pipeline",
+            ns,
+            where=lambda p: selector_matches(selector, p["metadata"].get("labels") or {}),
+        )
+    return await kube.list(API, "Pipeline", ns, selector_string(selector) or None)
+
+
+async def _owned_revisions(
+    kube: Kube, namespace: str, label: str, owners: dict[str, dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
+    """The ControllerRevisions labelled ``label`` = an owner's name and owned by it."""
+    revisions: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    if not owners:
+        return revisions
+    wanted = f"{label} in ({','.join(sorted(owners))})"
+    for rev in await kube.list("apps/v1", "ControllerRevision", namespace, wanted):
+        owner = rev["metadata"].get("labels", {}).get(label, "")
+        if owner in owners and owned_by(rev, owners[owner]["metadata"]["uid"]):
+            revisions[owner].append(rev)
+    return revisions
+
+
+def pinned_refs(revision: dict[str, Any]) -> set[tuple[str, int]]:
+    """(agent, revision) pins of a pipeline ControllerRevision (none if unreadable)."""
+    try:
+        return pinned_agent_refs((revision.get("data") or {}).get("spec") or {})
+    except ValueError:
+        return set()
+
+
 def _uses_mcp(agents: list[dict[str, Any]]) -> bool:
     return any(
         tool.get("type") == "mcp"
@@ -94,13 +138,20 @@ async def resolve_gateway(
     meta = gateway["metadata"]
     ns = meta["namespace"]
     agents = await _candidate_agents(kube, gateway)
-    uids = {a["metadata"]["name"]: a["metadata"]["uid"] for a in agents}
-    revisions: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    wanted = f"{names.AGENT_LABEL} in ({','.join(sorted(uids))})" if uids else None
-    for rev in await kube.list("apps/v1", "ControllerRevision", ns, wanted) if wanted else []:
-        agent = rev["metadata"].get("labels", {}).get(names.AGENT_LABEL, "")
-        if agent in uids and owned_by(rev, uids[agent]):
-            revisions[agent].append(rev)
+    pipelines = await _candidate_pipelines(kube, gateway)
+    pipeline_revisions = await _owned_revisions(
+        kube, ns, names.PIPELINE_LABEL, {p["metadata"]["name"]: p for p in pipelines}
+    )
+    owners = {a["metadata"]["name"]: a for a in agents}
+    # Agents the pipelines' revisions pin: their revisions are bundled too.
+    for pinned in sorted(
+        {a for revs in pipeline_revisions.values() for r in revs for a, _ in pinned_refs(r)}
+        - set(owners)
+    ):
+        found = await kube.get(API, "Agent", ns, pinned)
+        if found is not None:
+            owners[pinned] = found
+    revisions = await _owned_revisions(kube, ns, names.AGENT_LABEL, owners)
     policy = controlling_policy(await kube.list(API, "ScalingPolicy", ns), meta["name"])
     min_replicas = None
     if policy is not None:
@@ -145,6 +196,8 @@ async def resolve_gateway(
         operator_namespace=operator_namespace,
         secret_annotations=secret_annotations,
         secret_refusals=secret_refusals,
+        pipelines=tuple(pipelines),
+        pipeline_revisions={k: tuple(v) for k, v in pipeline_revisions.items()},
     )
 
 
@@ -210,9 +263,23 @@ async def _reconcile_gateway_once(rt: Runtime, namespace: str, name: str, fresh:
     if after != before:
         served = ", ".join(f"{a}@r{r}" for a, r in sorted(after)) or "nothing"
         await record(rt.kube, gateway, "ServedRevisionsChanged", f"now serving {served}")
+    old_pipelines = _served_pipelines(gateway.get("status") or {})
+    new_pipelines = _served_pipelines(plan.status)
+    if new_pipelines != old_pipelines:
+        served = ", ".join(f"{p}@r{r}" for p, r in sorted(new_pipelines)) or "nothing"
+        await record(
+            rt.kube, gateway, "ServedPipelineRevisionsChanged", f"now serving pipelines {served}"
+        )
+    if (after != before or new_pipelines != old_pipelines) and rt.known.get("Pipeline"):
+        # Pipelines check that the Gateways serving them serve their steps' agents.
+        reconcile_pipelines_in(rt, namespace)
     if removed:
         await record(rt.kube, gateway, "Pruned", "deleted " + ", ".join(removed))
     return True
+
+
+def _served_pipelines(status: dict[str, Any]) -> set[tuple[str, int]]:
+    return {(s["pipeline"], s["revision"]) for s in status.get("servedPipelineRevisions") or []}
 
 
 def reconcile_gateways_of(rt: Runtime, namespace: str, agent: dict[str, Any]) -> None:
@@ -222,3 +289,22 @@ def reconcile_gateways_of(rt: Runtime, namespace: str, agent: dict[str, Any]) ->
     reconciles per Gateway instead of one per Agent event."""
     for name in rt.gateways.wanting(namespace, agent):
         rt.request("Gateway", namespace, name, reconcile_gateway)
+
+
+def reconcile_gateways_of_pipeline(rt: Runtime, namespace: str, pipeline: dict[str, Any]) -> None:
+    """Request a reconcile of every Gateway that selects or serves ``pipeline``."""
+    for name in rt.gateways.wanting_pipeline(namespace, pipeline):
+        rt.request("Gateway", namespace, name, reconcile_gateway)
+
+
+def reconcile_gateways_pinning(rt: Runtime, namespace: str, agent: str) -> None:
+    """Request a reconcile of every Gateway that selects a Pipeline calling ``agent``:
+    a revision its steps pin may just have appeared (or gone), which the Gateway's
+    status cannot have told the index yet."""
+    cache = rt.kube.cache
+    if cache is None:
+        return  # the Gateways' periodic resync covers it
+    for pipeline in cache.list(
+        "Pipeline", namespace, where=lambda p: calls(dict(p), "Agent", agent)
+    ):
+        reconcile_gateways_of_pipeline(rt, namespace, pipeline)

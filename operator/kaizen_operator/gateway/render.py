@@ -22,12 +22,20 @@ from kaizen_api.v1alpha1.bundle import (
     SECRETS_MOUNT,
     AgentBundle,
     BundledAgent,
+    BundledPipeline,
     knowledge_mount,
     knowledge_volume_name,
     secret_volume_name,
 )
 from kaizen_api.v1alpha1.common import LabelSelector, ResourceRequirements
-from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
+from kaizen_api.v1alpha1.gateway import (
+    GatewaySpec,
+    PipelineSelection,
+    RevisionPolicy,
+    promoted_pipeline_revisions,
+    promoted_revisions,
+)
+from kaizen_api.v1alpha1.pipeline import PipelineSpec
 from kaizen_operator import names
 from kaizen_operator.conditions import ready_conditions, set_condition
 from kaizen_operator.gateway.policy import NOT_ALLOWED, GatewayPolicy, violations
@@ -85,6 +93,20 @@ class GatewayInputs:
     # Secrets the operator may not read (403), with the RoleBinding that grants them: the
     # agents sending them are not served (kaizen_operator.secrets).
     secret_refusals: Mapping[str, str] = field(default_factory=dict)
+    # Pipelines the Gateway may serve and their ControllerRevisions (pipeline name ->);
+    # ``revisions`` also holds the revisions of the agents their steps pin.
+    pipelines: tuple[dict[str, Any], ...] = ()
+    pipeline_revisions: Mapping[str, tuple[dict[str, Any], ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServedPipelines:
+    """What a Gateway serves of its pipelines."""
+
+    pipelines: list[BundledPipeline] = field(default_factory=list)
+    pinned: list[BundledAgent] = field(default_factory=list)  # not served as models
+    pinned_by: list[tuple[str, int, str]] = field(default_factory=list)  # (agent, rev, pipeline)
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -140,6 +162,30 @@ def selected_agents(spec: GatewaySpec, agents: tuple[dict[str, Any], ...]) -> li
     return sorted(chosen, key=lambda a: a["metadata"]["name"])
 
 
+def selected_pipelines(
+    selection: PipelineSelection | None, pipelines: tuple[dict[str, Any], ...]
+) -> list[dict[str, Any]]:
+    """The Pipelines a Gateway selects, by name order (none when unset)."""
+    if selection is None:
+        return []
+    if selection.names is not None:
+        wanted = set(selection.names)
+        chosen = [p for p in pipelines if p["metadata"]["name"] in wanted]
+    else:
+        sel = selection.selector or LabelSelector()
+        chosen = [p for p in pipelines if selector_matches(sel, p["metadata"].get("labels") or {})]
+    return sorted(chosen, key=lambda p: p["metadata"]["name"])
+
+
+def pinned_agent_refs(spec: Mapping[str, Any]) -> set[tuple[str, int]]:
+    """(agent, revision) of every step of a wire-form PipelineSpec that pins a revision."""
+    return {
+        (s.agent_ref.name, s.agent_ref.revision)
+        for s in PipelineSpec.model_validate(dict(spec)).targets()
+        if s.agent_ref is not None and s.agent_ref.revision is not None
+    }
+
+
 def _revision(revs: tuple[dict[str, Any], ...], number: int | None) -> dict[str, Any] | None:
     if number is None:
         return None
@@ -192,15 +238,92 @@ def served_agents(inputs: GatewayInputs, spec: GatewaySpec) -> tuple[list[Bundle
     return served, problems
 
 
+def served_pipelines(
+    inputs: GatewayInputs, spec: GatewaySpec, agents: list[BundledAgent]
+) -> ServedPipelines:
+    """Which revision of each selected Pipeline this Gateway serves (latest under
+    revisionPolicy Latest, else the promoted one), the agent revisions they pin, and what
+    it cannot serve. A pipeline whose pinned revision is missing (or may not be given
+    its Secrets) is not served: every step of a served pipeline can run."""
+    out = ServedPipelines()
+    policy = spec.effective_revision_policy()
+    promoted = promoted_pipeline_revisions(inputs.gateway)
+    as_models = {(a.name, a.revision) for a in agents}
+    pinned: dict[tuple[str, int], BundledAgent] = {}
+    for pipeline in selected_pipelines(spec.pipelines, inputs.pipelines):
+        name = pipeline["metadata"]["name"]
+        if pipeline["spec"].get("lifecycle", Lifecycle.ACTIVE) != Lifecycle.ACTIVE:
+            continue
+        expected_hash = None
+        if policy == RevisionPolicy.LATEST:
+            number = (pipeline.get("status") or {}).get("latestRevision")
+        else:
+            entry = promoted.get(name)
+            if entry is None:
+                continue  # nothing promoted here yet
+            number, expected_hash = int(entry["revision"]), entry.get("hash")
+        rev = _revision(inputs.pipeline_revisions.get(name, ()), number)
+        if rev is None:
+            if number is not None:
+                out.problems.append(f"pipeline {name}: revision {number} not found")
+            continue
+        actual_hash = rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, "")
+        if expected_hash and actual_hash != expected_hash:
+            out.problems.append(
+                f"pipeline {name}: revision {number} has content {actual_hash}, not the "
+                f"promoted {expected_hash}; promote the revision to serve again"
+            )
+            continue
+        content = PipelineSpec.model_validate(dict(rev["data"]["spec"]))
+        needs: list[BundledAgent] = []
+        missing: list[str] = []
+        for agent, pin in sorted(pinned_agent_refs(rev["data"]["spec"])):
+            agent_rev = _revision(inputs.revisions.get(agent, ()), pin)
+            if agent_rev is None:
+                missing.append(f"pipeline {name}: pinned agent {agent} revision {pin} not found")
+                continue
+            agent_spec = AgentSpec.model_validate(dict(agent_rev["data"]["spec"]))
+            refusals = agent_refusals(agent_spec, inputs.secret_annotations)
+            if refusals:
+                missing += [f"pipeline {name}: pinned agent {agent}: {r}" for r in refusals]
+                continue
+            needs.append(
+                BundledAgent(
+                    name=agent,
+                    revision=pin,
+                    hash=agent_rev["metadata"].get("labels", {}).get(names.REVISION_HASH_LABEL, ""),
+                    spec=agent_spec,
+                )
+            )
+        if missing:
+            out.problems.extend(missing)
+            continue
+        for bundled in needs:
+            out.pinned_by.append((bundled.name, bundled.revision, name))
+            if (bundled.name, bundled.revision) not in as_models:
+                pinned[(bundled.name, bundled.revision)] = bundled
+        out.pipelines.append(
+            BundledPipeline(
+                name=name, revision=int(rev["revision"]), hash=actual_hash, spec=content
+            )
+        )
+    out.pinned.extend(pinned[k] for k in sorted(pinned))
+    return out
+
+
 def render_bundle(
-    inputs: GatewayInputs, spec: GatewaySpec, served: list[BundledAgent]
+    inputs: GatewayInputs,
+    spec: GatewaySpec,
+    served: list[BundledAgent],
+    pipelines: ServedPipelines | None = None,
 ) -> AgentBundle:
     """The agent bundle the gateway pods load."""
     meta = inputs.gateway["metadata"]
+    pipelines = pipelines or ServedPipelines()
     config_maps = sorted(
         {
             source.config_map_ref.name
-            for agent in served
+            for agent in (*served, *pipelines.pinned)
             for source in (agent.spec.context.knowledge or [] if agent.spec.context else [])
             if source.config_map_ref is not None
         }
@@ -210,6 +333,8 @@ def render_bundle(
         namespace=meta["namespace"],
         environment=spec.environment,
         agents=served,
+        pipelines=pipelines.pipelines,
+        pinned_agents=pipelines.pinned,
         rate_limits=spec.rate_limits,
         auth=spec.auth,
         knowledge_mounts={name: knowledge_mount(name) for name in config_maps} or None,
@@ -255,7 +380,7 @@ def render_bundle_config_map(inputs: GatewayInputs, text: str) -> dict[str, Any]
 
 def _secret_names(bundle: AgentBundle) -> list[str]:
     found = set()
-    for agent in bundle.agents:
+    for agent in (*bundle.agents, *bundle.pinned_agents):
         if agent.spec.model.credentials_secret_ref:
             found.add(agent.spec.model.credentials_secret_ref.name)
         for tool in agent.spec.tools or []:
@@ -585,7 +710,7 @@ REASON_PATTERN = re.compile(r"^[a-z0-9_]{1,40}$")
 def mcp_servers(bundle: AgentBundle) -> dict[tuple[str, str], list[tuple[str, str]]]:
     """(shown URL, transport) of each MCP server the bundle's agents use -> (agent, tool)."""
     used: dict[tuple[str, str], list[tuple[str, str]]] = {}
-    for agent in bundle.agents:
+    for agent in (*bundle.agents, *bundle.pinned_agents):
         for tool in agent.spec.tools or []:
             if tool.type == ToolType.MCP and tool.mcp is not None:
                 key = (display_url(tool.mcp.url), MCPTransport(tool.mcp.transport).value)
@@ -650,6 +775,26 @@ def tools_condition(
     return "True", "AllReachable", f"{len(used)} MCP server(s) reachable"
 
 
+def pipeline_status(
+    gateway: Mapping[str, Any], spec: GatewaySpec, pipelines: ServedPipelines
+) -> dict[str, Any]:
+    """servedPipelineRevisions and pinnedRevisions: set while the Gateway selects
+    pipelines, emptied once it stops (a status patch merges: a missing key stays)."""
+    old = gateway.get("status") or {}
+    if spec.pipelines is None and not (
+        old.get("servedPipelineRevisions") or old.get("pinnedRevisions")
+    ):
+        return {}
+    return {
+        "servedPipelineRevisions": [
+            {"pipeline": p.name, "revision": p.revision} for p in pipelines.pipelines
+        ],
+        "pinnedRevisions": [
+            {"agent": a, "revision": r, "pipeline": p} for a, r, p in sorted(pipelines.pinned_by)
+        ],
+    }
+
+
 def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
     """Desired children, children to prune, and the status of a Gateway."""
     gateway = inputs.gateway
@@ -659,7 +804,9 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
     if refused:
         return render_not_allowed(inputs, spec, refused)
     served, problems = served_agents(inputs, spec)
-    bundle = render_bundle(inputs, spec, served)
+    pipelines = served_pipelines(inputs, spec, served)
+    problems += pipelines.problems
+    bundle = render_bundle(inputs, spec, served, pipelines)
     text = bundle_text(bundle)
     bundle_hash = hashlib.sha256(text.encode()).hexdigest()[:16]
     children: list[dict[str, Any]] = [
@@ -698,6 +845,7 @@ def render_gateway(inputs: GatewayInputs) -> GatewayPlan:
             f"{k}={v}" for k, v in names.gateway_selector_labels(meta["name"]).items()
         ),
         "servedRevisions": [{"agent": a.name, "revision": a.revision} for a in served],
+        **pipeline_status(gateway, spec, pipelines),
         "endpoint": f"http://{workload}.{meta['namespace']}.svc.cluster.local:{port}",
         "conditions": ready_conditions(
             (gateway.get("status") or {}).get("conditions") or [],
@@ -774,7 +922,14 @@ def render_not_allowed(inputs: GatewayInputs, spec: GatewaySpec, refused: list[s
         ),
         "servedRevisions": old.get("servedRevisions") or [],
     }
-    for key in ("replicas", "readyReplicas", "selector", "endpoint"):
+    for key in (
+        "replicas",
+        "readyReplicas",
+        "selector",
+        "endpoint",
+        "servedPipelineRevisions",
+        "pinnedRevisions",
+    ):
         if key in old:
             status[key] = old[key]
     return GatewayPlan(

@@ -22,7 +22,13 @@ from kaizen_api.netguard_aiohttp import (
 )
 from kaizen_api.v1alpha1.common import parse_duration, quantity_value
 from kaizen_api.v1alpha1.gateway import GatewayAuth, requires_api_key
-from kaizen_api.v1alpha1.promotion import GateMetric, MetricGate, PromotionSpec, WebhookTarget
+from kaizen_api.v1alpha1.promotion import (
+    GateMetric,
+    MetricGate,
+    PromotionSpec,
+    TargetKind,
+    WebhookTarget,
+)
 from kaizen_operator.endpoints import gateway_urls
 from kaizen_operator.gatewaymetrics import Counts, ScrapeHistory, Window, parse_counts, scrape
 from kaizen_operator.kube import Kube
@@ -57,21 +63,34 @@ async def smoke_check(
     urls = await gateway_urls(kube, overrides, target)
     if not urls:
         return GateOutcome(False, f"Gateway {spec.to!r} has no ready endpoint yet", final=False)
-    agent = spec.agent_ref.name
+    kind, target_name = spec.target
+    pipeline = kind == TargetKind.PIPELINE
+    # A Pipeline is asked as the OpenAI model of its name (what clients call); an
+    # Agent on its native invoke route, as before.
+    url, payload = (
+        (
+            f"{urls[0]}/v1/chat/completions",
+            {"model": target_name, "messages": [{"role": "user", "content": smoke.input}]},
+        )
+        if pipeline
+        else (f"{urls[0]}/agents/{target_name}/invoke", {"input": smoke.input})
+    )
     timeout = aiohttp.ClientTimeout(total=parse_duration(smoke.timeout))
     try:
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
             session.post(
-                f"{urls[0]}/agents/{agent}/invoke",
-                json={"input": smoke.input},
+                url,
+                json=payload,
                 headers={"authorization": f"Bearer {key}"} if key else None,
                 allow_redirects=False,  # the target's pods may not point the operator elsewhere
             ) as resp,
         ):
             raw = await read_capped(resp, SMOKE_MAX_BYTES)
             body: Any = json.loads(raw) if raw else None
-            served = resp.headers.get("x-kaizen-agent-revision")
+            served = resp.headers.get(
+                "x-kaizen-pipeline-revision" if pipeline else "x-kaizen-agent-revision"
+            )
     except ResponseTooLarge as exc:
         return GateOutcome(False, f"smoke invocation failed: {exc}")
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
@@ -85,7 +104,7 @@ async def smoke_check(
     if resp.status != 200:
         message = (body.get("error") or {}).get("message", "") if isinstance(body, dict) else ""
         return GateOutcome(False, f"smoke invocation returned {resp.status}: {message}")
-    output = str(body.get("output", ""))
+    output = str(body.get("output", "")) if not pipeline else _completion_text(body)
     if smoke.expect_contains and smoke.expect_contains not in output:
         return GateOutcome(
             False, f"answer {output[:200]!r} does not contain {smoke.expect_contains!r}"
@@ -117,6 +136,14 @@ async def smoke_key(kube: Kube, target: dict[str, Any]) -> tuple[str | None, str
     if not raw:
         return None, f"Gateway {name!r} requires API keys; {how}"
     return base64.b64decode(raw).decode(), None
+
+
+def _completion_text(body: Any) -> str:
+    """The first choice's message content of an OpenAI chat completion ("" if none)."""
+    try:
+        return str(body["choices"][0]["message"]["content"] or "")
+    except (KeyError, IndexError, TypeError):
+        return ""
 
 
 async def post_json(
@@ -169,7 +196,10 @@ def promotion_payload(promotion: dict[str, Any], spec: PromotionSpec) -> dict[st
         "namespace": meta["namespace"],
         "name": meta["name"],
         "uid": meta.get("uid"),
-        "agent": spec.agent_ref.name,
+        # "agent" as before for Agents; "kind" and "target" name either kind.
+        **({"agent": spec.target[1]} if spec.target[0] == TargetKind.AGENT else {}),
+        "kind": spec.target[0].value,
+        "target": spec.target[1],
         "revision": spec.revision,
         "from": spec.from_,
         "to": spec.to,
@@ -275,7 +305,7 @@ async def metrics_check(
     meta = promotion["metadata"]
     key = ("promotion", meta["namespace"], meta["name"], meta.get("uid"))
     if pages:
-        agent, revision = spec.agent_ref.name, str(spec.revision)
+        agent, revision = spec.target[1], str(spec.revision)
         history.record(
             key,
             time.monotonic(),
@@ -288,7 +318,7 @@ async def metrics_check(
             False, f"Gateway {spec.from_!r} has no pod answering /metrics", final=False
         )
     total = history.latest(key) or Counts()
-    where = f"revision {spec.revision} of {spec.agent_ref.name} on {spec.from_}"
+    where = f"revision {spec.revision} of {spec.target[1]} on {spec.from_}"
     outcome = evaluate_metric_gates(gates, total, history.window(key, 3600, 5.0), where)
     if outcome.final:
         history.forget(key)

@@ -10,8 +10,12 @@ from typing import Any
 import kopf
 
 from kaizen_api.pairing import pairing_refusal
-from kaizen_api.v1alpha1.gateway import PROMOTION_FIELD_MANAGER, promoted_revisions
-from kaizen_api.v1alpha1.promotion import PromotionSpec, WebhookTarget
+from kaizen_api.v1alpha1.gateway import (
+    PROMOTION_FIELD_MANAGER,
+    promoted_pipeline_revisions,
+    promoted_revisions,
+)
+from kaizen_api.v1alpha1.promotion import PromotionSpec, TargetKind, WebhookTarget
 from kaizen_operator import names
 from kaizen_operator.events import record
 from kaizen_operator.gateway.reconcile import reconcile_gateway
@@ -51,14 +55,13 @@ async def resolve_promotion(
     (``allow_link_local``: the webhook may be a link-local or metadata address)."""
     ns = promotion["metadata"]["namespace"]
     spec = promotion["spec"]
-    agent = await kube.get(API, "Agent", ns, spec["agentRef"]["name"])
+    kind, target_name = PromotionSpec.model_validate(spec).target
+    agent = await kube.get(API, kind.value, ns, target_name)
+    revision_name = names.pipeline_revision if kind == TargetKind.PIPELINE else names.agent_revision
     revision = None
     if agent is not None:
         revision = await kube.get(
-            "apps/v1",
-            "ControllerRevision",
-            ns,
-            names.agent_revision(spec["agentRef"]["name"], int(spec["revision"])),
+            "apps/v1", "ControllerRevision", ns, revision_name(target_name, int(spec["revision"]))
         )
     target = await kube.get(API, "Gateway", ns, spec["to"])
     status = promotion.get("status") or {}
@@ -133,18 +136,28 @@ async def read_secret_for(
     return (base64.b64decode(raw).decode() if raw else None), None
 
 
+# kind -> (the Gateway spec field of its promoted revisions, its entries' name key)
+PROMOTED_FIELD = {
+    TargetKind.AGENT: ("promotedRevisions", "agent"),
+    TargetKind.PIPELINE: ("promotedPipelineRevisions", "pipeline"),
+}
+
+
 def promoted_after_switch(
     target: dict[str, Any],
     agent: str,
     revision: int | None,
     revision_hash: str | None,
     promotion: str,
+    kind: TargetKind = TargetKind.AGENT,
 ) -> list[dict[str, Any]]:
-    """``target``'s spec.promotedRevisions once ``agent`` serves ``revision`` (None:
-    no longer served), sorted by agent."""
-    entries = {k: v for k, v in promoted_revisions(target).items() if k != agent}
+    """``target``'s spec.promotedRevisions (promotedPipelineRevisions for a Pipeline)
+    once ``agent`` serves ``revision`` (None: no longer served), sorted by name."""
+    promoted = promoted_pipeline_revisions if kind == TargetKind.PIPELINE else promoted_revisions
+    key = PROMOTED_FIELD[kind][1]
+    entries = {k: v for k, v in promoted(target).items() if k != agent}
     if revision is not None:
-        entry: dict[str, Any] = {"agent": agent, "revision": revision, "promotion": promotion}
+        entry: dict[str, Any] = {key: agent, "revision": revision, "promotion": promotion}
         if revision_hash:
             entry["hash"] = revision_hash
         entries[agent] = entry
@@ -161,26 +174,28 @@ async def switch_served_revision(
     revision: int | None,
     revision_hash: str | None,
     promotion: str,
+    kind: TargetKind = TargetKind.AGENT,
 ) -> None:
-    """Make ``target`` serve ``revision`` of ``agent`` by writing its
-    spec.promotedRevisions as the promotion controller's own field manager. The write is
-    guarded by resourceVersion (two Promotions to one Gateway must not lose each other's
-    switch) on a fresh read, retried while the Gateway's status keeps moving it on.
-    The Gateway controller alone writes the Gateway's status."""
+    """Make ``target`` serve ``revision`` of ``agent`` (a Pipeline for ``kind``
+    Pipeline) by writing its spec.promotedRevisions (promotedPipelineRevisions) as the
+    promotion controller's own field manager. The write is guarded by resourceVersion
+    (two Promotions to one Gateway must not lose each other's switch) on a fresh read,
+    retried while the Gateway's status keeps moving it on. The Gateway controller alone
+    writes the Gateway's status."""
     meta = target["metadata"]
     for attempt in range(SWITCH_ATTEMPTS):
         # The cache first; after a conflict, afresh (the cache may lag the winner).
         current = await kube.get(API, "Gateway", meta["namespace"], meta["name"], fresh=attempt > 0)
         if current is None:
             return  # deleted meanwhile: the next reconcile reports the missing target
-        entries = promoted_after_switch(current, agent, revision, revision_hash, promotion)
+        entries = promoted_after_switch(current, agent, revision, revision_hash, promotion, kind)
         try:
             await kube.patch_guarded(
                 API,
                 "Gateway",
                 meta["namespace"],
                 meta["name"],
-                {"spec": {"promotedRevisions": entries}},
+                {"spec": {PROMOTED_FIELD[kind][0]: entries}},
                 current["metadata"]["resourceVersion"],
                 manager=PROMOTION_FIELD_MANAGER,
             )
@@ -210,8 +225,9 @@ async def reconcile_promotion(rt: Runtime, namespace: str, name: str) -> None:
             agent_name, number = plan.switch
             digest = inputs.revision_hash if number == int(promotion["spec"]["revision"]) else None
             try:
+                kind = PromotionSpec.model_validate(promotion["spec"]).target[0]
                 await switch_served_revision(
-                    rt.kube, inputs.target, agent_name, number, digest, name
+                    rt.kube, inputs.target, agent_name, number, digest, name, kind
                 )
             except ApiException as exc:
                 if exc.status == 409:

@@ -13,8 +13,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from kaizen_api.v1alpha1.common import parse_duration
-from kaizen_api.v1alpha1.gateway import GatewaySpec, RevisionPolicy, promoted_revisions
-from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES, PromotionSpec
+from kaizen_api.v1alpha1.gateway import (
+    GatewaySpec,
+    RevisionPolicy,
+    promoted_pipeline_revisions,
+    promoted_revisions,
+)
+from kaizen_api.v1alpha1.promotion import TERMINAL_PHASES, PromotionSpec, TargetKind
 from kaizen_operator.conditions import get_condition, ready_conditions, timestamp
 from kaizen_operator.promotion.approvals import counted_approvers, ledger, policy_gap
 from kaizen_operator.promotion.gates import GateOutcome
@@ -28,7 +33,7 @@ class PromotionInputs:
     """Everything the Promotion render needs, read by resolve_promotion."""
 
     promotion: dict[str, Any]
-    agent: dict[str, Any] | None
+    agent: dict[str, Any] | None  # the Agent or Pipeline promoted (spec.target)
     revision_exists: bool
     source: dict[str, Any] | None
     target: dict[str, Any] | None
@@ -61,10 +66,13 @@ def _ready(gateway: dict[str, Any]) -> bool:
     return bool(cond and cond.get("status") == "True")
 
 
-def promoted_revision(gateway: dict[str, Any] | None, agent: str) -> int | None:
-    """The revision of ``agent`` that Promotions made ``gateway`` serve (the one a
-    failed verification goes back to)."""
-    entry = promoted_revisions(gateway or {}).get(agent)
+def promoted_revision(
+    gateway: dict[str, Any] | None, agent: str, kind: str = TargetKind.AGENT
+) -> int | None:
+    """The revision of ``agent`` (or of the Pipeline, for ``kind`` Pipeline) that
+    Promotions made ``gateway`` serve (the one a failed verification goes back to)."""
+    promoted = promoted_pipeline_revisions if kind == TargetKind.PIPELINE else promoted_revisions
+    entry = promoted(gateway or {}).get(agent)
     return int(entry["revision"]) if entry else None
 
 
@@ -89,7 +97,7 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
         return plan  # ended: never re-run
     spec = PromotionSpec.model_validate(promo["spec"])
     now = inputs.now
-    agent, revision = spec.agent_ref.name, spec.revision
+    (kind, agent), revision = spec.target, spec.revision
     status["approvals"] = ledger(promo) or None
 
     def conditions(
@@ -120,20 +128,20 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
 
     if phase == "Pending":
         if inputs.agent is None:
-            return wait("AgentNotFound", f"Agent {agent!r} does not exist")
+            return wait(f"{kind}NotFound", f"{kind} {agent!r} does not exist")
         if not inputs.revision_exists:
             latest = ((inputs.agent or {}).get("status") or {}).get("latestRevision")
             if latest is None or revision > int(latest):
                 # Applied together with the Agent (GitOps), or ahead of it: wait for it.
                 return wait(
                     "RevisionNotFound",
-                    f"waiting for revision {revision} of Agent {agent!r} "
+                    f"waiting for revision {revision} of {kind} {agent!r} "
                     f"(latest: {latest or 'none'})",
                 )
             return end(
                 "Failed",
                 "RevisionNotFound",
-                f"Agent {agent!r} has no revision {revision} any more "
+                f"{kind} {agent!r} has no revision {revision} any more "
                 "(pruned by revisionHistoryLimit)",
             )
         for role, gw in (("from", inputs.source), ("to", inputs.target)):
@@ -268,7 +276,7 @@ def render_promotion(inputs: PromotionInputs) -> PromotionPlan:
         results.append(_gate("webhook", "Passed", inputs.webhook.message, now))
     if results:
         status["gates"] = results
-    status["previousRevision"] = promoted_revision(inputs.target, agent)
+    status["previousRevision"] = promoted_revision(inputs.target, agent, kind)
     plan.switch = (agent, revision)
     if gates and gates.smoke:
         status["verifyingSince"] = timestamp(now)
@@ -337,7 +345,7 @@ def _verify(
         result: PromotionPlan = end(
             "Succeeded",
             "Verified",
-            f"{spec.to} serves {spec.agent_ref.name} revision {spec.revision}, verified",
+            f"{spec.to} serves {spec.target[1]} revision {spec.revision}, verified",
         )
         return result
     expired = (inputs.now - since).total_seconds() >= deadline_s
@@ -353,8 +361,8 @@ def _verify(
     )
     status["gates"] = [*gates, _gate("smoke", "Failed", message, inputs.now)]
     previous = status.get("previousRevision")
-    plan.switch = (spec.agent_ref.name, int(previous) if previous else None)
-    back = f"revision {previous}" if previous else f"not serving {spec.agent_ref.name}"
+    plan.switch = (spec.target[1], int(previous) if previous else None)
+    back = f"revision {previous}" if previous else f"not serving {spec.target[1]}"
     failed: PromotionPlan = end(
         "Failed",
         "VerificationFailed",
