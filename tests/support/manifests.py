@@ -10,6 +10,7 @@ import yaml
 from kaizen_api.v1alpha1.agent import Agent
 from kaizen_api.v1alpha1.common import KaizenModel
 from kaizen_api.v1alpha1.gateway import Gateway
+from kaizen_api.v1alpha1.pipeline import Pipeline
 from kaizen_api.v1alpha1.promotion import Promotion
 from kaizen_api.v1alpha1.scaling import ScalingPolicy
 
@@ -17,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 MODELS: dict[str, type[KaizenModel]] = {
     "Agent": Agent,
+    "Pipeline": Pipeline,
     "Gateway": Gateway,
     "ScalingPolicy": ScalingPolicy,
     "Promotion": Promotion,
