@@ -216,6 +216,8 @@ Ask the demo agent (mock provider, answered just now: {answer!r}):
   python -c "import openai; c = openai.OpenAI(base_url='{url}/v1', api_key='-'); \\
 print(c.chat.completions.create(model='hello-agent', \\
 messages=[{{'role': 'user', 'content': 'Hi'}}]).choices[0].message.content)"
+  # the example pipelines (examples/26-pipelines.yaml, docs/pipelines.md), every step shown:
+  kaizen pipelines invoke support-router "Where is my invoice?" --url {url} --steps
   # hello-agent remembers a conversation you name (its stored turns: GET, forget: DELETE):
   curl -s {url}/v1/chat/completions -H 'content-type: application/json' \\
     -H 'x-kaizen-conversation-id: demo-1' \\

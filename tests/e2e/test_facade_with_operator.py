@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.support.facade import Facade, agent
+from tests.support.facade import Facade, agent, pipeline
 from tests.support.processes import start_operator
 
 
@@ -116,5 +116,58 @@ def test_revisions_rollback_and_approval_through_the_facade(
         assert status["approvals"][0]["reason"] == "looks good"
         gateway = facade.call("GET", f"{ws}/gateways/staging/status", owner).json()
         assert gateway["servedRevisions"] == [{"agent": "hello", "revision": 3}]
+    finally:
+        operator.stop()
+
+
+def test_pipeline_revisions_and_rollback_through_the_facade(
+    facade: Facade, crds: Path, tmp_path: Path
+) -> None:
+    """The operator's Pipeline revisions, listed and rolled back through the facade by a
+    workspace developer, as an Agent's are."""
+    owner, dev = facade.user("owner"), facade.user("dev")
+    org = facade.org(owner, plan="pro")
+    operator, _ = start_operator(
+        crds, f"kz-{org}--*", tmp_path / "operator.log", f"kaizen.studio/org={org}"
+    )
+    try:
+        facade.workspace(owner, org, "ml")
+        facade.member(owner, org, dev, "developer")
+        facade.ws_member(owner, org, "ml", f"user:{dev.email}", "developer")
+        ws = f"/orgs/{org}/workspaces/ml"
+        for name in ("a", "b"):
+            assert facade.call("POST", f"{ws}/agents", dev, json=agent(name)).status_code == 201
+        created = facade.call("POST", f"{ws}/pipelines", dev, json=pipeline("flow", "a"))
+        assert created.status_code == 201, created.text
+
+        def latest() -> int | None:
+            obj = facade.call("GET", f"{ws}/pipelines/flow", dev).json()
+            return (obj.get("status") or {}).get("latestRevision")
+
+        wait(lambda: latest() == 1)
+        for _ in range(5):  # the operator may write status between our read and write
+            current = facade.call("GET", f"{ws}/pipelines/flow", dev)
+            body = current.json()
+            body["spec"]["steps"].append({"name": "b", "agentRef": {"name": "b"}})
+            r = facade.call(
+                "PUT",
+                f"{ws}/pipelines/flow",
+                dev,
+                json=body,
+                headers={"if-match": current.headers["etag"]},
+            )
+            if r.status_code != 409:
+                break
+        assert r.status_code == 200, r.text
+        wait(lambda: latest() == 2)
+        revisions = facade.call("GET", f"{ws}/pipelines/flow/revisions", dev).json()
+        assert [(r["revision"], [s["name"] for s in r["spec"]["steps"]]) for r in revisions] == [
+            (2, ["a", "b"]),
+            (1, ["a"]),
+        ]
+        rolled = facade.call("POST", f"{ws}/pipelines/flow/rollback", dev, json={"revision": 1})
+        assert rolled.status_code == 200, rolled.text
+        assert [s["name"] for s in rolled.json()["spec"]["steps"]] == ["a"]
+        wait(lambda: latest() == 3)
     finally:
         operator.stop()

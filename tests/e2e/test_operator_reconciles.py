@@ -113,6 +113,9 @@ def test_examples_become_ready_with_pods_on_kwok_nodes(
         "support-assistant",
         "hello-agent",
         "order-desk",
+        # the agents of the example pipelines (26-pipelines.yaml)
+        *("researcher", "writer", "editor", "optimist", "skeptic", "team-lead"),
+        *("billing-desk", "tech-desk", "front-desk", "judge-a", "judge-b", "judge-c"),
     }
     # No secret value ever lands in a ConfigMap or status.
     for cm in core.list_namespaced_config_map(namespace).items:

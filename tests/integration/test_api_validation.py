@@ -557,6 +557,7 @@ def test_examples_apply_and_list_with_printer_columns(crds: Path, namespace: str
     kubectl(crds, "apply", "-n", namespace, *files)
     listing = kubectl(crds, "get", "kaizen", "-n", namespace).stdout
     for header in (
+        "PATTERN",
         "MODEL",
         "LIFECYCLE",
         "REVISION",
@@ -572,6 +573,7 @@ def test_examples_apply_and_list_with_printer_columns(crds: Path, namespace: str
         assert header in listing, listing
     for name in (
         "agent.kaizen.studio/support-assistant",
+        "pipeline.kaizen.studio/support-router",
         "gateway.kaizen.studio/production",
         "scalingpolicy.kaizen.studio/production",
         "promotion.kaizen.studio/hello-agent-r1-to-staging",

@@ -21,12 +21,17 @@ def test_names_that_are_not_dns_subdomains_are_refused(facade: Facade) -> None:
             ("DELETE", f"{base}/agents/{name}"),
             ("PUT", f"{base}/agents/{name}"),
             ("GET", f"{base}/agents/{name}/revisions"),
+            ("GET", f"{base}/pipelines/{name}"),
+            ("GET", f"{base}/pipelines/{name}/revisions"),
+            ("POST", f"{base}/pipelines/{name}/rollback"),
             ("POST", f"{base}/promotions/{name}/approve"),
             ("GET", f"{base}/gateways/{name}/status"),
         ):
             kw = {"json": agent("x")} if method == "PUT" else {}
             if path.endswith("/approve"):
                 kw = {"json": {"reason": "ok"}}
+            if path.endswith("/rollback"):
+                kw = {"json": {"revision": 1}}
             r = facade.call(method, path, owner, **kw)
             assert r.status_code == 422, (method, path, r.status_code, r.text)
             assert r.headers["content-type"] == "application/problem+json"

@@ -77,6 +77,12 @@ def agent(name: str, prompt: str = "Be brief.") -> dict[str, Any]:
     }
 
 
+def pipeline(name: str, *agents: str, pattern: str = "Sequential") -> dict[str, Any]:
+    """A Pipeline whose steps call ``agents`` (one step per agent, named after it)."""
+    steps = [{"name": a, "agentRef": {"name": a}} for a in agents or ("a",)]
+    return {"metadata": {"name": name}, "spec": {"pattern": pattern, "steps": steps}}
+
+
 def rate_hit_rows(engine: Engine, limiter: str) -> int:
     """How many hits of one rate limiter the facade's database holds."""
     from kaizen_api.server.ratelimit import HITS

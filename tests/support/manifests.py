@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 MODELS: dict[str, type[KaizenModel]] = {
     "Agent": Agent,
+    "Pipeline": Pipeline,
     "Gateway": Gateway,
     "ScalingPolicy": ScalingPolicy,
     "Promotion": Promotion,
-    "Pipeline": Pipeline,
 }
 
 

@@ -66,6 +66,10 @@ class FacadeBackend:
             try:
                 body = response.json()
                 message = f"{body.get('title', '')}: {body.get('detail', '')}".strip(": ")
+                # Field errors (invalid resources) name the field: say which.
+                fields = [f"{e.get('field')}: {e.get('message')}" for e in body.get("errors") or []]
+                if fields:
+                    message += " (" + "; ".join(fields) + ")"
             except ValueError:
                 message = response.text[:300]
             raise CLIError(f"{response.status_code} {message}")

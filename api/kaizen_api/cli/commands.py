@@ -129,7 +129,12 @@ def agents_apply(
     ctx: typer.Context,
     file: Path = typer.Option(..., "-f", "--file", exists=True, dir_okay=False),  # noqa: B008
 ) -> None:
-    """Create or update the Kaizen Studio objects in a YAML file (any of the four kinds)."""
+    """Create or update the Kaizen Studio objects in a YAML file (any of the five kinds)."""
+    apply_file(ctx, file)
+
+
+def apply_file(ctx: typer.Context, file: Path) -> None:
+    """Create or update every Kaizen Studio object of ``file``, in its order."""
     target = backend(ctx)
     docs = [d for d in yaml.safe_load_all(file.read_text()) if d]
     for doc in docs:

@@ -17,6 +17,7 @@ ORG_ROLES: dict[str, tuple[str, ...]] = {
         "teams:*",
         "workspaces:*",
         "agents:*",
+        "pipelines:*",
         "gateways:*",
         "scalingpolicies:*",
         "promotions:*",
@@ -34,6 +35,7 @@ WORKSPACE_ROLES: dict[str, tuple[str, ...]] = {
     "developer": (
         "workspaces:read",
         "agents:*",
+        "pipelines:*",
         "gateways:*",
         "scalingpolicies:*",
         "promotions:*",

@@ -23,15 +23,18 @@ MANAGED = {
     "app.kubernetes.io/managed-by": "kaizen-api",
     "app.kubernetes.io/part-of": "kaizen-studio",
 }
-KINDS = ("agents", "gateways", "scalingpolicies", "promotions")
+KINDS = ("agents", "pipelines", "gateways", "scalingpolicies", "promotions")
 
-# Plan -> object counts (None: unlimited). Agents count per workspace (a namespace's
-# ResourceQuota), so the number of workspaces is limited too.
+# Plan -> object counts (None: unlimited). Agents and Pipelines count per workspace (a
+# namespace's ResourceQuota, each kind up to the plan's number), so the number of
+# workspaces is limited too. Pipelines count on their own: they cost no compute, but a
+# workspace must not fill etcd with them either.
 PLANS: dict[str, dict[str, int | None]] = {
     "free": {"agents": 10, "users": 3, "workspaces": 3},
     "pro": {"agents": 100, "users": None, "workspaces": 25},
     "enterprise": {"agents": None, "users": None, "workspaces": None},
 }
+QUOTA_KINDS = ("agents", "pipelines")  # counted by the plan's ResourceQuota
 
 
 def user_name(email: str) -> str:
@@ -175,7 +178,7 @@ def render_quota(
             "namespace": namespace or namespace_name(org, workspace),
             "labels": {**MANAGED, "kaizen.studio/plan": plan},
         },
-        "spec": {"hard": {"count/agents.kaizen.studio": str(agents)}},
+        "spec": {"hard": {f"count/{kind}.kaizen.studio": str(agents) for kind in QUOTA_KINDS}},
     }
 
 

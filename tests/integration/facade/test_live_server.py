@@ -4,6 +4,7 @@ matches the documented status codes and schemas), and the README's Python exampl
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -76,7 +77,7 @@ def test_the_cli_through_the_facade(
 ) -> None:
     from typer.testing import CliRunner
 
-    from kaizen_api.cli import commands  # noqa: F401 - registers the commands
+    from kaizen_api.cli import commands, pipelines  # noqa: F401 - registers the commands
     from kaizen_api.cli.__main__ import app
 
     monkeypatch.setenv("KAIZEN_CREDENTIALS", str(tmp_path / "credentials.json"))
@@ -121,6 +122,36 @@ def test_the_cli_through_the_facade(
     assert "hello" in listed.output and "mock" in listed.output
     denied = runner.invoke(app, ["--workspace", "elsewhere", "agents", "list"])
     assert denied.exit_code == 1 and "404" in denied.output
+
+    flow = tmp_path / "pipeline.yaml"
+    flow.write_text(
+        "kind: Pipeline\nmetadata: {name: flow}\n"
+        "spec: {pattern: Sequential, steps: [{name: greet, agentRef: {name: hello}}]}\n"
+    )
+    applied = runner.invoke(app, ["pipelines", "apply", "-f", str(flow)])
+    assert applied.exit_code == 0 and "pipeline/flow applied" in applied.output, applied.output
+    flow.write_text(flow.read_text().replace("{name: hello}}", "{name: hello, revision: 1}}"))
+    updated = runner.invoke(app, ["pipelines", "apply", "-f", str(flow)])
+    assert updated.exit_code == 0, updated.output
+    got = runner.invoke(app, ["pipelines", "get", "flow", "-o", "json"])
+    assert json.loads(got.output)["spec"]["steps"][0]["agentRef"] == {
+        "name": "hello",
+        "revision": 1,
+    }
+    listed = runner.invoke(app, ["pipelines", "list"])
+    assert "flow" in listed.output and "Sequential" in listed.output
+    assert "greet (agent/hello@r1)" in listed.output
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text(
+        "kind: Pipeline\nmetadata: {name: bad}\nspec: {pattern: Router, steps: [{name: a, "
+        "agentRef: {name: hello}}]}\n"
+    )
+    refused = runner.invoke(app, ["pipelines", "apply", "-f", str(invalid)])
+    assert refused.exit_code == 1 and "422" in refused.output and "Traceback" not in refused.output
+    said = " ".join(refused.output.split())  # rich wraps long lines
+    assert "(spec: Value error, pattern Router needs the router block)" in said
+    no_gateway = runner.invoke(app, ["pipelines", "invoke", "flow", "hi", "--gateway", "nope"])
+    assert no_gateway.exit_code == 1 and "404" in no_gateway.output
 
 
 def test_one_access_log_line_per_request_with_its_request_id(server: Server) -> None:

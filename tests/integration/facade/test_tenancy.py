@@ -19,7 +19,10 @@ def test_workspace_becomes_a_namespace_with_bindings_and_quota(
     labels = core.read_namespace(ns).metadata.labels
     assert labels["kaizen.studio/org"] == org and labels["kaizen.studio/workspace"] == "ml"
     quota = core.read_namespaced_resource_quota("kaizen-plan", ns)
-    assert quota.spec.hard == {"count/agents.kaizen.studio": "10"}
+    assert quota.spec.hard == {
+        "count/agents.kaizen.studio": "10",
+        "count/pipelines.kaizen.studio": "10",
+    }
 
     facade.member(owner, org, dev, "developer")
     facade.ws_member(owner, org, "ml", f"user:{dev.email}", "developer")

@@ -1,4 +1,4 @@
-"""Agents, Gateways, ScalingPolicies and Promotions of a workspace, read and written
+"""Agents, Pipelines, Gateways, ScalingPolicies and Promotions of a workspace, read and written
 on the kube-apiserver as the caller (impersonation): Kubernetes RBAC has the final
 word, the facade's permission check is the first line.
 
@@ -35,6 +35,7 @@ from kaizen_api.server.workspaces import recount_plan_quota
 from kaizen_api.v1alpha1.agent import Agent
 from kaizen_api.v1alpha1.common import NAME_PATTERN, KaizenModel
 from kaizen_api.v1alpha1.gateway import Gateway
+from kaizen_api.v1alpha1.pipeline import Pipeline
 from kaizen_api.v1alpha1.promotion import Promotion
 from kaizen_api.v1alpha1.scaling import ScalingOverride, ScalingPolicy
 
@@ -53,7 +54,8 @@ Name = Annotated[
 router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["resources"])
 State = Annotated[AppState, Depends(app_state)]
 Json = dict[str, Any]
-AGENT_LABEL = "kaizen.studio/agent"  # label of an Agent's ControllerRevisions (operator)
+# Label of an Agent's / a Pipeline's ControllerRevisions (set by the operator).
+REVISION_LABELS = {"agents": "kaizen.studio/agent", "pipelines": "kaizen.studio/pipeline"}
 # Deepest JSON nesting a resource body may have. Free-form fields (tool parameters)
 # take any JSON, and the apiserver stores far deeper objects than the facade can
 # serialize back (about 250 levels): past that, every read of the object would fail.
@@ -63,6 +65,7 @@ QUOTA_RETRY_SECONDS = 1.0  # between creates while the workspace's quota is reco
 
 class Kind(StrEnum):
     agents = "agents"
+    pipelines = "pipelines"
     gateways = "gateways"
     scalingpolicies = "scalingpolicies"
     promotions = "promotions"
@@ -70,12 +73,14 @@ class Kind(StrEnum):
 
 MODELS: dict[Kind, type[KaizenModel]] = {
     Kind.agents: Agent,
+    Kind.pipelines: Pipeline,
     Kind.gateways: Gateway,
     Kind.scalingpolicies: ScalingPolicy,
     Kind.promotions: Promotion,
 }
 KIND_NAMES = {
     Kind.agents: "Agent",
+    Kind.pipelines: "Pipeline",
     Kind.gateways: "Gateway",
     Kind.scalingpolicies: "ScalingPolicy",
     Kind.promotions: "Promotion",
@@ -395,18 +400,23 @@ async def reject_promotion(
     return await _merge_patch(state, access, Kind.promotions, name, patch)
 
 
-@router.get("/orgs/{org}/workspaces/{ws}/agents/{name}/revisions")
-async def list_revisions(
-    org: str, ws: str, name: Name, principal: CurrentPrincipal, state: State
+class Versioned(StrEnum):
+    """Kinds whose specs the operator keeps as immutable, numbered revisions."""
+
+    agents = "agents"
+    pipelines = "pipelines"
+
+
+async def _revisions(
+    state: AppState, access: WorkspaceAccess, kind: Versioned, name: str
 ) -> list[Json]:
-    """The Agent's revisions, newest first (number, hash, content, creation time)."""
-    access = await _check(principal, state, org, ws, "agents:read")
+    """The object's ControllerRevisions, newest first (number, hash, content, creation time)."""
     data = await _call(
         state,
         "GET",
         f"/apis/apps/v1/namespaces/{access.namespace}/controllerrevisions",
         caller=access.caller,
-        params={"labelSelector": f"{AGENT_LABEL}={name}"},
+        params={"labelSelector": f"{REVISION_LABELS[kind]}={name}"},
     )
     revisions = [
         {
@@ -421,31 +431,51 @@ async def list_revisions(
     return sorted(revisions, key=lambda r: -r["revision"])
 
 
-@router.post("/orgs/{org}/workspaces/{ws}/agents/{name}/rollback")
-async def rollback_agent(
-    org: str, ws: str, name: Name, body: Rollback, principal: CurrentPrincipal, state: State
+@router.get("/orgs/{org}/workspaces/{ws}/{kind}/{name}/revisions")
+async def list_revisions(
+    org: str, ws: str, kind: Versioned, name: Name, principal: CurrentPrincipal, state: State
+) -> list[Json]:
+    """The Agent's or Pipeline's revisions, newest first (number, hash, content, creation
+    time)."""
+    access = await _check(principal, state, org, ws, f"{kind}:read")
+    return await _revisions(state, access, kind, name)
+
+
+@router.post("/orgs/{org}/workspaces/{ws}/{kind}/{name}/rollback")
+async def rollback(
+    org: str,
+    ws: str,
+    kind: Versioned,
+    name: Name,
+    body: Rollback,
+    principal: CurrentPrincipal,
+    state: State,
 ) -> Json:
     """Restore an earlier revision's content (this makes a new revision: history is
     append-only). Promoted gateways change only through a Promotion."""
-    access = await _check(principal, state, org, ws, "agents:update")
-    revision = await _call(
-        state,
-        "GET",
-        f"/apis/apps/v1/namespaces/{access.namespace}/controllerrevisions/{name}-r{body.revision}",
-        caller=access.caller,
+    access = await _check(principal, state, org, ws, f"{kind}:update")
+    found = [
+        r for r in await _revisions(state, access, kind, name) if r["revision"] == body.revision
+    ]
+    if not found:
+        raise Problem(
+            404,
+            "not-found",
+            "No such revision",
+            f"{KIND_NAMES[Kind(kind)]} {name} has no revision {body.revision} (kept revisions: "
+            f"GET .../{kind}/{name}/revisions)",
+        )
+    current = await _call(
+        state, "GET", kaizen_path(access.namespace, kind, name), caller=access.caller
     )
-    agent = await _call(
-        state, "GET", kaizen_path(access.namespace, Kind.agents, name), caller=access.caller
-    )
-    content = (revision.get("data") or {}).get("spec") or {}
-    agent["spec"] = {**agent["spec"], **content}
-    agent.pop("status", None)
+    current["spec"] = {**current["spec"], **found[0]["spec"]}
+    current.pop("status", None)
     return await _call(
         state,
         "PUT",
-        kaizen_path(access.namespace, Kind.agents, name),
+        kaizen_path(access.namespace, kind, name),
         caller=access.caller,
-        body=agent,
+        body=current,
         params={"fieldManager": "kaizen-api"},
     )
 
