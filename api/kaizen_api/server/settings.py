@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kaizen_api.server.guards import WorkspacePolicy
+from kaizen_api.server.webhook_config import WebhookConfig
 
 
 def _int(name: str, default: int) -> int:
@@ -66,6 +67,8 @@ class Settings:
     # of platform_admins (comma-separated), who need not be members.
     self_service_plans: str = "free"
     platform_admins: str = ""
+    # Webhook retries, leases and the resource watch (KAIZEN_WEBHOOK_*).
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -114,4 +117,5 @@ class Settings:
             service_account=os.environ.get("KAIZEN_SERVICE_ACCOUNT", cls.service_account),
             self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
+            webhooks=WebhookConfig.from_env(),
         )
