@@ -121,7 +121,8 @@ def _insert_ignore(db: Session, table: Any, values: dict[str, Any]) -> bool:
         stmt = sqlite.insert(table).values(**values).on_conflict_do_nothing()
     else:  # pragma: no cover - the facade runs on these two
         stmt = insert(table).values(**values)
-    return bool(db.execute(stmt).rowcount)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: psycopg reports -1 for a statement that inserted nothing.
+    return db.execute(stmt.returning(table.c.id)).first() is not None
 
 
 def emit_event(

@@ -127,21 +127,24 @@ def claim(engine: Engine, config: WebhookConfig, limit: int) -> list[Job]:
             .with_for_update(skip_locked=True, of=WebhookDelivery)
         ).all()
         for delivery, sub, event in rows:
+            # Read before the UPDATE: the session writes the new value into ``delivery``.
+            attempts = delivery.attempts
             taken = db.execute(
                 update(WebhookDelivery)
                 .where(
                     col(WebhookDelivery.id) == delivery.id,
-                    col(WebhookDelivery.attempts) == delivery.attempts,
+                    col(WebhookDelivery.attempts) == attempts,
                     col(WebhookDelivery.status) == "pending",
                 )
-                .values(attempts=delivery.attempts + 1, next_attempt_at=lease)
-            ).rowcount  # type: ignore[attr-defined]
-            if not taken:  # another process claimed it between our read and write
+                .values(attempts=attempts + 1, next_attempt_at=lease)
+                .returning(col(WebhookDelivery.id))
+            ).first()
+            if taken is None:  # another process claimed it between our read and write
                 continue
             jobs.append(
                 Job(
                     delivery_id=int(delivery.id or 0),
-                    attempts=delivery.attempts + 1,
+                    attempts=attempts + 1,
                     url=sub.url,
                     keys=signing_secrets(sub, now),
                     event_id=event.id,

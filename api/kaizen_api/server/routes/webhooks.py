@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlmodel import Session, col, delete, select
 
@@ -376,7 +376,11 @@ def list_deliveries(
     response_model=DeliveryOut,
 )
 def redeliver(
-    org: str, webhook_id: str, delivery_id: int, principal: CurrentPrincipal, state: State
+    org: str,
+    webhook_id: str,
+    delivery_id: Annotated[int, Path(ge=1, le=2**62)],
+    principal: CurrentPrincipal,
+    state: State,
 ) -> DeliveryOut:
     """Send a delivery again now, with a fresh retry schedule (same ``webhook-id``)."""
     with session(state.engine) as db:
