@@ -9,6 +9,7 @@ seconds (settings), never long sleeps."""
 
 from __future__ import annotations
 
+import json
 import sys
 import uuid
 from collections import Counter
@@ -363,3 +364,41 @@ def test_sigkill_mid_delivery_loses_nothing(
                 second.stop()
     finally:
         postgres.drop_database(postgres_admin_url, name)
+
+
+def test_cli_manages_webhooks(
+    server: Server, receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    import kaizen_api.cli.commands  # registers `login`
+    import kaizen_api.cli.webhooks  # noqa: F401 - registers `webhooks`
+    from kaizen_api.cli.__main__ import app
+
+    monkeypatch.setenv("KAIZEN_CREDENTIALS", str(tmp_path / "credentials.json"))
+    runner = CliRunner()
+    login = ["login", "--url", server.url, "--email", server.email, "--org", server.org]
+    assert runner.invoke(app, login, input=f"{PASSWORD}\n").exit_code == 0
+    created = runner.invoke(app, ["webhooks", "create", receiver.url, "--events", "webhook.*"])
+    assert created.exit_code == 0, created.output
+    secret = created.output.split("keep it now): ")[1].split()[0]
+    hook = created.output.split()[1]
+    receiver.secrets(secret)
+    listed = json.loads(runner.invoke(app, ["webhooks", "list", "--json"]).output)
+    assert [h["id"] for h in listed if h["id"] == hook] and "secret" not in listed[0]
+    sent = runner.invoke(app, ["webhooks", "test", hook])
+    assert sent.exit_code == 0 and "queued" in sent.output, sent.output
+    eventually(lambda: receiver.seen(type="webhook.test", status=204), timeout=30, what="test")
+    log = runner.invoke(app, ["webhooks", "deliveries", hook])
+    assert "succeeded" in log.output and "204" in log.output, log.output
+    delivery = json.loads(runner.invoke(app, ["webhooks", "deliveries", hook, "--json"]).output)[0]
+    assert delivery["status"] == "succeeded" and delivery["response_code"] == 204
+    again = runner.invoke(app, ["webhooks", "redeliver", hook, str(delivery["id"])])
+    assert again.exit_code == 0 and "queued again" in again.output
+    rotated = runner.invoke(app, ["webhooks", "rotate", hook, "--overlap", "60"])
+    assert rotated.exit_code == 0 and "also signs until" in rotated.output
+    assert runner.invoke(app, ["webhooks", "delete", hook]).exit_code == 0
+    gone = runner.invoke(app, ["webhooks", "test", hook])
+    assert gone.exit_code == 1 and "404" in gone.output
+    bad = runner.invoke(app, ["webhooks", "create", receiver.url, "--events", "nothing.*"])
+    assert bad.exit_code == 1 and "matches no event type" in bad.output
