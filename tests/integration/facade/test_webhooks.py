@@ -402,3 +402,29 @@ def test_cli_manages_webhooks(
     assert gone.exit_code == 1 and "404" in gone.output
     bad = runner.invoke(app, ["webhooks", "create", receiver.url, "--events", "nothing.*"])
     assert bad.exit_code == 1 and "matches no event type" in bad.output
+
+
+def test_two_replicas_share_deliveries_without_duplicates(
+    server: Server, receiver: Receiver, facade_cluster: Path, tmp_path: Path
+) -> None:
+    """A second facade on the same database: both claim due deliveries (SKIP LOCKED),
+    and every event still reaches the receiver exactly once."""
+    hook = subscribe(server, receiver, events=["api_key.*"])
+    receiver.secrets(hook["secret"])
+    second, _ = start_facade(facade_cluster, tmp_path / "b", server.database_url, ENV)
+    try:
+        for n in range(30):
+            r = api(
+                server,
+                "POST",
+                f"/orgs/{server.org}/keys",
+                json={"name": f"k{n}", "permissions": ["*:read"]},
+            )
+            assert r.status_code == 201
+        eventually(lambda: len(receiver.delivered()) == 30, timeout=60, what="30 events")
+        log = deliveries(server, hook)
+        assert [d["status"] for d in log] == ["succeeded"] * 30
+        assert [d["attempts"] for d in log] == [1] * 30
+        assert set(receiver.delivered().values()) == {1}
+    finally:
+        second.stop()
