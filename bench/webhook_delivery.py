@@ -38,6 +38,8 @@ ENV = {
 
 
 def run(replicas: int, events: int, kubeconfig: Path, admin: str, folder: Path) -> float:
+    from sqlmodel import select
+
     from kaizen_api.server.db import engine_for, session
     from kaizen_api.server.events import emit_event
     from kaizen_api.server.models import Organization
@@ -67,7 +69,7 @@ def run(replicas: int, events: int, kubeconfig: Path, admin: str, folder: Path) 
         for n in range(1, replicas):
             processes.append(start_facade(kubeconfig, folder / f"r{n}", url, ENV)[0])
         with session(engine) as db:
-            found = db.query(Organization).filter(Organization.slug == org).one()
+            found = db.exec(select(Organization).where(Organization.slug == org)).one()
             started = time.perf_counter()
             for n in range(events):
                 emit_event(db, found, "member.added", {"n": n})
