@@ -3,7 +3,8 @@ and operator, and a real receiver process that verifies every message with the
 `standardwebhooks` library.
 
 Events come from real changes: an Agent created through the facade gets its revision
-from the operator, which the facade's watch turns into ``agent.revision.created``;
+from the operator, which the facade's watch turns into ``agent.revision.created``, and
+a Promotion the operator moves to a phase becomes ``promotion.<phase>``;
 member and API-key changes are the facade's own mutations. Retries use a schedule of
 seconds (settings), never long sleeps."""
 
@@ -130,7 +131,8 @@ def test_real_changes_reach_a_verifying_receiver_once_after_failures(
     # below must stay shorter than the retry schedule, or the subscription is disabled).
     operator, _ = start_operator(facade_cluster, f"kz-{server.org}-*", tmp_path / "operator.log")
     try:
-        hook = subscribe(server, receiver, events=["agent.*", "member.*", "api_key.*"])
+        filters = ["agent.*", "member.*", "api_key.*", "promotion.*"]
+        hook = subscribe(server, receiver, events=filters)
         receiver.secrets(hook["secret"])
         (receiver.folder / "fail").touch()  # the receiver is down at first
 
@@ -150,6 +152,18 @@ def test_real_changes_reach_a_verifying_receiver_once_after_failures(
             lambda: receiver.seen(type="agent.revision.created"),
             timeout=60,
             what="agent.revision.created attempted (operator -> watch -> outbox)",
+        )
+        # A Promotion the operator moves to a phase (its Gateways do not exist).
+        promotion = {
+            "metadata": {"name": "ship"},
+            "spec": {"agentRef": {"name": "helper"}, "revision": 1, "from": "dev", "to": "prod"},
+        }
+        r = api(server, "POST", f"{ws}/promotions", json=promotion)
+        assert r.status_code == 201, r.text
+        eventually(
+            lambda: [e for e in receiver.seen() if str(e["type"]).startswith("promotion.")],
+            timeout=60,
+            what="a promotion phase event attempted",
         )
     finally:
         operator.stop()
@@ -172,8 +186,14 @@ def test_real_changes_reach_a_verifying_receiver_once_after_failures(
         timeout=60,
         what="all delivered after recovery",
     )
+    eventually(
+        lambda: all(d["status"] == "succeeded" for d in deliveries(server, hook)),
+        timeout=60,
+        what="every phase event delivered too",
+    )
     log = deliveries(server, hook)
-    assert {d["status"] for d in log} == {"succeeded"}, log
+    phases = [d["event_type"] for d in log if d["event_type"].startswith("promotion.")]
+    assert phases, log
     assert all(d["response_code"] == 204 and d["latency_ms"] is not None for d in log)
     # Every event exactly once with a good signature, by webhook-id.
     delivered = receiver.delivered()
