@@ -452,3 +452,56 @@ def test_two_replicas_share_deliveries_without_duplicates(
         assert set(receiver.delivered().values()) == {1}
     finally:
         second.stop()
+
+
+def test_changes_while_no_facade_runs_become_events_after_restart(
+    facade_cluster: Path,
+    api_client: client.ApiClient,
+    postgres_admin_url: str,
+    receiver: Receiver,
+    tmp_path: Path,
+) -> None:
+    """The watch resumes from its recorded resourceVersion: an Agent revised while the
+    facade was down is announced after the restart, and nothing seen before is
+    announced again."""
+    name = f"t_gap_{uuid.uuid4().hex[:10]}"
+    url = postgres.create_database(postgres_admin_url, name)
+    crd = client.CustomObjectsApi(api_client)
+    try:
+        with live_facade(facade_cluster, api_client, tmp_path / "a", url, env=ENV) as first:
+            namespace = f"kz-{first.org}--ml"
+            operator, _ = start_operator(facade_cluster, f"kz-{first.org}-*", tmp_path / "op.log")
+            try:
+                hook = subscribe(first, receiver, events=["agent.*"])
+                receiver.secrets(hook["secret"])
+                ws = f"/orgs/{first.org}/workspaces/ml"
+                assert api(first, "POST", f"{ws}/agents", json=agent("before")).status_code == 201
+                eventually(lambda: len(receiver.delivered()) == 1, timeout=60, what="first")
+
+                first.process.stop()  # no facade runs now
+                body = {"apiVersion": "kaizen.studio/v1alpha1", "kind": "Agent", **agent("during")}
+                crd.create_namespaced_custom_object(
+                    "kaizen.studio", "v1alpha1", namespace, "agents", body
+                )
+                eventually(
+                    lambda: (
+                        crd.get_namespaced_custom_object(
+                            "kaizen.studio", "v1alpha1", namespace, "agents", "during"
+                        ).get("status")
+                        or {}
+                    ).get("latestRevision"),
+                    timeout=60,
+                    what="the operator's revision while the facade is down",
+                )
+                second, _ = start_facade(facade_cluster, tmp_path / "b", url, ENV)
+                try:
+                    eventually(lambda: len(receiver.delivered()) == 2, timeout=60, what="gap")
+                finally:
+                    second.stop()
+            finally:
+                operator.stop()
+        names = [r["data"]["name"] for r in receiver.seen(phase="done", status=204)]
+        assert sorted(names) == ["before", "during"], names
+        assert set(receiver.delivered().values()) == {1}
+    finally:
+        postgres.drop_database(postgres_admin_url, name)
