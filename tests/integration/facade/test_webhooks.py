@@ -432,11 +432,15 @@ def test_two_replicas_share_deliveries_without_duplicates(
     server: Server, receiver: Receiver, facade_cluster: Path, tmp_path: Path
 ) -> None:
     """A second facade on the same database: both claim due deliveries (SKIP LOCKED),
-    and every event still reaches the receiver exactly once."""
-    hook = subscribe(server, receiver, events=["api_key.*"])
+    both watch the apiserver (an event derived by each is recorded once), and every
+    event still reaches the receiver exactly once."""
+    hook = subscribe(server, receiver, events=["api_key.*", "agent.*"])
     receiver.secrets(hook["secret"])
     second, _ = start_facade(facade_cluster, tmp_path / "b", server.database_url, ENV)
+    operator, _ = start_operator(facade_cluster, f"kz-{server.org}-*", tmp_path / "op.log")
     try:
+        ws = f"/orgs/{server.org}/workspaces/ml"
+        assert api(server, "POST", f"{ws}/agents", json=agent("twice")).status_code == 201
         for n in range(30):
             r = api(
                 server,
@@ -445,12 +449,15 @@ def test_two_replicas_share_deliveries_without_duplicates(
                 json={"name": f"k{n}", "permissions": ["*:read"]},
             )
             assert r.status_code == 201
-        eventually(lambda: len(receiver.delivered()) == 30, timeout=60, what="30 events")
+        eventually(lambda: len(receiver.delivered()) == 31, timeout=60, what="31 events")
         log = deliveries(server, hook)
-        assert [d["status"] for d in log] == ["succeeded"] * 30
-        assert [d["attempts"] for d in log] == [1] * 30
+        assert [d["status"] for d in log] == ["succeeded"] * 31
+        assert [d["attempts"] for d in log] == [1] * 31
         assert set(receiver.delivered().values()) == {1}
+        revision = receiver.seen(type="agent.revision.created", status=204)
+        assert [r["data"]["name"] for r in revision] == ["twice"]
     finally:
+        operator.stop()
         second.stop()
 
 
