@@ -24,7 +24,8 @@ def test_migrations_build_the_schema_the_models_describe(database_url: str) -> N
     from alembic.migration import MigrationContext
     from sqlmodel import SQLModel
 
-    import kaizen_api.server.models  # noqa: F401 - registers the tables
+    import kaizen_api.server.models  # registers the tables
+    import kaizen_api.server.webhook_tables  # noqa: F401 - and the event model's
     from kaizen_api.server.db import engine_for, migrate
 
     engine = engine_for(database_url)

@@ -111,7 +111,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    from kaizen_api.cli import commands, export, pipelines  # noqa: F401 - register commands
+    from kaizen_api.cli import commands, export, pipelines, webhooks  # noqa: F401 - register commands
 
     app()
 

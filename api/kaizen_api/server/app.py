@@ -20,10 +20,13 @@ from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
 from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
+from kaizen_api.server.routes import webhooks as webhook_routes
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
 from kaizen_api.server.throttle import AuthThrottle
+from kaizen_api.server.watch import Watcher
+from kaizen_api.server.webhooks import Deliverer
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
@@ -65,9 +68,17 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             principals=PrincipalCache(),
             accesses=TTLCache(),
         )
+        deliverer = Deliverer(engine, settings.webhooks)
+        watcher = Watcher(engine, kube, on_new=deliverer.wake)
+        if settings.webhooks.deliver:
+            deliverer.start()
+        if settings.webhooks.watch:
+            watcher.start()
         try:
             yield
         finally:
+            await watcher.stop()
+            await deliverer.stop()
             writer.close()  # records kept through a database outage: a last try
             await kube.aclose()
             engine.dispose()
@@ -85,7 +96,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # lazily, candidate by candidate, and that cost a get a tenth of its CPU. Workspaces
     # come before the resources' /{kind}. (Routes built this way do not see
     # app.dependency_overrides; nothing here uses overrides.)
-    for module in (auth, orgs, keys, workspaces, resources, audit_routes):
+    for module in (auth, orgs, keys, webhook_routes, workspaces, resources, audit_routes):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)
 

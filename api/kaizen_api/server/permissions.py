@@ -23,6 +23,7 @@ ORG_ROLES: dict[str, tuple[str, ...]] = {
         "promotions:*",
         "keys:*",
         "audit:read",
+        "webhooks:*",
     ),
     "developer": ("orgs:read", "workspaces:read", "teams:read", "keys:*"),
     "viewer": ("orgs:read", "workspaces:read", "teams:read"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kaizen_api.server.guards import WorkspacePolicy
+from kaizen_api.server.webhook_config import WebhookConfig
 
 
 def console_dir() -> Path | None:
@@ -84,6 +85,8 @@ class Settings:
     # The built web console served at / (None: not served); from_env: $KAIZEN_CONSOLE_DIR
     # or the checkout's console/dist when built.
     console_dir: Path | None = None
+    # Webhook retries, leases and the resource watch (KAIZEN_WEBHOOK_*).
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -139,4 +142,5 @@ class Settings:
             self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
             console_dir=console_dir(),
+            webhooks=WebhookConfig.from_env(),
         )

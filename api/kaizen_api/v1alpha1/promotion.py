@@ -91,8 +91,10 @@ class Notifications(KaizenModel):
 
     webhook: WebhookTarget | None = Field(
         default=None,
-        description="POSTed once the Promotion ends Failed, Rejected, Aborted or Errored "
-        "(JSON with phase, reason and message; retried with backoff, at least once).",
+        description="Deprecated: subscribe to promotion.* events with a facade webhook "
+        "(signed, retried, logged; docs/webhooks.md). Still POSTed once the Promotion ends "
+        "Failed, Rejected, Aborted or Errored (JSON with type, phase, reason and message; "
+        "retried with backoff, at least once).",
     )
 
 

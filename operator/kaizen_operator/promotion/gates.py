@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -243,9 +244,13 @@ async def notify_failure(
     status = promotion.get("status") or {}
     conditions = status.get("conditions") or []
     ready: dict[str, Any] = next((c for c in conditions if c.get("type") == "Ready"), {})
+    phase = str(status.get("phase") or "")
     payload = {
         **promotion_payload(promotion, spec),
         "id": f"{promotion['metadata'].get('uid')}/{status.get('phase')}",
+        # The event model's type for this phase (docs/webhooks.md), e.g. promotion.failed:
+        # the same name a facade webhook subscription receives.
+        "type": "promotion." + re.sub(r"(?<!^)(?=[A-Z])", "_", phase).lower(),
         "phase": status.get("phase"),
         "reason": ready.get("reason"),
         "message": status.get("message"),

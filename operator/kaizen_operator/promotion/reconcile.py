@@ -254,6 +254,14 @@ async def deliver_notification(
     meta = promotion["metadata"]
     spec = PromotionSpec.model_validate(promotion["spec"])
     hook = spec.notifications.webhook if spec.notifications else None
+    await record(
+        kube,
+        promotion,
+        "DeprecatedField",
+        "spec.notifications.webhook is deprecated (it still works): subscribe to promotion.* "
+        "events with a signed facade webhook instead (kaizen webhooks create; docs/webhooks.md)",
+        warning=True,
+    )
     secret, refused = await read_secret_for(kube, meta["namespace"], hook)
     outcome = await notify_failure(
         promotion, spec, secret, refused=refused, allow_link_local=allow_link_local

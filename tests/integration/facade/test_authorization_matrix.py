@@ -83,6 +83,14 @@ CASES = [
         ALL_MEMBERS | {"developer"},
     ),
     Case(
+        "create webhook",
+        "POST",
+        "/orgs/{org}/webhooks",
+        {"url": "http://127.0.0.1:9/hook", "events": ["promotion.*"]},
+        ALL_MEMBERS,
+    ),
+    Case("list webhooks", "GET", "/orgs/{org}/webhooks", None, ALL_MEMBERS),
+    Case(
         "list other org's ws", "GET", "/orgs/{other}/workspaces/ml/agents", None, frozenset(), 404
     ),
     Case(

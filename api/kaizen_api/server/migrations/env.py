@@ -6,7 +6,10 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-from kaizen_api.server import models  # noqa: F401 - registers the tables
+from kaizen_api.server import (
+    models,  # noqa: F401 - registers the tables
+    webhook_tables,  # noqa: F401 - and the event model's
+)
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from kaizen_api.server.access import CurrentPrincipal, workspace_access
 from kaizen_api.server.db import session
+from kaizen_api.server.events import emit_event
 from kaizen_api.server.models import ApiKey, Workspace
 from kaizen_api.server.permissions import PERMISSION_PATTERN
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
@@ -63,6 +64,18 @@ def _out(key: ApiKey, workspace: str | None) -> KeyOut:
     )
 
 
+def _key_data(key: ApiKey, workspace: str | None, by: CurrentPrincipal) -> dict[str, object]:
+    """An event's data about a key: never its secret or hash."""
+    return {
+        "keyId": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "workspace": workspace,
+        "permissions": key.permissions,
+        "actor": by.user.email,
+    }
+
+
 @router.post("/orgs/{org}/keys", status_code=201, response_model=NewKeyOut)
 def create_key(org: str, body: KeyIn, principal: CurrentPrincipal, state: State) -> NewKeyOut:
     if principal.key is not None:
@@ -91,6 +104,7 @@ def create_key(org: str, body: KeyIn, principal: CurrentPrincipal, state: State)
             ),
         )
         db.add(key)
+        emit_event(db, access.org, "api_key.created", _key_data(key, body.workspace, principal))
     return NewKeyOut(**_out(key, body.workspace).model_dump(), key=fresh.token)
 
 
@@ -120,7 +134,9 @@ def revoke_key(org: str, key_id: str, principal: CurrentPrincipal, state: State)
             raise Problem(404, "not-found", "No such key", key_id)
         if key.user_id != principal.user.id and access.role not in ("org_owner", "org_admin"):
             raise Problem(403, "forbidden", "Not allowed", "only its owner or an org admin")
-        key.revoked_at = key.revoked_at or datetime.now(UTC)
+        if key.revoked_at is None:
+            key.revoked_at = datetime.now(UTC)
+            emit_event(db, access.org, "api_key.revoked", _key_data(key, None, principal))
         db.add(key)
     state.principals.forget_key(key_id)
     return Response(status_code=204)

@@ -19,6 +19,7 @@ from kaizen_api.server.access import (
 )
 from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import aware, session
+from kaizen_api.server.events import emit_event
 from kaizen_api.server.models import (
     ApiKey,
     Invitation,
@@ -137,6 +138,16 @@ def _check_user_quota(db: Session, org: Organization) -> None:
             f"plan {org.plan} allows {limit} users (quota: users); upgrade the plan",
             quota="users",
         )
+
+
+def _member_data(user: User | None, role: str, by: Principal) -> dict[str, str]:
+    """An event's data about a member (and who changed it)."""
+    return {
+        "userId": user.id if user else "",
+        "email": user.email if user else "",
+        "role": role,
+        "actor": by.user.email,
+    }
 
 
 def _owners(db: Session, org: Organization) -> int:
@@ -261,6 +272,7 @@ def add_member(org: str, body: MemberIn, principal: CurrentPrincipal, state: Sta
             raise Problem(409, "conflict", "Already a member", f"{user.email} is a member")
         _check_user_quota(db, access.org)
         db.add(Membership(org_id=access.org.id, user_id=user.id, role=body.role))
+        emit_event(db, access.org, "member.added", _member_data(user, body.role, principal))
     return MemberOut(user_id=user.id, email=user.email, role=body.role)
 
 
@@ -285,9 +297,12 @@ def change_member(
             and _owners(db, access.org) == 1
         ):
             raise Problem(409, "last-owner", "The last owner stays", "add another owner first")
+        before = membership.role
         membership.role = body.role
         db.add(membership)
         user = db.get(User, user_id)
+        data = {**_member_data(user, body.role, principal), "previousRole": before}
+        emit_event(db, access.org, "member.role_changed", data)
     return MemberOut(user_id=user_id, email=user.email if user else "", role=body.role)
 
 
@@ -310,6 +325,8 @@ def remove_member(org: str, user_id: str, principal: CurrentPrincipal, state: St
             if _owners(db, access.org) == 1:
                 raise Problem(409, "last-owner", "The last owner stays", "add another owner first")
         db.delete(membership)
+        gone = db.get(User, user_id)
+        emit_event(db, access.org, "member.removed", _member_data(gone, membership.role, principal))
         keys, workspaces = _drop_grants(db, access.org, user_id)
         for ws in workspaces:  # their RoleBindings no longer name the user
             sync_workspace(state.kube, db, access.org, ws)
@@ -416,6 +433,9 @@ def accept(body: AcceptIn, principal: CurrentPrincipal, state: State) -> OrgOut:
         invitation.accepted_at = now
         db.add(invitation)
         db.add(Membership(org_id=org.id, user_id=principal.user.id, role=invitation.role))
+        emit_event(
+            db, org, "member.added", _member_data(principal.user, invitation.role, principal)
+        )
     return OrgOut(slug=org.slug, name=org.name, plan=org.plan, role=invitation.role)
 
 
