@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kaizen_api import __version__
-from kaizen_api.server import audit, openapi, problems
+from kaizen_api.server import audit, openapi, policies, problems
 from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.cache import TTLCache
@@ -20,6 +20,7 @@ from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
 from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
+from kaizen_api.server.routes import policies as policy_routes
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             ),
             principals=PrincipalCache(),
             accesses=TTLCache(),
+            policies=policies.PolicyCache(settings.policy_refresh_seconds),
         )
         try:
             yield
@@ -85,7 +87,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # lazily, candidate by candidate, and that cost a get a tenth of its CPU. Workspaces
     # come before the resources' /{kind}. (Routes built this way do not see
     # app.dependency_overrides; nothing here uses overrides.)
-    for module in (auth, orgs, keys, workspaces, resources, audit_routes):
+    for module in (auth, orgs, keys, workspaces, policy_routes, resources, audit_routes):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)
 
@@ -94,6 +96,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         return {"status": "ok"}
 
     problems.install(app)
+    policies.install(app, settings)  # permission checks see the request
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     audit.install(app)  # outermost: requests refused by the body limit are audited too
     openapi.install(app)  # links between operations (create -> get/replace/delete)

@@ -22,6 +22,7 @@ ORG_ROLES: dict[str, tuple[str, ...]] = {
         "promotions:*",
         "keys:*",
         "audit:read",
+        "policies:*",
     ),
     "developer": ("orgs:read", "workspaces:read", "teams:read", "keys:*"),
     "viewer": ("orgs:read", "workspaces:read", "teams:read"),

@@ -66,6 +66,10 @@ class Settings:
     # of platform_admins (comma-separated), who need not be members.
     self_service_plans: str = "free"
     platform_admins: str = ""
+    # Access policies: how stale another replica's change may be here (seconds).
+    policy_refresh_seconds: float = 1.0
+    # TEST ONLY: take a policy's request time from the X-Kaizen-Test-Time header.
+    policy_test_clock: bool = False
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -114,4 +118,8 @@ class Settings:
             service_account=os.environ.get("KAIZEN_SERVICE_ACCOUNT", cls.service_account),
             self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
+            policy_refresh_seconds=float(
+                os.environ.get("KAIZEN_POLICY_REFRESH", cls.policy_refresh_seconds)
+            ),
+            policy_test_clock=os.environ.get("KAIZEN_POLICY_TEST_CLOCK", "") == "1",
         )
