@@ -40,6 +40,7 @@ from kaizen_api.server.policy_engine import (
     Target,
     compile_policies,
     decide,
+    decision_key,
 )
 from kaizen_api.server.problems import Problem
 
@@ -109,6 +110,7 @@ class PolicyCache:
         self.refresh = refresh
         self._sets: dict[str, _Entry] = {}
         self._teams: dict[tuple[str, str], tuple[float, tuple[str, ...]]] = {}
+        self._decisions: dict[tuple[Any, ...], Decision] = {}
         self._lock = threading.Lock()
 
     def cached(self, org_id: str) -> Compiled | None:
@@ -144,6 +146,27 @@ class PolicyCache:
         if fresh is not None:
             return fresh
         return await run_in_threadpool(self.get, engine, org_id)
+
+    def decision(
+        self,
+        org_id: str,
+        compiled: Compiled,
+        subject: Subject,
+        target: Target,
+        circumstances: Circumstances,
+    ) -> Decision:
+        """Cedar's decision, remembered by everything it depends on (the set's version
+        among it): callers repeat the same requests within a minute, and a remembered
+        decision costs a dictionary lookup instead of evaluating every policy."""
+        key = (org_id, *decision_key(compiled, subject, target, circumstances))
+        found = self._decisions.get(key)
+        if found is None:
+            found = decide(compiled, subject, target, circumstances)
+            with self._lock:
+                if len(self._decisions) >= 50_000:
+                    self._decisions.clear()
+                self._decisions[key] = found
+        return found
 
     def invalidate(self, org_id: str) -> None:
         with self._lock:
@@ -268,7 +291,7 @@ def enforce(
         now=request_time(scope, state),
         source_ip=source_ip(scope),
     )
-    decision = decide(compiled, subject, target, circumstances)
+    decision = cache.decision(org.id, compiled, subject, target, circumstances)
     if not decision.allowed:
         raise denial(decision, compiled, permission, target)
 
