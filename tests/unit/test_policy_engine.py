@@ -138,3 +138,18 @@ def test_verbs_map_to_actions_and_write_groups_them() -> None:
     compiled = compile_policies([writes], "restrict", 1)
     assert decide(compiled, DEV, AGENT, at("agents:read")).allowed
     assert not decide(compiled, DEV, AGENT, at("pipelines:run")).allowed
+
+
+def test_statements_scoped_to_other_actions_are_not_evaluated_but_still_apply() -> None:
+    listed = StoredPolicy(
+        "no-edits",
+        'forbid (principal, action in [Kaizen::Action::"delete", Kaizen::Action::"update"], '
+        "resource);",
+    )
+    compiled = compile_policies([listed, CRITICAL], "restrict", 1)
+    assert decide(compiled, DEV, AGENT, at("agents:update")).policies == ("no-edits",)
+    assert decide(compiled, DEV, AGENT, at("agents:delete")).policies == (
+        "no-critical-deletes",
+        "no-edits",
+    )
+    assert decide(compiled, DEV, AGENT, at("agents:read")).allowed

@@ -167,7 +167,8 @@ class Compiled:
 
     mode: str = "restrict"
     version: int = 0
-    policy_set: Any = None  # cedarpy.PolicySet; None: nothing to evaluate
+    policy_set: Any = None  # cedarpy.PolicySet of every statement; None: nothing to evaluate
+    by_action: Mapping[str, Any] = field(default_factory=dict)  # the statements an action can match
     forbids: frozenset[str] = frozenset()  # statement ids of forbid statements
     count: int = 0  # named policies
     needs_labels: bool = False  # some policy reads resource tags
@@ -189,6 +190,29 @@ def policy_name(statement: str) -> str:
     return statement.rpartition("#")[0] or statement
 
 
+def _policy_set_json(statements_by_id: Mapping[str, Any]) -> str:
+    return json.dumps({"staticPolicies": statements_by_id, "templates": {}, "templateLinks": []})
+
+
+def _may_match(body: Mapping[str, Any], action: str) -> bool:
+    """Whether a statement's action scope admits ``action`` (Cedar evaluates every
+    statement of a set; leaving out those scoped to other actions saves their cost).
+    A scope this does not understand is kept: Cedar then decides."""
+    scope = body.get("action") or {}
+    op = scope.get("op")
+    if op == "All":
+        return True
+    named = [scope["entity"]] if "entity" in scope else list(scope.get("entities") or [])
+    if op not in ("==", "in") or not named:
+        return True
+    ids = {e.get("id") for e in named if e.get("type") == f"{NAMESPACE}::Action"}
+    if len(ids) != len(named):
+        return True
+    if op == "in" and "write" in ids and action != "read":
+        return True
+    return action in ids
+
+
 def compile_policies(policies: Iterable[StoredPolicy], mode: str, version: int) -> Compiled:
     """One PolicySet of every statement, each with the id ``<policy>#<n>`` so that a
     decision names the policy; restrict mode adds the implicit roles permit."""
@@ -208,11 +232,17 @@ def compile_policies(policies: Iterable[StoredPolicy], mode: str, version: int) 
         combined[ROLES_POLICY] = json.loads(
             cedarpy.policies_to_json_str("permit (principal, action, resource);")
         )["staticPolicies"]["policy0"]
-    text = json.dumps({"staticPolicies": combined, "templates": {}, "templateLinks": []})
+    text = _policy_set_json(combined)
     return Compiled(
         mode=mode,
         version=version,
         policy_set=cedarpy.PolicySet.from_json_str(text),
+        by_action={
+            action: cedarpy.PolicySet.from_json_str(
+                _policy_set_json({k: v for k, v in combined.items() if _may_match(v, action)})
+            )
+            for action in (*VERBS, "other")
+        },
         forbids=frozenset(forbids),
         count=count,
         needs_labels='"getTag"' in text or '"hasTag"' in text,
@@ -350,7 +380,8 @@ def decide(
         "context": _context(circumstances, compiled.uses_now),
     }
     entities = _ACTIONS.with_added_json_str(_entities(subject, target))
-    result = cedarpy.is_authorized(request, compiled.policy_set, entities)
+    policy_set = compiled.by_action.get(action_of(circumstances.permission), compiled.policy_set)
+    result = cedarpy.is_authorized(request, policy_set, entities)
     reasons = result.diagnostics.reasons
     errors = tuple(result.diagnostics.errors)
     failed_forbids = [
