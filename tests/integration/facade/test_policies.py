@@ -7,6 +7,7 @@ policies; the permit-required mode; policy changes in the audit trail."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -588,3 +589,48 @@ def test_policy_changes_are_audited(world: World) -> None:
     assert all(
         r["actor"] == world.server.email for r in records if r["resource"].endswith("/audited")
     )
+
+
+def test_cli_applies_lists_checks_and_deletes(
+    world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from kaizen_api.cli import commands, policies  # noqa: F401 - registers the commands
+    from kaizen_api.cli.__main__ import app
+
+    token = world.headers["owner"]["authorization"].removeprefix("Bearer ")
+    credentials = tmp_path / "credentials.json"
+    saved = {"url": world.server.url, "access_token": token, "org": world.org}
+    credentials.write_text(json.dumps(saved))
+    monkeypatch.setenv("KAIZEN_CREDENTIALS", str(credentials))
+    runner = CliRunner()
+
+    def kaizen(*args: str) -> Any:
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    policy = tmp_path / "no-friday-deploys.cedar"
+    policy.write_text(
+        'forbid (principal, action == Kaizen::Action::"create", resource)\n'
+        'when { resource.kind == "promotions" && context.dayOfWeek == 5 };'
+    )
+    assert kaizen("policies", "apply", "-f", str(policy)).exit_code == 0
+    listed = kaizen("policies", "list")
+    assert listed.exit_code == 0 and "no-friday-deploys" in listed.stdout
+    assert "context.dayOfWeek == 5" in kaizen("policies", "get", "no-friday-deploys").stdout
+    friday = kaizen(
+        "policies", "check", "promotions:create", "-w", "ml", "--at", "2026-12-04T10:00:00"
+    )
+    assert friday.exit_code == 1 and "no-friday-deploys" in friday.stdout
+    thursday = kaizen(
+        "policies", "check", "promotions:create", "-w", "ml", "--at", "2026-12-03T10:00:00"
+    )
+    assert thursday.exit_code == 0 and "allowed" in thursday.stdout
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "name: broken\ncedar: 'forbid (principal, action, resource) when { resource.owner == 1 };'\n"
+    )
+    refused = kaizen("policies", "apply", "-f", str(broken))
+    assert refused.exit_code == 1 and "attribute `owner`" in refused.stdout
+    assert kaizen("policies", "delete", "no-friday-deploys").exit_code == 0
+    assert "no-friday-deploys" not in kaizen("policies", "list").stdout
