@@ -8,7 +8,9 @@ organizations in it with 0, 10 and 100 policies (a mix of team, email-domain,
 source-range, time-window and key-scope conditions, none of which matches, so every
 call is allowed after evaluating all of them), and a fourth with 100 policies of which
 one reads labels (which makes the facade read the stored object's labels from the
-apiserver before deciding). Calls alternate between the organizations call by call,
+apiserver before deciding). Two series: the same call repeated (the decision is
+remembered), and the same call at another minute each time (test clock: every
+decision is evaluated by Cedar). Calls alternate between the organizations call by call,
 so a slow moment of the machine slows all of them. GET of one Agent.
 
 Prints p50/p99 of the call and p50 of the facade's own time (Server-Timing total
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,21 +84,26 @@ Series = dict[str, list[float]]
 
 
 def measure(
-    api: httpx.Client, orgs: dict[str, str], n: int, *, distinct: bool
+    api: httpx.Client, orgs: dict[str, str], n: int, *, fresh: bool
 ) -> tuple[Series, Series]:
     """``n`` GETs per organization, alternating call by call: latency and the
-    facade's own time (Server-Timing total minus kube), ms."""
+    facade's own time (Server-Timing total minus kube), ms. ``fresh``: each call at
+    another minute (the test clock), so no decision is remembered: every one is
+    evaluated by Cedar."""
     latency: Series = {side: [] for side in orgs}
     own: Series = {side: [] for side in orgs}
     names = list(orgs)
     for i in range(n):
         for k in range(len(names)):
             side = names[(i + k) % len(names)]
-            agent = f"x{uuid.uuid4().hex[:10]}" if distinct else "a0"
+            headers = {}
+            if fresh:
+                moment = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=i)
+                headers["x-kaizen-test-time"] = moment.isoformat()
             started = time.perf_counter()
-            response = api.get(f"/orgs/{orgs[side]}/workspaces/ml/agents/{agent}")
+            response = api.get(f"/orgs/{orgs[side]}/workspaces/ml/agents/a0", headers=headers)
             latency[side].append((time.perf_counter() - started) * 1000)
-            if response.status_code != (404 if distinct else 200):
+            if response.status_code != 200:
                 raise RuntimeError(f"unexpected answer: {response.text}")
             parts = dict(
                 item.strip().split(";dur=") for item in response.headers["server-timing"].split(",")
@@ -127,8 +135,6 @@ def report(title: str, n: int, latency: Series, own: Series) -> None:
 def print_engine_cost() -> None:
     """Why evaluation costs what it does: cedarpy's decision in this process, by the
     number of policies (no HTTP, no database), median of 500."""
-    from datetime import UTC, datetime
-
     from kaizen_api.server.policy_engine import (
         Circumstances,
         StoredPolicy,
@@ -180,6 +186,7 @@ def main() -> int:
         "KAIZEN_DATABASE_URL": f"sqlite:///{folder / 'api.db'}",
         "KAIZEN_USER_RATE_LIMIT": "100000000",
         "KAIZEN_SELF_SERVICE_PLANS": "free,enterprise",
+        "KAIZEN_POLICY_TEST_CLOCK": "1",  # the evaluated series picks its minute
     }
     proc = start(
         ["kaizen-api", "--host", "127.0.0.1", "--port", str(port)],
@@ -217,8 +224,10 @@ def main() -> int:
             for side in names:
                 api.get(f"/orgs/{orgs[side]}/workspaces/ml/agents/a0").raise_for_status()
         results = {
-            "same Agent (decision remembered)": measure(api, orgs, args.n, distinct=False),
-            "a new name each call (evaluated; 404)": measure(api, orgs, args.n, distinct=True),
+            "one Agent (decision remembered)": measure(api, orgs, args.n, fresh=False),
+            "one Agent, each call another minute (evaluated)": measure(
+                api, orgs, args.n, fresh=True
+            ),
         }
     finally:
         proc.stop()

@@ -153,3 +153,34 @@ def test_statements_scoped_to_other_actions_are_not_evaluated_but_still_apply() 
         "no-edits",
     )
     assert decide(compiled, DEV, AGENT, at("agents:read")).allowed
+
+
+def test_decisions_are_keyed_by_what_they_depend_on() -> None:
+    from dataclasses import replace
+
+    from kaizen_api.server.policy_engine import decision_key
+
+    unnamed = compile_policies([CRITICAL], "restrict", 1)
+    named = compile_policies(
+        [
+            StoredPolicy(
+                "named", 'forbid (principal, action, resource) when { resource.name == "a" };'
+            )
+        ],
+        "restrict",
+        1,
+    )
+    other = replace(AGENT, name="b")
+    assert decision_key(unnamed, DEV, AGENT, at("agents:delete")) == decision_key(
+        unnamed, DEV, other, at("agents:delete")
+    )
+    assert decision_key(named, DEV, AGENT, at("agents:delete")) != decision_key(
+        named, DEV, other, at("agents:delete")
+    )
+    later = at("agents:delete", NOON.replace(second=30))
+    assert decision_key(unnamed, DEV, AGENT, later) == decision_key(
+        unnamed, DEV, AGENT, at("agents:delete")
+    )
+    assert decision_key(unnamed, DEV, replace(AGENT, labels={}), later) != decision_key(
+        unnamed, DEV, AGENT, later
+    )

@@ -174,6 +174,7 @@ class Compiled:
     needs_labels: bool = False  # some policy reads resource tags
     needs_target: bool = False  # some policy reads resource.targetEnvironment
     uses_now: bool = False  # some policy reads context.now (else the minute decides)
+    uses_name: bool = False  # some policy reads the object's name (or names a Resource)
 
     @property
     def trivial(self) -> bool:
@@ -248,6 +249,7 @@ def compile_policies(policies: Iterable[StoredPolicy], mode: str, version: int) 
         needs_labels='"getTag"' in text or '"hasTag"' in text,
         needs_target='"targetEnvironment"' in text,
         uses_now='"attr": "now"' in text,
+        uses_name='"attr": "name"' in text or f'"{NAMESPACE}::Resource"' in text,
     )
 
 
@@ -343,8 +345,9 @@ def decision_key(
     compiled: Compiled, subject: Subject, target: Target, circumstances: Circumstances
 ) -> tuple[Any, ...]:
     """Everything a decision depends on, so that equal keys get equal decisions: the
-    set's version, the caller, the target, and the request's context (its time to the
-    minute, or to the second when a policy reads ``context.now``)."""
+    set's version, the caller, the target (its name only if a policy reads names), and
+    the request's context (its time to the minute, or to the second when a policy
+    reads ``context.now``)."""
     now = circumstances.now.astimezone(UTC)
     moment = (
         now.replace(microsecond=0) if compiled.uses_now else now.replace(second=0, microsecond=0)
@@ -354,7 +357,7 @@ def decision_key(
         compiled.mode,
         subject,
         target.kind,
-        target.name,
+        target.name if compiled.uses_name else None,  # else decisions differ not by name
         target.workspace,
         tuple(sorted(target.labels.items())),
         target.target_environment,
