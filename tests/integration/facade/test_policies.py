@@ -20,7 +20,8 @@ from kubernetes import client
 
 from localdb import postgres
 from tests.support.facade import PASSWORD, agent
-from tests.support.live_server import Server, live_facade
+from tests.support.kube import eventually
+from tests.support.live_server import Server, live_facade, start_facade
 
 WEDNESDAY_NOON = "2026-12-02T12:00:00Z"
 WEDNESDAY_EVENING = "2026-12-02T20:00:00Z"
@@ -634,3 +635,33 @@ def test_cli_applies_lists_checks_and_deletes(
     assert refused.exit_code == 1 and "attribute `owner`" in refused.stdout
     assert kaizen("policies", "delete", "no-friday-deploys").exit_code == 0
     assert "no-friday-deploys" not in kaizen("policies", "list").stdout
+
+
+def test_a_change_reaches_the_other_replica(
+    world: World, facade_cluster: Path, tmp_path: Path
+) -> None:
+    """A second `kaizen-api` on the same database: a policy saved through one replica
+    is enforced by the other (its compiled set notices the new version within
+    KAIZEN_POLICY_REFRESH, 1 s), and so is its removal."""
+    env = {"KAIZEN_POLICY_TEST_CLOCK": "1", "KAIZEN_TRUSTED_PROXIES": "127.0.0.1"}
+    process, url = start_facade(facade_cluster, tmp_path, world.server.database_url, env)
+    try:
+        path = f"{url}/api/v1/orgs/{world.org}/workspaces/sandbox/agents"
+        headers = world.headers["contractor-key"]  # keys live in the shared database
+        assert httpx.get(path, headers=headers, timeout=30).status_code == 200  # cached there
+        text = 'forbid (principal, action, resource) when { resource.workspace == "sandbox" };'
+        ok(world.call("owner", "PUT", "/policies/sandbox-closed", {"cedar": text}), 201)
+        denied = eventually(
+            lambda: (r := httpx.get(path, headers=headers, timeout=30)).status_code == 403 and r,
+            timeout=30,
+            what="the other replica to apply the new policy",
+        )
+        assert denied.json()["policies"] == ["sandbox-closed"]
+        ok(world.call("owner", "DELETE", "/policies/sandbox-closed"), 204)
+        eventually(
+            lambda: httpx.get(path, headers=headers, timeout=30).status_code == 200,
+            timeout=30,
+            what="the other replica to drop the removed policy",
+        )
+    finally:
+        process.stop()
