@@ -111,7 +111,13 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    from kaizen_api.cli import commands, export, pipelines, webhooks  # noqa: F401 - register commands
+    from kaizen_api.cli import (  # noqa: F401 - register their commands
+        commands,
+        export,
+        pipelines,
+        policies,
+        webhooks,
+    )
 
     app()
 

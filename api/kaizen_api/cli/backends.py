@@ -42,6 +42,7 @@ class FacadeBackend:
     def __init__(self, url: str, token: str, org: str, workspace: str) -> None:
         import httpx
 
+        self.org = org
         self.base = f"/orgs/{org}/workspaces/{workspace}"
         self.http = httpx.Client(
             base_url=url.rstrip("/") + "/api/v1",
@@ -50,18 +51,26 @@ class FacadeBackend:
         )
 
     @classmethod
-    def from_credentials(cls, org: str | None, workspace: str | None) -> FacadeBackend:
+    def from_credentials(
+        cls, org: str | None, workspace: str | None, *, need_workspace: bool = True
+    ) -> FacadeBackend:
         path = credentials_file()
         if not path.exists():
             raise CLIError("not logged in: run `kaizen login` (or use --kube)")
         saved = json.loads(path.read_text())
         org, workspace = org or saved.get("org"), workspace or saved.get("workspace")
-        if not org or not workspace:
+        if not org:
+            raise CLIError("which organization? pass --org (or set it at login)")
+        if need_workspace and not workspace:
             raise CLIError("which workspace? pass --org and --workspace (or set them at login)")
-        return cls(saved["url"], saved["access_token"], org, workspace)
+        return cls(saved["url"], saved["access_token"], org, workspace or "")
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
-        response = self.http.request(method, self.base + path, **kw)
+    def org_call(self, method: str, path: str, **kw: Any) -> Any:
+        """A call on the organization (``/orgs/<org><path>``), e.g. its policies."""
+        return self._call(method, path, root=f"/orgs/{self.org}", **kw)
+
+    def _call(self, method: str, path: str, root: str | None = None, **kw: Any) -> Any:
+        response = self.http.request(method, (self.base if root is None else root) + path, **kw)
         if response.status_code >= 400:
             try:
                 body = response.json()

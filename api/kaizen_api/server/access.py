@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from kaizen_api.server import policies
 from kaizen_api.server.audit import member_of
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.kube import Caller
@@ -235,6 +236,7 @@ class OrgAccess:
             raise Problem(
                 403, "forbidden", "Not allowed", f"this API key's scope does not grant {permission}"
             )
+        policies.enforce(self.principal, self.org, self.role, permission)  # after the roles
 
 
 def org_access(db: Session, principal: Principal, slug: str) -> OrgAccess:
@@ -303,6 +305,7 @@ class WorkspaceAccess:
                     "Not allowed",
                     f"this API key's scope does not grant {permission}",
                 )
+        policies.enforce(self.org.principal, self.org.org, self.org.role, permission, self)
 
 
 def team_names(db: Session, org: Organization, user: User) -> list[str]:

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from kaizen_api import __version__
-from kaizen_api.server import audit, console, openapi, problems
+from kaizen_api.server import audit, console, openapi, policies, problems
 from kaizen_api.server.access import PrincipalCache
 from kaizen_api.server.audit import AuditWriter
 from kaizen_api.server.cache import TTLCache
@@ -20,6 +20,7 @@ from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
 from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
+from kaizen_api.server.routes import policies as policy_routes
 from kaizen_api.server.routes import webhooks as webhook_routes
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
@@ -67,6 +68,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             ),
             principals=PrincipalCache(),
             accesses=TTLCache(),
+            policies=policies.PolicyCache(settings.policy_refresh_seconds),
         )
         deliverer = Deliverer(engine, settings.webhooks)
         watcher = Watcher(engine, kube, on_new=deliverer.wake)
@@ -96,7 +98,16 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # lazily, candidate by candidate, and that cost a get a tenth of its CPU. Workspaces
     # come before the resources' /{kind}. (Routes built this way do not see
     # app.dependency_overrides; nothing here uses overrides.)
-    for module in (auth, orgs, keys, webhook_routes, workspaces, resources, audit_routes):
+    for module in (
+        auth,
+        orgs,
+        keys,
+        webhook_routes,
+        workspaces,
+        policy_routes,
+        resources,
+        audit_routes,
+    ):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)
 
@@ -106,6 +117,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
 
     console.install(app, settings.console_dir)  # last: every API route matches first
     problems.install(app)
+    policies.install(app, settings)  # permission checks see the request
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     audit.install(app)  # outermost: requests refused by the body limit are audited too
     openapi.install(app)  # links between operations (create -> get/replace/delete)

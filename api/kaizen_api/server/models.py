@@ -180,3 +180,30 @@ class RateHit(SQLModel, table=True):
     limiter: str = Field(max_length=32)
     key: str = Field(max_length=400)
     at: float  # seconds since the epoch
+
+
+class AccessPolicy(SQLModel, table=True):
+    """One named access policy of an organization: Cedar text (see policy_engine)."""
+
+    __tablename__ = "access_policies"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=63)
+    description: str = Field(default="", max_length=1000)
+    cedar: str
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(default="", max_length=320)
+
+
+class PolicySetState(SQLModel, table=True):
+    """An organization's policy mode and the version of its policy set: every change
+    bumps it, so each facade replica knows cheaply when its compiled copy is stale."""
+
+    __tablename__ = "policy_sets"
+
+    org_id: str = Field(foreign_key="organizations.id", primary_key=True)
+    mode: str = Field(default="restrict", max_length=20)
+    version: int = 0

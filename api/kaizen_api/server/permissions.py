@@ -24,6 +24,7 @@ ORG_ROLES: dict[str, tuple[str, ...]] = {
         "keys:*",
         "audit:read",
         "webhooks:*",
+        "policies:*",
     ),
     "developer": ("orgs:read", "workspaces:read", "teams:read", "keys:*"),
     "viewer": ("orgs:read", "workspaces:read", "teams:read"),

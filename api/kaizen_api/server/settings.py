@@ -87,6 +87,10 @@ class Settings:
     console_dir: Path | None = None
     # Webhook retries, leases and the resource watch (KAIZEN_WEBHOOK_*).
     webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+    # Access policies: how stale another replica's change may be here (seconds).
+    policy_refresh_seconds: float = 1.0
+    # TEST ONLY: take a policy's request time from the X-Kaizen-Test-Time header.
+    policy_test_clock: bool = False
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -143,4 +147,8 @@ class Settings:
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
             console_dir=console_dir(),
             webhooks=WebhookConfig.from_env(),
+            policy_refresh_seconds=float(
+                os.environ.get("KAIZEN_POLICY_REFRESH", cls.policy_refresh_seconds)
+            ),
+            policy_test_clock=os.environ.get("KAIZEN_POLICY_TEST_CLOCK", "") == "1",
         )

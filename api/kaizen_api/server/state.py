@@ -4,13 +4,14 @@ client, the API-key rate limiter and the failed-authentication throttle (kept on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
 from sqlalchemy import Engine
 
 from kaizen_api.server.kube import Kube
+from kaizen_api.server.policies import PolicyCache
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
@@ -37,6 +38,7 @@ class AppState:
     passwords: PasswordWork  # argon2, bounded concurrency
     principals: PrincipalCache
     accesses: TTLCache[WorkspaceAccess]
+    policies: PolicyCache = field(default_factory=PolicyCache)  # compiled Cedar sets
 
 
 async def app_state(request: Request) -> AppState:

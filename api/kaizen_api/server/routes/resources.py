@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlmodel import Session
 from starlette.concurrency import run_in_threadpool
 
+from kaizen_api.server import policies
 from kaizen_api.server.access import (
     CurrentPrincipal,
     WorkspaceAccess,
@@ -119,9 +120,17 @@ def _resolve(principal: Any, state: AppState, org: str, ws: str) -> WorkspaceAcc
 
 
 async def _check(
-    principal: Any, state: AppState, org: str, ws: str, permission: str
+    principal: Any,
+    state: AppState,
+    org: str,
+    ws: str,
+    permission: str,
+    *,
+    name: str | None = None,
+    body: Json | None = None,
 ) -> WorkspaceAccess:
-    """The caller's access to the workspace, checked for ``permission``. Resolutions are
+    """The caller's access to the workspace, checked for ``permission`` (roles, then
+    access policies on object ``name`` / the ``body`` being written). Resolutions are
     remembered 5 s (membership changes clear them at once on this replica); Kubernetes
     RBAC still decides every call. Only a miss reads the database (in the thread pool)."""
     key = (principal.user.id, principal.key.id if principal.key else None, org, ws)
@@ -130,7 +139,8 @@ async def _check(
         access = await run_in_threadpool(_resolve, principal, state, org, ws)
         state.accesses.put(key, access)
     member_of(access.org.org.slug)  # remembered resolutions count too (audit view)
-    access.require(permission)  # the workspace role and, for a key, its scope
+    await policies.prepare(state, access, permission, name, body)
+    access.require(permission)  # the workspace role and, for a key, its scope; policies
     return access
 
 
@@ -262,7 +272,7 @@ async def create_resource(
     principal: CurrentPrincipal,
     state: State,
 ) -> Response:
-    access = await _check(principal, state, org, ws, f"{kind}:create")
+    access = await _check(principal, state, org, ws, f"{kind}:create", body=body)
     obj = _validated(kind, body, access.namespace)
     created, raw = await _create(state, access, kind, obj)
     return _passed_on(created, raw, 201)
@@ -300,7 +310,7 @@ async def get_resource(
     principal: CurrentPrincipal,
     state: State,
 ) -> Response:
-    access = await _check(principal, state, org, ws, f"{kind}:read")
+    access = await _check(principal, state, org, ws, f"{kind}:read", name=name)
     obj, raw = await state.kube.arequest(
         "GET", kaizen_path(access.namespace, kind, name), caller=access.caller
     )
@@ -319,7 +329,7 @@ async def replace_resource(
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Replace the spec (and labels/annotations); needs If-Match or resourceVersion."""
-    access = await _check(principal, state, org, ws, f"{kind}:update")
+    access = await _check(principal, state, org, ws, f"{kind}:update", name=name, body=body)
     obj = _validated(kind, body, access.namespace, name)
     version = (if_match or "").strip('"') or obj["metadata"].get("resourceVersion")
     if not version:
@@ -350,7 +360,7 @@ async def delete_resource(
     state: State,
     if_match: Annotated[str | None, Header()] = None,
 ) -> Response:
-    access = await _check(principal, state, org, ws, f"{kind}:delete")
+    access = await _check(principal, state, org, ws, f"{kind}:delete", name=name)
     body: Json = {"propagationPolicy": "Background"}
     if if_match:
         body["preconditions"] = {"resourceVersion": _known_version(if_match.strip('"'))}
@@ -386,7 +396,7 @@ async def approve_promotion(
 ) -> Json:
     """Approve as yourself: the operator's admission webhook records the authenticated
     user (and refuses people outside the approvers list)."""
-    access = await _check(principal, state, org, ws, "promotions:approve")
+    access = await _check(principal, state, org, ws, "promotions:approve", name=name)
     patch = {"metadata": {"annotations": {"kaizen.studio/approve": body.reason}}}
     return await _merge_patch(state, access, Kind.promotions, name, patch)
 
@@ -395,7 +405,7 @@ async def approve_promotion(
 async def reject_promotion(
     org: str, ws: str, name: Name, body: Decision, principal: CurrentPrincipal, state: State
 ) -> Json:
-    access = await _check(principal, state, org, ws, "promotions:approve")
+    access = await _check(principal, state, org, ws, "promotions:approve", name=name)
     patch = {"metadata": {"annotations": {"kaizen.studio/reject": body.reason}}}
     return await _merge_patch(state, access, Kind.promotions, name, patch)
 
@@ -437,7 +447,7 @@ async def list_revisions(
 ) -> list[Json]:
     """The Agent's or Pipeline's revisions, newest first (number, hash, content, creation
     time)."""
-    access = await _check(principal, state, org, ws, f"{kind}:read")
+    access = await _check(principal, state, org, ws, f"{kind}:read", name=name)
     return await _revisions(state, access, kind, name)
 
 
@@ -453,7 +463,7 @@ async def rollback(
 ) -> Json:
     """Restore an earlier revision's content (this makes a new revision: history is
     append-only). Promoted gateways change only through a Promotion."""
-    access = await _check(principal, state, org, ws, f"{kind}:update")
+    access = await _check(principal, state, org, ws, f"{kind}:update", name=name)
     found = [
         r for r in await _revisions(state, access, kind, name) if r["revision"] == body.revision
     ]
@@ -485,7 +495,7 @@ async def gateway_status(
     org: str, ws: str, name: Name, principal: CurrentPrincipal, state: State
 ) -> Json:
     """The Gateway's status and its autoscaler's numbers, in one answer."""
-    access = await _check(principal, state, org, ws, "gateways:read")
+    access = await _check(principal, state, org, ws, "gateways:read", name=name)
     gateway = await _call(
         state, "GET", kaizen_path(access.namespace, Kind.gateways, name), caller=access.caller
     )
@@ -529,7 +539,7 @@ async def set_override(
     org: str, ws: str, name: Name, body: ScalingOverride, principal: CurrentPrincipal, state: State
 ) -> Json:
     """Pin or freeze the autoscaler (until expiresAt, if given)."""
-    access = await _check(principal, state, org, ws, "scalingpolicies:update")
+    access = await _check(principal, state, org, ws, "scalingpolicies:update", name=name)
     patch = {"spec": {"override": body.to_wire()}}
     return await _merge_patch(state, access, Kind.scalingpolicies, name, patch)
 
@@ -538,7 +548,7 @@ async def set_override(
 async def clear_override(
     org: str, ws: str, name: Name, principal: CurrentPrincipal, state: State
 ) -> Json:
-    access = await _check(principal, state, org, ws, "scalingpolicies:update")
+    access = await _check(principal, state, org, ws, "scalingpolicies:update", name=name)
     return await _merge_patch(
         state, access, Kind.scalingpolicies, name, {"spec": {"override": None}}
     )
