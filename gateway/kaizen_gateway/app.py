@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from kaizen_api.metering import UsageRecord
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.agent import ToolType
@@ -65,6 +66,7 @@ from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
 from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
 from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
+from kaizen_gateway.usage import UsageMeter, new_uid, outcome_label
 
 log = logging.getLogger("kaizen_gateway")
 SOURCES_HEADER = "x-kaizen-knowledge-sources"
@@ -137,6 +139,7 @@ class Gateway:
         )
         self.memory = ConversationMemory(self.redis)
         self.shared_limits = SharedBuckets(self.redis.client) if self.redis else None
+        self.meter = UsageMeter(self.redis)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -159,6 +162,7 @@ class Gateway:
         )
         self.reload()
         self.mcp.start()
+        self.meter.start()
         self._watch = asyncio.create_task(self._watch_loop())
         await self.knowledge.start(
             self.session,
@@ -175,6 +179,7 @@ class Gateway:
                 await self._watch
         await self.mcp.stop()
         await self.memory.close()  # summaries in flight still need the upstream session
+        await self.meter.stop()  # before Redis closes: what is buffered is appended
         if self.session:
             await self.session.close()
         if self.tool_session:
@@ -494,20 +499,50 @@ class Gateway:
         )
 
     def account(
-        self, agent: BundledAgent, status: int, seconds: float, usage: dict[str, Any] | None
+        self,
+        agent: BundledAgent,
+        status: int,
+        seconds: float,
+        usage: dict[str, Any] | None,
+        *,
+        request_id: str,
+        caller: str,
+        code: str | None = None,
+        tool_calls: int = 0,
     ) -> None:
+        """Metrics and the usage record of one finished agent request (any outcome)."""
         labels = (agent.name, str(agent.revision))
         metrics.REQUESTS.labels(*labels, str(status)).inc()
         metrics.LATENCY.labels(*labels).observe(seconds)
+        tokens_in = int(usage.get("prompt_tokens", 0)) if usage else 0
+        tokens_out = int(usage.get("completion_tokens", 0)) if usage else 0
+        cost = metrics.cost(self.settings.prices, agent.spec.model.name, tokens_in, tokens_out)
         if usage:
-            tokens_in, tokens_out = (
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-            )
             metrics.TOKENS.labels(*labels, "in").inc(tokens_in)
             metrics.TOKENS.labels(*labels, "out").inc(tokens_out)
-            metrics.COST.labels(*labels).inc(
-                metrics.cost(self.settings.prices, agent.spec.model.name, tokens_in, tokens_out)
+            metrics.COST.labels(*labels).inc(cost)
+        current = self.bundles.current
+        if current is not None:
+            self.meter.record(
+                current.bundle.namespace,
+                UsageRecord(
+                    uid=new_uid(),
+                    request_id=request_id[:64],
+                    time=time.time(),
+                    gateway=current.bundle.gateway,
+                    kind="agent",
+                    name=agent.name,
+                    revision=agent.revision,
+                    caller=caller,
+                    model=agent.spec.model.name,
+                    tokens_in=tokens_in,
+                    tokens_out=tokens_out,
+                    tool_calls=tool_calls,
+                    latency_ms=round(seconds * 1000, 3),
+                    cost_usd=cost,
+                    status=status,
+                    outcome=outcome_label(status, code),
+                ),
             )
 
 
@@ -700,10 +735,16 @@ def build_app(gw: Gateway) -> Starlette:
         waited = run.model_seconds + run.tool_seconds
         return first, _headers(agent, started, waited, request_id)
 
-    def finisher(agent: BundledAgent, started: float) -> Any:
+    def finisher(agent: BundledAgent, started: float, request_id: str, caller: str) -> Any:
         def done(status: int, outcome: Outcome | None) -> None:
             gw.account(
-                agent, status, time.perf_counter() - started, outcome.usage if outcome else None
+                agent,
+                status,
+                time.perf_counter() - started,
+                outcome.usage if outcome else None,
+                request_id=request_id,
+                caller=caller,
+                tool_calls=len(outcome.tools) if outcome else 0,
             )
 
         return done
@@ -713,6 +754,7 @@ def build_app(gw: Gateway) -> Starlette:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
+        caller = "-"
         try:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
@@ -739,7 +781,7 @@ def build_app(gw: Gateway) -> Starlette:
                     events,
                     agent.name,
                     request_id,
-                    memo.capture(finisher(agent, started)),
+                    memo.capture(finisher(agent, started, request_id, caller)),
                     lambda: metrics.TTFT.labels(*labels).observe(time.perf_counter() - started),
                 )
                 if knowledge.hits:
@@ -752,7 +794,15 @@ def build_app(gw: Gateway) -> Starlette:
             outcome = await outcome_of(loop(agent, chat, tools, False).events())
         except GatewayError as exc:
             if agent is not None:
-                gw.account(agent, exc.status, time.perf_counter() - started, None)
+                gw.account(
+                    agent,
+                    exc.status,
+                    time.perf_counter() - started,
+                    None,
+                    request_id=request_id,
+                    caller=caller,
+                    code=exc.code,
+                )
             return _error(exc, {"x-request-id": request_id})
         await gw.remember(agent, recall, turn or [], outcome.message)
         result = answers.completion(outcome, agent.name, request_id)
@@ -760,7 +810,15 @@ def build_app(gw: Gateway) -> Starlette:
         if knowledge.hits:  # an extra field OpenAI clients keep (model_extra), and a header
             result["sources"] = knowledge.sources()
             headers[SOURCES_HEADER] = knowledge.header()
-        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
+        gw.account(
+            agent,
+            200,
+            time.perf_counter() - started,
+            outcome.usage,
+            request_id=request_id,
+            caller=caller,
+            tool_calls=len(outcome.tools),
+        )
         return Response(encode(result), media_type="application/json", headers=headers)
 
     @tracing.traced("/agents/{name}/invoke")
@@ -768,6 +826,7 @@ def build_app(gw: Gateway) -> Starlette:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
+        caller = "-"
         try:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
@@ -810,7 +869,7 @@ def build_app(gw: Gateway) -> Starlette:
                             "sources": knowledge.sources(),
                         }
                     ),
-                    finisher(agent, started),
+                    finisher(agent, started, request_id, caller),
                 )
                 return StreamingResponse(
                     memo.around(sse),
@@ -820,10 +879,26 @@ def build_app(gw: Gateway) -> Starlette:
             outcome = await outcome_of(events)
         except GatewayError as exc:
             if agent is not None:
-                gw.account(agent, exc.status, time.perf_counter() - started, None)
+                gw.account(
+                    agent,
+                    exc.status,
+                    time.perf_counter() - started,
+                    None,
+                    request_id=request_id,
+                    caller=caller,
+                    code=exc.code,
+                )
             return _error(exc, {"x-request-id": request_id})
         await gw.remember(agent, recall, turn, outcome.message)
-        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
+        gw.account(
+            agent,
+            200,
+            time.perf_counter() - started,
+            outcome.usage,
+            request_id=request_id,
+            caller=caller,
+            tool_calls=len(outcome.tools),
+        )
         out = answers.native(outcome, agent.name, agent.revision, started, request_id)
         out["sources"] = knowledge.sources()
         out.update(recall.native(body.get("conversationId")))

@@ -19,11 +19,12 @@ from kaizen_api.server.kube import Kube
 from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
-from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
+from kaizen_api.server.routes import auth, keys, orgs, resources, usage, workspaces
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
 from kaizen_api.server.throttle import AuthThrottle
+from kaizen_api.server.usage import UsageConsumer, UsageStore
 
 
 def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
@@ -65,9 +66,23 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             principals=PrincipalCache(),
             accesses=TTLCache(),
         )
+        consumer = (
+            UsageConsumer(
+                UsageStore(engine),
+                settings.usage_redis_url,
+                claim_idle_ms=settings.usage_claim_idle_ms,
+                retention_days=settings.usage_retention_days,
+            )
+            if settings.usage_redis_url
+            else None
+        )
+        if consumer is not None:
+            consumer.start()
         try:
             yield
         finally:
+            if consumer is not None:
+                consumer.stop()
             writer.close()  # records kept through a database outage: a last try
             await kube.aclose()
             engine.dispose()
@@ -85,7 +100,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # lazily, candidate by candidate, and that cost a get a tenth of its CPU. Workspaces
     # come before the resources' /{kind}. (Routes built this way do not see
     # app.dependency_overrides; nothing here uses overrides.)
-    for module in (auth, orgs, keys, workspaces, resources, audit_routes):
+    for module in (auth, orgs, keys, workspaces, resources, audit_routes, usage):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)
 

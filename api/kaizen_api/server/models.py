@@ -180,3 +180,84 @@ class RateHit(SQLModel, table=True):
     limiter: str = Field(max_length=32)
     key: str = Field(max_length=400)
     at: float  # seconds since the epoch
+
+
+class UsageRow(SQLModel, table=True):
+    """One request a gateway served (kaizen_api.metering.UsageRecord), stored once per
+    (namespace, uid) whatever Redis redelivers. Attributed to the organization and
+    workspace of the namespace whose stream carried it. Kept for the raw retention."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("namespace", "uid"),
+        Index("ix_usage_records_org_time", "org_id", "time"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    uid: str = Field(max_length=64)
+    namespace: str = Field(max_length=63)
+    org_id: str | None = Field(default=None, max_length=32)  # None: no workspace's namespace
+    workspace: str = Field(default="", max_length=30)
+    gateway: str = Field(max_length=253)
+    kind: str = Field(max_length=10)
+    name: str = Field(max_length=253)
+    revision: int
+    caller: str = Field(max_length=253)
+    model: str = Field(max_length=253)
+    request_id: str = Field(max_length=253)
+    time: datetime
+    tokens_in: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tokens_out: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tool_calls: int
+    latency_ms: float
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: int
+    outcome: str = Field(max_length=253)
+
+
+class UsageRollup(SQLModel, table=True):
+    """Usage summed per hour or day and per every dimension the usage API filters on;
+    kept for the billing history after raw records are purged. Updated in the same
+    transaction as the raw record's insert, so each record is counted once."""
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        UniqueConstraint(
+            "period",
+            "start",
+            "org_id",
+            "workspace",
+            "gateway",
+            "kind",
+            "name",
+            "caller",
+            "model",
+            "outcome",
+            name="uq_usage_rollups_bucket",
+        ),
+        Index("ix_usage_rollups_org", "org_id", "period", "start"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    period: str = Field(max_length=5)  # hour | day
+    start: datetime
+    org_id: str = Field(max_length=32)
+    workspace: str = Field(max_length=30)
+    gateway: str = Field(max_length=253)
+    kind: str = Field(max_length=10)
+    name: str = Field(max_length=253)
+    caller: str = Field(max_length=253)
+    model: str = Field(max_length=253)
+    outcome: str = Field(max_length=253)
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tokens_in: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tokens_out: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tool_calls: int = Field(sa_column=Column(BigInteger, nullable=False))
+    latency_ms: float  # summed: divided by requests for the mean
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))

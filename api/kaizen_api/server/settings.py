@@ -66,6 +66,12 @@ class Settings:
     # of platform_admins (comma-separated), who need not be members.
     self_service_plans: str = "free"
     platform_admins: str = ""
+    # Usage metering: the Redis the gateways append usage records to (empty: no
+    # consumer in this process), how long raw records are kept (rollups stay), and how
+    # long a record read by a replica that died waits before another takes it over.
+    usage_redis_url: str = ""
+    usage_retention_days: int = 90
+    usage_claim_idle_ms: int = 30_000
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -114,4 +120,7 @@ class Settings:
             service_account=os.environ.get("KAIZEN_SERVICE_ACCOUNT", cls.service_account),
             self_service_plans=os.environ.get("KAIZEN_SELF_SERVICE_PLANS", cls.self_service_plans),
             platform_admins=os.environ.get("KAIZEN_PLATFORM_ADMINS", cls.platform_admins),
+            usage_redis_url=os.environ.get("KAIZEN_USAGE_REDIS_URL", cls.usage_redis_url),
+            usage_retention_days=_int("KAIZEN_USAGE_RETENTION_DAYS", cls.usage_retention_days),
+            usage_claim_idle_ms=_int("KAIZEN_USAGE_CLAIM_IDLE_MS", cls.usage_claim_idle_ms),
         )
