@@ -77,7 +77,9 @@ def _sums_columns() -> list[Any]:
 
 
 def _sums(row: Any) -> dict[str, Any]:
-    requests, errors, tin, tout, tools, cost, latency = (v or 0 for v in row)
+    # PostgreSQL's sum() of BIGINT is NUMERIC (Decimal): back to int and float here.
+    requests, errors, tin, tout, tools, cost = (int(v or 0) for v in row[:6])
+    latency = float(row[6] or 0)
     return {
         "requests": int(requests),
         "errors": int(errors),

@@ -1,0 +1,123 @@
+"""The usage API: sums by hour/day/month with filters, cost by agent, top errors and a
+month's export, for owners and billing admins only, and never across organizations."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+from kaizen_api.metering import UsageRecord
+from kaizen_api.server.usage import UsageStore
+from tests.support.facade import Facade
+
+
+def served(
+    name: str,
+    *,
+    kind: str = "agent",
+    tokens: int = 100,
+    cost: float = 0.01,
+    outcome: str = "ok",
+    caller: str = "anonymous",
+    at: float | None = None,
+) -> UsageRecord:
+    return UsageRecord(
+        uid=uuid.uuid4().hex,
+        request_id=uuid.uuid4().hex,
+        time=at or time.time(),
+        gateway="prod",
+        kind=kind,
+        name=name,
+        revision=3,
+        caller=caller,
+        model="gpt-4o-mini",
+        tokens_in=tokens,
+        tokens_out=tokens // 2,
+        tool_calls=1,
+        latency_ms=20.0,
+        cost_usd=cost,
+        status=200 if outcome == "ok" else 429,
+        outcome=outcome,
+    )
+
+
+def test_owners_and_billing_admins_read_their_organizations_usage(facade: Facade) -> None:
+    owner, billing, dev = facade.user("owner"), facade.user("billing"), facade.user("dev")
+    org = facade.org(owner)
+    ns = facade.workspace(owner, org, "ml")
+    facade.member(owner, org, billing, "billing_admin")
+    facade.member(owner, org, dev, "developer")
+    store = UsageStore(facade.client.app.state.kaizen.engine)
+    store.ingest(
+        [(ns, served("helper")) for _ in range(3)]
+        + [(ns, served("writer", tokens=1000, cost=0.5, caller="k1"))]
+        + [(ns, served("flow", kind="pipeline", cost=0.02))]
+        + [(ns, served("helper", outcome="budget_exceeded", tokens=0, cost=0.0))] * 2
+    )
+
+    usage = facade.call("GET", f"/orgs/{org}/usage", billing).json()
+    # The same record twice in one batch (a redelivery) is counted once.
+    assert usage["totals"]["requests"] == 6
+    assert usage["totals"]["errors"] == 1
+    assert usage["totals"]["tokens_in"] == 300 + 1000 + 100
+    assert round(usage["totals"]["cost_usd"], 6) == 0.55
+    assert [(a["kind"], a["name"], a["requests"]) for a in usage["by_agent"]] == [
+        ("agent", "writer", 1),
+        ("agent", "helper", 4),
+        ("pipeline", "flow", 1),
+    ]
+    assert usage["top_errors"] == [{"outcome": "budget_exceeded", "requests": 1}]
+    assert len(usage["series"]) == 1 and usage["series"][0]["requests"] == 6
+
+    hourly = facade.call("GET", f"/orgs/{org}/usage", owner, params={"group": "hour"}).json()
+    assert hourly["series"][0]["start"].endswith(":00:00Z") and hourly["totals"]["requests"] == 6
+    monthly = facade.call("GET", f"/orgs/{org}/usage", owner, params={"group": "month"}).json()
+    start = datetime.fromisoformat(monthly["series"][0]["start"])
+    assert (start.day, start.hour) == (1, 0)
+    only = facade.call(
+        "GET", f"/orgs/{org}/usage", owner, params={"agent": "writer", "key": "k1"}
+    ).json()
+    assert only["totals"]["requests"] == 1 and only["totals"]["tokens_in"] == 1000
+    assert (
+        facade.call("GET", f"/orgs/{org}/usage", owner, params={"pipeline": "flow"}).json()[
+            "totals"
+        ]["requests"]
+        == 1
+    )
+    assert (
+        facade.call("GET", f"/orgs/{org}/usage", owner, params={"workspace": "other"}).json()[
+            "totals"
+        ]["requests"]
+        == 0
+    )
+
+    period = datetime.now(UTC).strftime("%Y-%m")
+    exported = facade.call("GET", f"/orgs/{org}/usage/export", billing, params={"period": period})
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == 6 and {r["workspace"] for r in rows} == {"ml"}
+    assert sum(float(r["cost_usd"]) for r in rows) == usage["totals"]["cost_usd"]
+    as_json = facade.call(
+        "GET", f"/orgs/{org}/usage/export", owner, params={"period": period, "format": "json"}
+    )
+    assert len(json.loads(as_json.text)["records"]) == 6
+
+    refused = facade.call("GET", f"/orgs/{org}/usage", dev)
+    assert refused.status_code == 403 and "usage:read" in refused.json()["detail"]
+    bad = facade.call("GET", f"/orgs/{org}/usage/export", owner, params={"period": "2026-13"})
+    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+
+
+def test_one_organization_cannot_read_anothers_usage(facade: Facade) -> None:
+    alice, mallory = facade.user("alice"), facade.user("mallory")
+    org_a, org_m = facade.org(alice), facade.org(mallory)
+    ns_a = facade.workspace(alice, org_a, "ml")
+    UsageStore(facade.client.app.state.kaizen.engine).ingest([(ns_a, served("secret-agent"))])
+    for path in (f"/orgs/{org_a}/usage", f"/orgs/{org_a}/usage/export?period=2026-12"):
+        assert facade.call("GET", path, mallory).status_code == 404
+    own = facade.call("GET", f"/orgs/{org_m}/usage", mallory).json()
+    assert own["totals"]["requests"] == 0 and own["by_agent"] == []
