@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from kaizen_api.metering import UsageRecord
 from kaizen_api.mounted import MountedFiles
@@ -66,7 +67,7 @@ from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
 from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
 from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
-from kaizen_gateway.usage import UsageMeter, new_uid, outcome_label
+from kaizen_gateway.usage import DeliveredBeforeAnswer, UsageMeter, new_uid, outcome_label
 
 log = logging.getLogger("kaizen_gateway")
 SOURCES_HEADER = "x-kaizen-knowledge-sources"
@@ -662,7 +663,7 @@ class Remembered:
         await self.gw.remember(self.agent, self.recall, self.turn, self.outcome.message)
 
 
-def build_app(gw: Gateway) -> Starlette:
+def build_app(gw: Gateway) -> ASGIApp:
     """The ASGI application around a Gateway."""
 
     async def healthz(_: Request) -> Response:
@@ -951,7 +952,7 @@ def build_app(gw: Gateway) -> Starlette:
         finally:
             await gw.stop()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -963,3 +964,5 @@ def build_app(gw: Gateway) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    # Each request's usage record reaches Redis before its answer's last bytes.
+    return DeliveredBeforeAnswer(app, gw.meter, 2 * gw.settings.redis_timeout)

@@ -5,7 +5,11 @@
 task appends to Redis at once (a pipeline of XADDs per batch). While Redis is away the
 buffer holds up to ``max_buffer`` records (the oldest are dropped past that, counted in
 ``kaizen_gateway_usage_dropped_total``; ``kaizen_gateway_usage_buffered`` says how many
-wait). Records appended in the last ``replay_seconds`` are kept too: when Redis comes
+wait). ``DeliveredBeforeAnswer`` holds the last bytes of each response until that
+request's record is in Redis (one batched round trip), so a gateway killed after
+answering has not lost the record; while Redis is unavailable answers do not wait.
+
+Records appended in the last ``replay_seconds`` are kept too: when Redis comes
 back *empty* (restarted without persistence: this replica's marker key is gone) they
 are appended again, and the facade's idempotent insert drops the ones it already had.
 """
@@ -18,6 +22,7 @@ import logging
 import random
 import time
 from collections import deque
+from contextvars import ContextVar
 from typing import Any
 
 from kaizen_api.metering import FIELD, UsageRecord, stream_key
@@ -27,6 +32,9 @@ from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 log = logging.getLogger("kaizen_gateway.usage")
 BATCH = 500
 MARKER_TTL_SECONDS = 86_400
+Entry = tuple[str, UsageRecord, "asyncio.Future[bool] | None"]
+# The records of the request being served (see DeliveredBeforeAnswer).
+_PENDING: ContextVar[list[asyncio.Future[bool]] | None] = ContextVar("usage", default=None)
 
 
 def new_uid() -> str:
@@ -54,7 +62,7 @@ class UsageMeter:
         self.link = link
         self.max_buffer = max_buffer
         self.replay_seconds = replay_seconds
-        self.buffer: deque[tuple[str, UsageRecord]] = deque()
+        self.buffer: deque[Entry] = deque()
         self.sent: deque[tuple[float, str, UsageRecord]] = deque()  # kept for a replay
         self.marker = f"{random.getrandbits(64):016x}"  # this replica's
         self._wake = asyncio.Event()
@@ -67,9 +75,15 @@ class UsageMeter:
             metrics.USAGE_DROPPED.labels("no_redis").inc()
             return
         if len(self.buffer) >= self.max_buffer:
-            self.buffer.popleft()
+            _, _, dropped = self.buffer.popleft()
+            _settle(dropped, False)
             metrics.USAGE_DROPPED.labels("buffer_full").inc()
-        self.buffer.append((stream_key(namespace, rec.gateway), rec))
+        waiting = _PENDING.get()
+        done: asyncio.Future[bool] | None = None
+        if waiting is not None:
+            done = asyncio.get_running_loop().create_future()
+            waiting.append(done)
+        self.buffer.append((stream_key(namespace, rec.gateway), rec, done))
         metrics.USAGE_BUFFERED.set(len(self.buffer))
         self._wake.set()
 
@@ -109,11 +123,14 @@ class UsageMeter:
         try:
             emptied = await self.link.call(lambda client: self._append(client, marker, batch))
         except RedisUnavailable:
+            for _, _, done in batch:  # the answers go out; the records stay buffered
+                _settle(done, False)
             return False
-        for _ in batch:
+        for _, _, done in batch:
             self.buffer.popleft()
+            _settle(done, True)
         now = time.monotonic()
-        self.sent.extend((now, key, rec) for key, rec in batch)
+        self.sent.extend((now, key, rec) for key, rec, _ in batch)
         while self.sent and (
             self.sent[0][0] < now - self.replay_seconds or len(self.sent) > self.max_buffer
         ):
@@ -124,10 +141,10 @@ class UsageMeter:
         metrics.USAGE_APPENDED.inc(len(batch))
         return True
 
-    async def _append(self, client: Any, marker: str, batch: list[tuple[str, UsageRecord]]) -> bool:
+    async def _append(self, client: Any, marker: str, batch: list[Entry]) -> bool:
         pipe = client.pipeline(transaction=False)
         pipe.exists(marker)
-        for key, rec in batch:
+        for key, rec, _ in batch:
             pipe.xadd(key, {FIELD: rec.encode()})
         pipe.set(marker, "1", ex=MARKER_TTL_SECONDS)
         answers = await pipe.execute()
@@ -138,9 +155,44 @@ class UsageMeter:
     def _replay(self, now: float) -> None:
         """Redis lost its data: append the recently sent records again (before the ones
         still buffered); the facade keeps one of each."""
-        again = [(key, rec) for stamp, key, rec in self.sent if stamp >= now - self.replay_seconds]
+        again: list[Entry] = [
+            (key, rec, None) for stamp, key, rec in self.sent if stamp >= now - self.replay_seconds
+        ]
         log.warning("redis came back empty: appending %d recent usage records again", len(again))
         metrics.USAGE_REPLAYED.inc(len(again))
         self.sent.clear()
         self.buffer.extendleft(reversed(again))
         self._wake.set()
+
+
+def _settle(done: asyncio.Future[bool] | None, appended: bool) -> None:
+    if done is not None and not done.done():
+        done.set_result(appended)
+
+
+class DeliveredBeforeAnswer:
+    """ASGI middleware: the last body message of a response waits (at most ``wait``
+    seconds) until the usage records made while serving it are appended to Redis, or
+    Redis was found unavailable (then they stay buffered and the answer goes out)."""
+
+    def __init__(self, app: Any, meter: UsageMeter, wait: float) -> None:
+        self.app, self.meter, self.wait = app, meter, wait
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.meter.link is None:
+            await self.app(scope, receive, send)
+            return
+        pending: list[asyncio.Future[bool]] = []
+        token = _PENDING.set(pending)
+
+        async def guarded(message: Any) -> None:
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if last and pending:
+                await asyncio.wait(list(pending), timeout=self.wait)
+                pending.clear()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, guarded)
+        finally:
+            _PENDING.reset(token)

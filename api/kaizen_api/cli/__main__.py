@@ -111,7 +111,7 @@ def _root(
 
 def main() -> None:
     """Console-script entry point."""
-    from kaizen_api.cli import commands, export  # noqa: F401 - register their commands
+    from kaizen_api.cli import commands, export, usage  # noqa: F401 - register their commands
 
     app()
 
