@@ -90,3 +90,46 @@ def decode(raw: str | bytes) -> UsageRecord:
     if not values["uid"]:
         raise ValueError("uid is empty")
     return UsageRecord(**values)
+
+
+# Budgets: the facade writes, into each workspace namespace's key space, the budgets
+# that are used up and apply there (hash: budget name -> JSON of ExceededBudget); the
+# gateways read it before each upstream call and refuse what a budget covers.
+BUDGET_PREFIX = "kaizen:budget:v1:"
+
+
+def budget_key(namespace: str) -> str:
+    """The hash of the used-up budgets that apply in ``namespace``."""
+    return f"{BUDGET_PREFIX}{{{namespace}/-}}"
+
+
+@dataclass(frozen=True)
+class ExceededBudget:
+    """A used-up budget as a gateway sees it (the facade decided where it applies)."""
+
+    scope: str  # org | workspace | agent | key
+    target: str  # the agent's name or the caller (key hash) for those scopes, else ""
+    metric: str  # tokens | cost
+    limit: float  # tokens, or US dollars
+    spent: float
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    def applies(self, agent: str, caller: str) -> bool:
+        if self.scope == "agent":
+            return self.target == agent
+        if self.scope == "key":
+            return self.target == caller
+        return True
+
+    @classmethod
+    def decode(cls, raw: str | bytes) -> ExceededBudget:
+        data = json.loads(raw)
+        return cls(
+            scope=str(data["scope"]),
+            target=str(data["target"]),
+            metric=str(data["metric"]),
+            limit=float(data["limit"]),
+            spent=float(data["spent"]),
+        )

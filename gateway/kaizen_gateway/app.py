@@ -36,6 +36,7 @@ from kaizen_api.v1alpha1.agent import ToolType
 from kaizen_api.v1alpha1.bundle import KNOWLEDGE_MOUNT, SECRETS_MOUNT, BundledAgent
 from kaizen_api.v1alpha1.gateway import requires_api_key
 from kaizen_gateway import answers, metrics, tracing
+from kaizen_gateway.budgets import Budgets
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.chat import (
     PARAM_KEYS,
@@ -141,6 +142,7 @@ class Gateway:
         self.memory = ConversationMemory(self.redis)
         self.shared_limits = SharedBuckets(self.redis.client) if self.redis else None
         self.meter = UsageMeter(self.redis)
+        self.budgets = Budgets(self.redis)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -319,6 +321,12 @@ class Gateway:
         wait, which = await link.call(lambda client: shared.take(client, buckets))
         if wait:
             raise self._limited(wait, who[which])
+
+    async def check_budget(self, agent: BundledAgent, caller: str) -> None:
+        """402 before any upstream call when a used-up budget covers this request."""
+        current = self.bundles.current
+        if current is not None:
+            await self.budgets.check(current.bundle.namespace, agent.name, caller)
 
     def scope(self) -> str:
         """The Gateway these pods serve, "namespace/name": memory and limits are kept per
@@ -760,6 +768,7 @@ def build_app(gw: Gateway) -> ASGIApp:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(body.get("model"))
+            await gw.check_budget(agent, caller)
             await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
             recall = await gw.recall(
@@ -832,6 +841,7 @@ def build_app(gw: Gateway) -> ASGIApp:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(request.path_params["name"])
+            await gw.check_budget(agent, caller)
             text = body.get("input")
             if not isinstance(text, str) or not text:
                 raise GatewayError(400, "input must be a non-empty string", param="input")

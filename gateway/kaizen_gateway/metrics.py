@@ -147,6 +147,12 @@ USAGE_REPLAYED = Counter(
     "Usage records appended again after Redis came back empty (the facade keeps one each)",
     registry=REGISTRY,
 )
+BUDGET_REFUSALS = Counter(
+    "kaizen_gateway_budget_refusals_total",
+    "Requests refused (402) because a used-up budget covers them, by agent and budget",
+    ["agent", "budget"],
+    registry=REGISTRY,
+)
 
 # USD per 1M tokens (input, output); overridable with --prices FILE (JSON of the same shape).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

@@ -19,7 +19,7 @@ from kaizen_api.server.kube import Kube
 from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
-from kaizen_api.server.routes import auth, keys, orgs, resources, usage, workspaces
+from kaizen_api.server.routes import auth, budgets, keys, orgs, resources, usage, workspaces
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
@@ -100,7 +100,7 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
     # lazily, candidate by candidate, and that cost a get a tenth of its CPU. Workspaces
     # come before the resources' /{kind}. (Routes built this way do not see
     # app.dependency_overrides; nothing here uses overrides.)
-    for module in (auth, orgs, keys, workspaces, resources, audit_routes, usage):
+    for module in (auth, orgs, keys, workspaces, resources, audit_routes, usage, budgets):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)
 

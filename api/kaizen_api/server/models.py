@@ -261,3 +261,38 @@ class UsageRollup(SQLModel, table=True):
     tool_calls: int = Field(sa_column=Column(BigInteger, nullable=False))
     latency_ms: float  # summed: divided by requests for the mean
     cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Budget(SQLModel, table=True):
+    """A monthly (calendar month, UTC) token or cost budget of an organization, one of
+    its workspaces, an agent or a caller (API key hash). Used up, the gateways refuse
+    the requests it covers (402) until the month ends or the limit is raised."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=63)
+    scope: str = Field(max_length=10)  # org | workspace | agent | key
+    workspace: str = Field(default="", max_length=30)  # "" for every workspace
+    target: str = Field(default="", max_length=253)  # agent name or caller
+    metric: str = Field(max_length=10)  # tokens | cost
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))  # tokens or micro-USD
+    thresholds: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BudgetEvent(SQLModel, table=True):
+    """A budget crossed one of its thresholds (percent) in a month: recorded once."""
+
+    __tablename__ = "budget_events"
+    __table_args__ = (UniqueConstraint("budget_id", "period", "threshold"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    budget_id: str = Field(max_length=32, index=True)
+    org_id: str = Field(max_length=32, index=True)
+    period: str = Field(max_length=7)  # YYYY-MM
+    threshold: int
+    spent: int = Field(sa_column=Column(BigInteger, nullable=False))
+    at: datetime = Field(default_factory=utcnow)

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kaizen_api.metering import FIELD, STREAM_MATCH, UsageRecord, decode, stream_scope
+from kaizen_api.server.budgets import BudgetPublisher
 from kaizen_api.server.models import UsageRollup, UsageRow, Workspace
 
 log = logging.getLogger("kaizen_api.usage")
@@ -182,8 +183,13 @@ class UsageConsumer:
         claim_idle_ms: int = 30_000,
         scan_seconds: float = 5.0,
         retention_days: int = 0,
+        budget_seconds: float = 1.0,
     ) -> None:
         self.store = store
+        self.budgets = BudgetPublisher(store.engine)
+        self.budget_seconds = budget_seconds
+        self._published = 0.0
+        self._published_stored = -1
         self.client: Any = redis.Redis.from_url(
             redis_url, socket_timeout=max(5.0, block_ms / 1000 + 2), socket_connect_timeout=5
         )
@@ -281,6 +287,16 @@ class UsageConsumer:
             pipe.execute()
         return len(ids)
 
+    def publish_budgets(self, force: bool = False) -> None:
+        """Used-up budgets to Redis: at most every ``budget_seconds`` after new records,
+        and every 15 s anyway (budgets changed, a month began, a key was deleted)."""
+        since = time.monotonic() - self._published
+        fresh = self.stats.stored != self._published_stored
+        if force or (fresh and since >= self.budget_seconds) or since >= 15:
+            self.budgets.publish(self.client)
+            self._published = time.monotonic()
+            self._published_stored = self.stats.stored
+
     # ------------------------------------------------------------ the thread
 
     def run(self) -> None:
@@ -289,6 +305,7 @@ class UsageConsumer:
         while not self._stop.is_set():
             try:
                 self.poll()
+                self.publish_budgets()
                 if self.retention_days and time.monotonic() - self._purged > 3600:
                     self._purged = time.monotonic()
                     removed = self.store.purge(self.retention_days)

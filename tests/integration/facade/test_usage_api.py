@@ -121,3 +121,33 @@ def test_one_organization_cannot_read_anothers_usage(facade: Facade) -> None:
         assert facade.call("GET", path, mallory).status_code == 404
     own = facade.call("GET", f"/orgs/{org_m}/usage", mallory).json()
     assert own["totals"]["requests"] == 0 and own["by_agent"] == []
+
+
+def test_budgets_are_set_by_owners_and_billing_admins_of_their_own_organization(
+    facade: Facade,
+) -> None:
+    owner, billing, dev, other = (facade.user(n) for n in ("owner", "billing", "dev", "other"))
+    org, org_other = facade.org(owner), facade.org(other)
+    ns = facade.workspace(owner, org, "ml")
+    facade.member(owner, org, billing, "billing_admin")
+    facade.member(owner, org, dev, "developer")
+    body = {"scope": "workspace", "workspace": "ml", "metric": "cost", "limit": 0.05}
+    put = facade.call("PUT", f"/orgs/{org}/budgets/ml-cost", billing, json=body)
+    assert put.status_code == 200, put.text
+    assert put.json()["thresholds"] == [50, 80, 100] and put.json()["spent"] == 0
+    UsageStore(facade.client.app.state.kaizen.engine).ingest([(ns, served("helper", cost=0.03))])
+    listed = facade.call("GET", f"/orgs/{org}/budgets", owner).json()
+    assert listed[0]["spent"] == 0.03 and listed[0]["percent"] == 60.0
+    assert not listed[0]["exceeded"]
+
+    missing = facade.call(
+        "PUT", f"/orgs/{org}/budgets/x", owner, json={**body, "workspace": "nope"}
+    )
+    assert missing.status_code == 422 and "nope" in missing.json()["detail"]
+    assert facade.call("PUT", f"/orgs/{org}/budgets/x", dev, json=body).status_code == 403
+    assert facade.call("GET", f"/orgs/{org}/budgets", dev).status_code == 403
+    assert facade.call("GET", f"/orgs/{org}/budgets", other).status_code == 404
+    assert facade.call("DELETE", f"/orgs/{org}/budgets/ml-cost", other).status_code == 404
+    assert facade.call("GET", f"/orgs/{org_other}/budgets", other).json() == []
+    assert facade.call("DELETE", f"/orgs/{org}/budgets/ml-cost", billing).status_code == 204
+    assert facade.call("GET", f"/orgs/{org}/budgets", owner).json() == []
