@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         "KAIZEN_REGISTER_LIMIT, KAIZEN_REGISTER_WINDOW, KAIZEN_PASSWORD_HASH_CONCURRENCY, "
         "KAIZEN_PASSWORD_HASH_WAIT, KAIZEN_ANONYMOUS_AUDIT_LIMIT, KAIZEN_AUDIT_MAX_BACKLOG, "
         "KAIZEN_WORKSPACE_ROLE, KAIZEN_SERVICE_ACCOUNT, KAIZEN_SELF_SERVICE_PLANS, "
-        "KAIZEN_PLATFORM_ADMINS.",
+        "KAIZEN_PLATFORM_ADMINS, KAIZEN_USAGE_REDIS_URL, KAIZEN_USAGE_RETENTION_DAYS, "
+        "KAIZEN_USAGE_CLAIM_IDLE_MS.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
