@@ -107,10 +107,10 @@ def budget_key(namespace: str) -> str:
 class ExceededBudget:
     """A used-up budget as a gateway sees it (the facade decided where it applies)."""
 
-    scope: str  # org | workspace | agent | key
-    target: str  # the agent's name or the caller (key hash) for those scopes, else ""
-    metric: str  # tokens | cost
-    limit: float  # tokens, or US dollars
+    scope: str  # org | workspace | agent | key | plan
+    target: str  # the agent's name, the caller (key hash), the plan's name, else ""
+    metric: str  # tokens | cost | executions
+    limit: float  # tokens, executions, or US dollars
     spent: float
 
     def encode(self) -> str:

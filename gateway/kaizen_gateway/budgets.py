@@ -53,13 +53,18 @@ class Budgets:
             if not budget.applies(agent, caller):
                 continue
             metrics.BUDGET_REFUSALS.labels(agent, name).inc()
-            unit = "tokens" if budget.metric == "tokens" else "USD"
-            spent = f"{budget.spent:,.0f}" if unit == "tokens" else f"{budget.spent:,.4f}"
-            limit = f"{budget.limit:,.0f}" if unit == "tokens" else f"{budget.limit:,.4f}"
+            unit = "USD" if budget.metric == "cost" else budget.metric
+            digits = 4 if unit == "USD" else 0
+            spent, limit = f"{budget.spent:,.{digits}f}", f"{budget.limit:,.{digits}f}"
+            remedy = (
+                f"upgrade the {budget.target} plan"
+                if budget.scope == "plan"
+                else "raise the budget"
+            )
             raise GatewayError(
                 402,
                 f"budget {name!r} ({budget.scope}) is used up for this month: {spent} of "
-                f"{limit} {unit}; raise it or wait for the next month",
+                f"{limit} {unit}; {remedy} or wait for the next month",
                 type_="insufficient_quota",
                 code="budget_exceeded",
                 param=name,

@@ -19,13 +19,35 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from kaizen_api.metering import ExceededBudget, budget_key
-from kaizen_api.server.models import Budget, BudgetEvent, UsageRollup, Workspace
+from kaizen_api.server.models import Budget, BudgetEvent, Organization, UsageRollup, Workspace
+from kaizen_api.server.tenancy import MONTHLY, OVERAGE, PLANS
 
 log = logging.getLogger("kaizen_api.budgets")
 BUDGETS = Budget.__table__  # type: ignore[attr-defined]
 EVENTS = BudgetEvent.__table__  # type: ignore[attr-defined]
 ROLLUPS = UsageRollup.__table__  # type: ignore[attr-defined]
 WORKSPACES = Workspace.__table__  # type: ignore[attr-defined]
+ORGS = Organization.__table__  # type: ignore[attr-defined]
+
+
+def plan_usage_query(since: datetime) -> Any:
+    """(org id, executions, tokens) of every organization since ``since``: executions
+    are answered requests (outcome ok)."""
+    c = ROLLUPS.c
+    return (
+        select(
+            c.org_id,
+            func.coalesce(func.sum(c.requests).filter(c.outcome == "ok"), 0),
+            func.coalesce(func.sum(c.tokens_in + c.tokens_out), 0),
+        )
+        .where(c.period == "day", c.start >= since)
+        .group_by(c.org_id)
+    )
+
+
+def plan_event_id(metric: str) -> str:
+    """The budget_events key of a plan limit (budget ids are hex; this is not)."""
+    return f"plan:{metric}"
 
 
 def month_start(now: datetime) -> datetime:
@@ -49,8 +71,8 @@ def spent_query(budget: Any, since: datetime) -> Any:
 
 
 def display(metric: str, amount: int) -> float:
-    """Tokens as they are, micro-USD as US dollars."""
-    return float(amount) if metric == "tokens" else amount / 1_000_000
+    """Cost (micro-USD) as US dollars; tokens and executions as they are."""
+    return amount / 1_000_000 if metric == "cost" else float(amount)
 
 
 class BudgetPublisher:
@@ -69,13 +91,47 @@ class BudgetPublisher:
         out: dict[str, dict[str, str]] = {}
         with self.engine.begin() as db:
             budgets = db.execute(select(BUDGETS)).all()
-            if not budgets:
-                return out
             spaces: dict[str, list[tuple[str, str]]] = {}
             for org_id, name, namespace in db.execute(
                 select(WORKSPACES.c.org_id, WORKSPACES.c.name, WORKSPACES.c.namespace)
             ):
                 spaces.setdefault(org_id, []).append((name, namespace))
+            plans: dict[str, str] = {}
+            for org_id, plan in db.execute(select(ORGS.c.id, ORGS.c.plan)):
+                plans[org_id] = plan
+            for org_id, executions, tokens in db.execute(plan_usage_query(since)):
+                plan = plans.get(org_id)
+                if plan not in PLANS:
+                    continue
+                used = {"executions": int(executions), "tokens": int(tokens)}
+                for metric in MONTHLY:
+                    limit = PLANS[plan][metric]
+                    if limit is None or used[metric] < limit:
+                        continue
+                    stmt = insert(EVENTS).values(
+                        budget_id=plan_event_id(metric),
+                        org_id=org_id,
+                        period=period,
+                        threshold=100,
+                        spent=used[metric],
+                        at=now,
+                    )
+                    db.execute(
+                        stmt.on_conflict_do_nothing(
+                            index_elements=["org_id", "budget_id", "period", "threshold"]
+                        )
+                    )
+                    if OVERAGE[plan] != "block":
+                        continue  # served, and the month is flagged for billing
+                    exceeded = ExceededBudget(
+                        scope="plan",
+                        target=plan,
+                        metric=metric,
+                        limit=float(limit),
+                        spent=float(used[metric]),
+                    ).encode()
+                    for _, namespace in spaces.get(org_id, []):
+                        out.setdefault(namespace, {})[f"plan-{plan}-{metric}"] = exceeded
             for budget in budgets:
                 spent = int(db.execute(spent_query(budget, since)).scalar_one())
                 for threshold in sorted(budget.thresholds or []):
@@ -89,10 +145,10 @@ class BudgetPublisher:
                         spent=spent,
                         at=now,
                     )
-                    once = stmt.on_conflict_do_nothing(
-                        index_elements=["budget_id", "period", "threshold"]
+                    crossed = stmt.on_conflict_do_nothing(
+                        index_elements=["org_id", "budget_id", "period", "threshold"]
                     ).returning(EVENTS.c.id)
-                    if db.execute(once).first() is not None:
+                    if db.execute(crossed).first() is not None:
                         log.info(
                             "budget %s of org %s reached %d%% (%s of %s %s)",
                             budget.name,

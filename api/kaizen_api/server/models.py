@@ -284,10 +284,11 @@ class Budget(SQLModel, table=True):
 
 
 class BudgetEvent(SQLModel, table=True):
-    """A budget crossed one of its thresholds (percent) in a month: recorded once."""
+    """A budget crossed one of its thresholds (percent) in a month, or an organization
+    went past a plan's monthly limit (budget_id ``plan:<metric>``): recorded once."""
 
     __tablename__ = "budget_events"
-    __table_args__ = (UniqueConstraint("budget_id", "period", "threshold"),)
+    __table_args__ = (UniqueConstraint("org_id", "budget_id", "period", "threshold"),)
 
     id: int | None = Field(default=None, primary_key=True)
     budget_id: str = Field(max_length=32, index=True)

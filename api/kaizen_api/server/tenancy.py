@@ -27,11 +27,34 @@ KINDS = ("agents", "gateways", "scalingpolicies", "promotions")
 
 # Plan -> object counts (None: unlimited). Agents count per workspace (a namespace's
 # ResourceQuota), so the number of workspaces is limited too.
+# Executions (answered requests) and tokens count per calendar month (UTC) from the
+# usage rollups; past them, OVERAGE says whether the gateways refuse (block) or serve
+# and the month is flagged (flag) for billing. See kaizen_api.server.budgets.
 PLANS: dict[str, dict[str, int | None]] = {
-    "free": {"agents": 10, "users": 3, "workspaces": 3},
-    "pro": {"agents": 100, "users": None, "workspaces": 25},
-    "enterprise": {"agents": None, "users": None, "workspaces": None},
+    "free": {
+        "agents": 10,
+        "users": 3,
+        "workspaces": 3,
+        "executions": 10_000,
+        "tokens": 1_000_000,
+    },
+    "pro": {
+        "agents": 100,
+        "users": None,
+        "workspaces": 25,
+        "executions": 100_000,
+        "tokens": 50_000_000,
+    },
+    "enterprise": {
+        "agents": None,
+        "users": None,
+        "workspaces": None,
+        "executions": None,
+        "tokens": None,
+    },
 }
+OVERAGE = {"free": "block", "pro": "flag", "enterprise": "flag"}
+MONTHLY = ("executions", "tokens")
 
 
 def user_name(email: str) -> str:

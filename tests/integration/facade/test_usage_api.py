@@ -10,7 +10,10 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from kaizen_api.metering import UsageRecord
+import sqlalchemy as sa
+
+from kaizen_api.metering import ExceededBudget, UsageRecord
+from kaizen_api.server.budgets import BudgetPublisher
 from kaizen_api.server.usage import UsageStore
 from tests.support.facade import Facade
 
@@ -151,3 +154,46 @@ def test_budgets_are_set_by_owners_and_billing_admins_of_their_own_organization(
     assert facade.call("GET", f"/orgs/{org_other}/budgets", other).json() == []
     assert facade.call("DELETE", f"/orgs/{org}/budgets/ml-cost", billing).status_code == 204
     assert facade.call("GET", f"/orgs/{org}/budgets", owner).json() == []
+
+
+def test_a_plans_monthly_limit_blocks_on_free_and_is_flagged_on_pro(facade: Facade) -> None:
+    """Free: past its 1M tokens a month the gateways are told to refuse, naming the plan.
+    Pro: past its limit requests are served and the month is flagged for billing."""
+    free_owner, pro_owner = facade.user("free"), facade.user("pro")
+    free, pro = facade.org(free_owner, "free"), facade.org(pro_owner, "pro")
+    ns_free, ns_pro = (
+        facade.workspace(u, o, "ml") for u, o in ((free_owner, free), (pro_owner, pro))
+    )
+    engine = facade.client.app.state.kaizen.engine
+    UsageStore(engine).ingest(
+        [
+            (ns_free, served("helper", tokens=600_000)),  # in + out: 900,000
+            (ns_pro, served("helper", tokens=30_000_000)),  # 45M of 50M
+        ]
+    )
+    publisher = BudgetPublisher(engine)
+    assert publisher.evaluate() == {}  # nobody past a limit yet
+    UsageStore(engine).ingest(
+        [
+            (ns_free, served("helper", tokens=100_000)),  # 1,050,000 of 1M
+            (ns_pro, served("helper", tokens=4_000_000)),  # 51M of 50M
+        ]
+    )
+    blocked = publisher.evaluate()
+    entry = ExceededBudget.decode(blocked[ns_free]["plan-free-tokens"])
+    assert (entry.scope, entry.target, entry.limit) == ("plan", "free", 1_000_000)
+    assert entry.applies("any-agent", "any-caller")
+    assert ns_pro not in blocked  # pro: flag, not block
+
+    free_usage = facade.call("GET", f"/orgs/{free}/usage", free_owner).json()["plan"]
+    assert free_usage["name"] == "free" and free_usage["overage"] == "block"
+    assert free_usage["tokens"] == {"used": 1_050_000, "limit": 1_000_000}
+    assert free_usage["executions"] == {"used": 2, "limit": 10_000}
+    assert free_usage["over"] == ["tokens"]
+    pro_usage = facade.call("GET", f"/orgs/{pro}/usage", pro_owner).json()["plan"]
+    assert pro_usage["overage"] == "flag" and pro_usage["over"] == ["tokens"]
+    with engine.connect() as db:
+        flagged = db.execute(
+            sa.text("SELECT count(*) FROM budget_events WHERE budget_id = 'plan:tokens'")
+        ).scalar_one()
+    assert flagged == 2  # each org's, once however often it is evaluated

@@ -16,10 +16,12 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from kaizen_api.server.access import CurrentPrincipal
+from kaizen_api.server.budgets import plan_usage_query
 from kaizen_api.server.db import aware, session
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.state import AppState, app_state
+from kaizen_api.server.tenancy import MONTHLY, OVERAGE, PLANS
 from kaizen_api.server.usage import RECORDS, ROLLUPS
 
 router = APIRouter(prefix=API_PREFIX, responses=PROBLEM_RESPONSES, tags=["usage"])
@@ -51,8 +53,25 @@ class ErrorCount(BaseModel):
     requests: int
 
 
+class PlanLimit(BaseModel):
+    used: int
+    limit: int | None  # None: unlimited
+
+
+class PlanUsage(BaseModel):
+    """This month's use of the plan's monthly limits (whatever since/until say)."""
+
+    name: str
+    period: str
+    overage: str  # block: gateways refuse past a limit; flag: served, flagged for billing
+    executions: PlanLimit
+    tokens: PlanLimit
+    over: list[str]  # the limits reached this month
+
+
 class UsageOut(BaseModel):
     org: str
+    plan: PlanUsage
     since: datetime
     until: datetime
     group: str
@@ -171,6 +190,23 @@ def read_usage(
             .order_by(func.sum(c.requests).desc(), c.outcome)
             .limit(10)
         ).all()
+        this_month = db.execute(
+            plan_usage_query(month_start(now)).where(c.org_id == access.org.id)
+        ).first()
+        plan_name = access.org.plan
+    used = {
+        "executions": int(this_month[1]) if this_month else 0,
+        "tokens": int(this_month[2]) if this_month else 0,
+    }
+    limits = PLANS.get(plan_name, {})
+    plan = PlanUsage(
+        name=plan_name,
+        period=now.strftime("%Y-%m"),
+        overage=OVERAGE.get(plan_name, "flag"),
+        executions=PlanLimit(used=used["executions"], limit=limits.get("executions")),
+        tokens=PlanLimit(used=used["tokens"], limit=limits.get("tokens")),
+        over=[m for m in MONTHLY if limits.get(m) is not None and used[m] >= (limits[m] or 0)],
+    )
     series: dict[datetime, dict[str, Any]] = {}
     for row in series_rows:
         start = aware(row[0])
@@ -197,6 +233,7 @@ def read_usage(
     )
     return UsageOut(
         org=org,
+        plan=plan,
         since=since,
         until=until,
         group=group,

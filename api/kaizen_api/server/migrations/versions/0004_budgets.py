@@ -1,5 +1,5 @@
 """budgets (monthly token/cost limits per org, workspace, agent or caller) and the
-threshold events they emit
+threshold events they and the plans' monthly limits emit
 
 Revision ID: 0004
 Revises: 0003
@@ -50,7 +50,7 @@ def upgrade() -> None:
         sa.Column("spent", sa.BigInteger(), nullable=False),
         sa.Column("at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("budget_id", "period", "threshold"),
+        sa.UniqueConstraint("org_id", "budget_id", "period", "threshold"),
     )
     op.create_index(
         op.f("ix_budget_events_budget_id"), "budget_events", ["budget_id"], unique=False
