@@ -297,3 +297,18 @@ class BudgetEvent(SQLModel, table=True):
     threshold: int
     spent: int = Field(sa_column=Column(BigInteger, nullable=False))
     at: datetime = Field(default_factory=utcnow)
+
+
+class BillingPeriod(SQLModel, table=True):
+    """A closed month of an organization: its frozen summary (usage, cost, plan,
+    overage) and the SHA-256 of that document, never recomputed once stored."""
+
+    __tablename__ = "billing_periods"
+    __table_args__ = (UniqueConstraint("org_id", "period"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    period: str = Field(max_length=7)  # YYYY-MM
+    closed_at: datetime = Field(default_factory=utcnow)
+    summary: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    digest: str = Field(max_length=64)

@@ -10,6 +10,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
 from kaizen_api.metering import ExceededBudget, UsageRecord
@@ -197,3 +198,56 @@ def test_a_plans_monthly_limit_blocks_on_free_and_is_flagged_on_pro(facade: Faca
             sa.text("SELECT count(*) FROM budget_events WHERE budget_id = 'plan:tokens'")
         ).scalar_one()
     assert flagged == 2  # each org's, once however often it is evaluated
+
+
+def test_a_closed_billing_period_is_frozen_and_reproducible(
+    facade: Facade, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from kaizen_api.server.__main__ import main as kaizen_api
+    from kaizen_api.server.billing import close_period, digest
+
+    owner, billing, dev, other = (facade.user(n) for n in ("owner", "billing", "dev", "other"))
+    org = facade.org(owner)
+    ns = facade.workspace(owner, org, "ml")
+    facade.member(owner, org, billing, "billing_admin")
+    facade.member(owner, org, dev, "developer")
+    engine = facade.client.app.state.kaizen.engine
+    with engine.begin() as db:  # an organization that existed in October
+        db.execute(
+            sa.text("UPDATE organizations SET created_at = :t WHERE slug = :s"),
+            {"t": datetime(2026, 9, 1, tzinfo=UTC), "s": org},
+        )
+    october = datetime(2026, 10, 15, 12, tzinfo=UTC).timestamp()
+    november = datetime(2026, 11, 2, tzinfo=UTC).timestamp()
+    store = UsageStore(engine)
+    store.ingest(
+        [(ns, served("helper", cost=0.25, at=october)) for _ in range(3)]
+        + [(ns, served("helper", outcome="upstream_error", cost=0.0, at=october))]
+        + [(ns, served("helper", cost=9.0, at=november))]
+    )
+    with pytest.raises(ValueError, match="has not ended"):
+        close_period(engine, datetime.now(UTC).strftime("%Y-%m"))
+
+    monkeypatch.setenv("KAIZEN_DATABASE_URL", str(engine.url.render_as_string(False)))
+    assert kaizen_api(["close-period", "--period", "2026-10"]) == 0
+    assert org in capsys.readouterr().out
+    period = facade.call("GET", f"/orgs/{org}/billing/periods/2026-10", billing).json()
+    summary = period["summary"]
+    assert summary["usage"]["requests"] == 4 and summary["usage"]["errors"] == 1
+    assert summary["cost_usd"] == 0.75 and summary["plan"]["name"] == "free"
+    assert summary["by_workspace"]["ml"]["requests"] == 4
+    assert summary["overage"] == {}
+    assert period["digest"] == digest(summary)  # anyone can recompute it from the document
+
+    # Late records and a second run leave the closed month as it was.
+    store.ingest([(ns, served("helper", cost=1.0, at=october))])
+    assert close_period(engine, "2026-10") == []
+    again = facade.call("GET", f"/orgs/{org}/billing/periods/2026-10", owner).json()
+    assert again == period
+    listed = facade.call("GET", f"/orgs/{org}/billing/periods", owner).json()
+    assert [p["period"] for p in listed] == ["2026-10"]
+
+    assert facade.call("GET", f"/orgs/{org}/billing/periods", dev).status_code == 403
+    assert facade.call("GET", f"/orgs/{org}/billing/periods/2026-10", other).status_code == 404
+    missing = facade.call("GET", f"/orgs/{org}/billing/periods/2026-09", owner)
+    assert missing.status_code == 404 and "close-period" in missing.json()["detail"]

@@ -10,14 +10,17 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import func, select
+from sqlmodel import col
+from sqlmodel import select as select_model
 
 from kaizen_api.server.access import CurrentPrincipal
 from kaizen_api.server.budgets import plan_usage_query
 from kaizen_api.server.db import aware, session
+from kaizen_api.server.models import BillingPeriod
 from kaizen_api.server.problems import API_PREFIX, PROBLEM_RESPONSES, Problem
 from kaizen_api.server.routes.orgs import access_to
 from kaizen_api.server.state import AppState, app_state
@@ -319,4 +322,56 @@ def export_usage(
         lines(),
         media_type="text/csv",
         headers={"content-disposition": f'attachment; filename="{name}.csv"'},
+    )
+
+
+class PeriodOut(BaseModel):
+    period: str
+    closed_at: datetime
+    digest: str  # SHA-256 of the summary's canonical JSON (sorted keys, no spaces)
+    summary: dict[str, Any]
+
+
+@router.get("/orgs/{org}/billing/periods", response_model=list[PeriodOut])
+def list_periods(org: str, principal: CurrentPrincipal, state: State) -> list[PeriodOut]:
+    """The organization's closed months, newest first, with their frozen summaries."""
+    with session(state.engine) as db:
+        access = access_to(db, principal, org, "billing:read")
+        rows = db.exec(
+            select_model(BillingPeriod)
+            .where(BillingPeriod.org_id == access.org.id)
+            .order_by(col(BillingPeriod.period).desc())
+        ).all()
+    return [
+        PeriodOut(period=p.period, closed_at=aware(p.closed_at), digest=p.digest, summary=p.summary)
+        for p in rows
+    ]
+
+
+@router.get("/orgs/{org}/billing/periods/{period}", response_model=PeriodOut)
+def read_period(
+    org: str,
+    period: Annotated[str, Path(pattern=r"^\d{4}-\d{2}$")],
+    principal: CurrentPrincipal,
+    state: State,
+) -> PeriodOut:
+    with session(state.engine) as db:
+        access = access_to(db, principal, org, "billing:read")
+        found = db.exec(
+            select_model(BillingPeriod).where(
+                BillingPeriod.org_id == access.org.id, BillingPeriod.period == period
+            )
+        ).first()
+    if found is None:
+        raise Problem(
+            404,
+            "not-found",
+            "No such billing period",
+            f"{period} is not closed for {org} (kaizen-api close-period closes last month)",
+        )
+    return PeriodOut(
+        period=found.period,
+        closed_at=aware(found.closed_at),
+        digest=found.digest,
+        summary=found.summary,
     )
