@@ -27,13 +27,16 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
+from kaizen_api.metering import UsageRecord
 from kaizen_api.mounted import MountedFiles
 from kaizen_api.netguard_aiohttp import guarded_connector
 from kaizen_api.v1alpha1.agent import ToolType
 from kaizen_api.v1alpha1.bundle import KNOWLEDGE_MOUNT, SECRETS_MOUNT, BundledAgent
 from kaizen_api.v1alpha1.gateway import requires_api_key
 from kaizen_gateway import answers, metrics, tracing
+from kaizen_gateway.budgets import Budgets
 from kaizen_gateway.bundle import BundleHolder
 from kaizen_gateway.chat import (
     PARAM_KEYS,
@@ -66,6 +69,7 @@ from kaizen_gateway.redislink import RedisLink, RedisUnavailable
 from kaizen_gateway.tools import RunnerFactory, ToolRunner, runners_for
 from kaizen_gateway.tools.http import HTTPToolRunner, function_spec
 from kaizen_gateway.tools.mcp import MCPConnections, MCPToolRunner
+from kaizen_gateway.usage import DeliveredBeforeAnswer, UsageMeter, new_uid, outcome_label
 
 log = logging.getLogger("kaizen_gateway")
 SOURCES_HEADER = "x-kaizen-knowledge-sources"
@@ -138,6 +142,8 @@ class Gateway:
         )
         self.memory = ConversationMemory(self.redis)
         self.shared_limits = SharedBuckets(self.redis.client) if self.redis else None
+        self.meter = UsageMeter(self.redis)
+        self.budgets = Budgets(self.redis)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -160,6 +166,7 @@ class Gateway:
         )
         self.reload()
         self.mcp.start()
+        self.meter.start()
         self._watch = asyncio.create_task(self._watch_loop())
         await self.knowledge.start(
             self.session,
@@ -176,6 +183,7 @@ class Gateway:
                 await self._watch
         await self.mcp.stop()
         await self.memory.close()  # summaries in flight still need the upstream session
+        await self.meter.stop()  # before Redis closes: what is buffered is appended
         if self.session:
             await self.session.close()
         if self.tool_session:
@@ -315,6 +323,12 @@ class Gateway:
         wait, which = await link.call(lambda client: shared.take(client, buckets))
         if wait:
             raise self._limited(wait, who[which])
+
+    async def check_budget(self, agent: BundledAgent, caller: str) -> None:
+        """402 before any upstream call when a used-up budget covers this request."""
+        current = self.bundles.current
+        if current is not None:
+            await self.budgets.check(current.bundle.namespace, agent.name, caller)
 
     def scope(self) -> str:
         """The Gateway these pods serve, "namespace/name": memory and limits are kept per
@@ -548,7 +562,7 @@ class Gateway:
             status = exc.status
             raise
         finally:
-            self.account(agent, status, time.perf_counter() - started, usage)
+            self.observe(agent, status, time.perf_counter() - started, usage)
 
     def price(self, agent: BundledAgent, usage: Mapping[str, int]) -> float:
         """Estimated cost of an agent's usage."""
@@ -559,22 +573,93 @@ class Gateway:
             int(usage.get("completion_tokens", 0)),
         )
 
-    def account(
+    def observe(
         self, agent: BundledAgent, status: int, seconds: float, usage: dict[str, Any] | None
-    ) -> None:
+    ) -> float:
+        """Metrics of one finished agent call (any outcome); returns its estimated cost."""
         labels = (agent.name, str(agent.revision))
         metrics.REQUESTS.labels(*labels, str(status)).inc()
         metrics.LATENCY.labels(*labels).observe(seconds)
+        tokens_in = int(usage.get("prompt_tokens", 0)) if usage else 0
+        tokens_out = int(usage.get("completion_tokens", 0)) if usage else 0
+        cost = metrics.cost(self.settings.prices, agent.spec.model.name, tokens_in, tokens_out)
         if usage:
-            tokens_in, tokens_out = (
-                int(usage.get("prompt_tokens", 0)),
-                int(usage.get("completion_tokens", 0)),
-            )
             metrics.TOKENS.labels(*labels, "in").inc(tokens_in)
             metrics.TOKENS.labels(*labels, "out").inc(tokens_out)
-            metrics.COST.labels(*labels).inc(
-                metrics.cost(self.settings.prices, agent.spec.model.name, tokens_in, tokens_out)
-            )
+            metrics.COST.labels(*labels).inc(cost)
+        return cost
+
+    def account(
+        self,
+        agent: BundledAgent,
+        status: int,
+        seconds: float,
+        usage: dict[str, Any] | None,
+        *,
+        request_id: str,
+        caller: str,
+        code: str | None = None,
+        tool_calls: int = 0,
+    ) -> None:
+        """Metrics and the usage record of one finished agent request (any outcome)."""
+        cost = self.observe(agent, status, seconds, usage)
+        self.record_usage(
+            kind="agent",
+            name=agent.name,
+            revision=agent.revision,
+            model=agent.spec.model.name,
+            usage=usage,
+            cost=cost,
+            seconds=seconds,
+            status=status,
+            request_id=request_id,
+            caller=caller,
+            code=code,
+            tool_calls=tool_calls,
+        )
+
+    def record_usage(
+        self,
+        *,
+        kind: str,
+        name: str,
+        revision: int,
+        model: str,
+        usage: Mapping[str, int] | None,
+        cost: float,
+        seconds: float,
+        status: int,
+        request_id: str,
+        caller: str,
+        code: str | None = None,
+        tool_calls: int = 0,
+    ) -> None:
+        """The one usage record of a served request: an agent's, or a pipeline's with its
+        steps' usage summed (steps make no records of their own: nothing counts twice)."""
+        current = self.bundles.current
+        if current is None:
+            return
+        self.meter.record(
+            current.bundle.namespace,
+            UsageRecord(
+                uid=new_uid(),
+                request_id=request_id[:64],
+                time=time.time(),
+                gateway=current.bundle.gateway,
+                kind=kind,
+                name=name,
+                revision=revision,
+                caller=caller,
+                model=model,
+                tokens_in=int(usage.get("prompt_tokens", 0)) if usage else 0,
+                tokens_out=int(usage.get("completion_tokens", 0)) if usage else 0,
+                tool_calls=tool_calls,
+                latency_ms=round(seconds * 1000, 3),
+                cost_usd=cost,
+                status=status,
+                outcome=outcome_label(status, code),
+            ),
+        )
 
 
 async def complete(agent: BundledAgent, provider: Any, chat: ChatRequest) -> dict[str, Any]:
@@ -693,7 +778,7 @@ class Remembered:
         await self.gw.remember(self.agent, self.recall, self.turn, self.outcome.message)
 
 
-def build_app(gw: Gateway) -> Starlette:
+def build_app(gw: Gateway) -> ASGIApp:
     """The ASGI application around a Gateway."""
 
     async def healthz(_: Request) -> Response:
@@ -773,10 +858,16 @@ def build_app(gw: Gateway) -> Starlette:
         waited = run.model_seconds + run.tool_seconds
         return first, _headers(agent, started, waited, request_id)
 
-    def finisher(agent: BundledAgent, started: float) -> Any:
+    def finisher(agent: BundledAgent, started: float, request_id: str, caller: str) -> Any:
         def done(status: int, outcome: Outcome | None) -> None:
             gw.account(
-                agent, status, time.perf_counter() - started, outcome.usage if outcome else None
+                agent,
+                status,
+                time.perf_counter() - started,
+                outcome.usage if outcome else None,
+                request_id=request_id,
+                caller=caller,
+                tool_calls=len(outcome.tools) if outcome else 0,
             )
 
         return done
@@ -786,13 +877,17 @@ def build_app(gw: Gateway) -> Starlette:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
+        caller = "-"
         try:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
             pipeline = pipelines.find(gw, body.get("model"))
             if pipeline is not None:
-                return await pipelines.chat(gw, body, pipeline, request_id)
+                return await pipelines.chat(
+                    gw, body, pipeline, pipelines.Charge(gw, request_id, caller)
+                )
             agent = gw.agent(body.get("model"))
+            await gw.check_budget(agent, caller)
             await gw.mcp.prepare(agent.spec.tools)
             tools = gw.agent_tools(agent)
             recall = await gw.recall(
@@ -815,7 +910,7 @@ def build_app(gw: Gateway) -> Starlette:
                     events,
                     agent.name,
                     request_id,
-                    memo.capture(finisher(agent, started)),
+                    memo.capture(finisher(agent, started, request_id, caller)),
                     lambda: metrics.TTFT.labels(*labels).observe(time.perf_counter() - started),
                 )
                 if knowledge.hits:
@@ -828,7 +923,15 @@ def build_app(gw: Gateway) -> Starlette:
             outcome = await outcome_of(loop(agent, chat, tools, False).events())
         except GatewayError as exc:
             if agent is not None:
-                gw.account(agent, exc.status, time.perf_counter() - started, None)
+                gw.account(
+                    agent,
+                    exc.status,
+                    time.perf_counter() - started,
+                    None,
+                    request_id=request_id,
+                    caller=caller,
+                    code=exc.code,
+                )
             return _error(exc, {"x-request-id": request_id})
         await gw.remember(agent, recall, turn or [], outcome.message)
         result = answers.completion(outcome, agent.name, request_id)
@@ -836,7 +939,15 @@ def build_app(gw: Gateway) -> Starlette:
         if knowledge.hits:  # an extra field OpenAI clients keep (model_extra), and a header
             result["sources"] = knowledge.sources()
             headers[SOURCES_HEADER] = knowledge.header()
-        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
+        gw.account(
+            agent,
+            200,
+            time.perf_counter() - started,
+            outcome.usage,
+            request_id=request_id,
+            caller=caller,
+            tool_calls=len(outcome.tools),
+        )
         return Response(encode(result), media_type="application/json", headers=headers)
 
     @tracing.traced("/agents/{name}/invoke")
@@ -844,10 +955,12 @@ def build_app(gw: Gateway) -> Starlette:
         started = time.perf_counter()
         request_id = request.headers.get("x-request-id") or new_request_id()
         agent: BundledAgent | None = None
+        caller = "-"
         try:
             caller = await gw.check_access(request)
             body = await gw.read_json(request)
             agent = gw.agent(request.path_params["name"])
+            await gw.check_budget(agent, caller)
             text = body.get("input")
             if not isinstance(text, str) or not text:
                 raise GatewayError(400, "input must be a non-empty string", param="input")
@@ -886,7 +999,7 @@ def build_app(gw: Gateway) -> Starlette:
                             "sources": knowledge.sources(),
                         }
                     ),
-                    finisher(agent, started),
+                    finisher(agent, started, request_id, caller),
                 )
                 return StreamingResponse(
                     memo.around(sse),
@@ -896,10 +1009,26 @@ def build_app(gw: Gateway) -> Starlette:
             outcome = await outcome_of(events)
         except GatewayError as exc:
             if agent is not None:
-                gw.account(agent, exc.status, time.perf_counter() - started, None)
+                gw.account(
+                    agent,
+                    exc.status,
+                    time.perf_counter() - started,
+                    None,
+                    request_id=request_id,
+                    caller=caller,
+                    code=exc.code,
+                )
             return _error(exc, {"x-request-id": request_id})
         await gw.remember(agent, recall, turn, outcome.message)
-        gw.account(agent, 200, time.perf_counter() - started, outcome.usage)
+        gw.account(
+            agent,
+            200,
+            time.perf_counter() - started,
+            outcome.usage,
+            request_id=request_id,
+            caller=caller,
+            tool_calls=len(outcome.tools),
+        )
         out = answers.native(outcome, agent.name, agent.revision, started, request_id)
         out["sources"] = knowledge.sources()
         out.update(recall.native(body.get("conversationId")))
@@ -912,10 +1041,10 @@ def build_app(gw: Gateway) -> Starlette:
     async def invoke_pipeline(request: Request) -> Response:
         request_id = request.headers.get("x-request-id") or new_request_id()
         try:
-            await gw.check_access(request)
+            caller = await gw.check_access(request)
         except GatewayError as exc:
             return _error(exc, {"x-request-id": request_id})
-        return await pipelines.invoke(gw, request, request_id)
+        return await pipelines.invoke(gw, request, pipelines.Charge(gw, request_id, caller))
 
     async def conversation(request: Request) -> Response:
         """GET: the caller's stored conversation; DELETE: forget it (204). 404 when the
@@ -961,7 +1090,7 @@ def build_app(gw: Gateway) -> Starlette:
         finally:
             await gw.stop()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -974,3 +1103,5 @@ def build_app(gw: Gateway) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    # Each request's usage record reaches Redis before its answer's last bytes.
+    return DeliveredBeforeAnswer(app, gw.meter, 2 * gw.settings.redis_timeout)

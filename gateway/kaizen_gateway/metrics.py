@@ -170,6 +170,33 @@ PIPELINES_SERVED = Gauge(
     "Pipelines in the current bundle that this gateway serves",
     registry=REGISTRY,
 )
+USAGE_BUFFERED = Gauge(
+    "kaizen_gateway_usage_buffered",
+    "Usage records waiting in this process for Redis (bounded; see usage_dropped)",
+    registry=REGISTRY,
+)
+USAGE_DROPPED = Counter(
+    "kaizen_gateway_usage_dropped_total",
+    "Usage records lost, by reason (buffer_full while Redis was away, no_redis configured)",
+    ["reason"],
+    registry=REGISTRY,
+)
+USAGE_APPENDED = Counter(
+    "kaizen_gateway_usage_appended_total",
+    "Usage records appended to the Gateway's Redis stream",
+    registry=REGISTRY,
+)
+USAGE_REPLAYED = Counter(
+    "kaizen_gateway_usage_replayed_total",
+    "Usage records appended again after Redis came back empty (the facade keeps one each)",
+    registry=REGISTRY,
+)
+BUDGET_REFUSALS = Counter(
+    "kaizen_gateway_budget_refusals_total",
+    "Requests refused (402) because a used-up budget covers them, by agent and budget",
+    ["agent", "budget"],
+    registry=REGISTRY,
+)
 
 # USD per 1M tokens (input, output); overridable with --prices FILE (JSON of the same shape).
 DEFAULT_PRICES: dict[str, tuple[float, float]] = {

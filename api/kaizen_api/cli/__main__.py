@@ -116,6 +116,7 @@ def main() -> None:
         export,
         pipelines,
         policies,
+        usage,
         webhooks,
     )
 

@@ -14,7 +14,7 @@ from kaizen_api.server.settings import Settings
 
 def main(argv: list[str] | None = None) -> int:
     """``kaizen-api [serve]`` (default), ``migrate``, ``purge-audit``,
-    ``sync-workspaces`` or ``openapi``."""
+    ``sync-workspaces``, ``close-period`` or ``openapi``."""
     parser = argparse.ArgumentParser(
         prog="kaizen-api",
         description="The multi-tenant REST facade. Settings come from the environment: "
@@ -26,14 +26,15 @@ def main(argv: list[str] | None = None) -> int:
         "KAIZEN_REGISTER_LIMIT, KAIZEN_REGISTER_WINDOW, KAIZEN_PASSWORD_HASH_CONCURRENCY, "
         "KAIZEN_PASSWORD_HASH_WAIT, KAIZEN_ANONYMOUS_AUDIT_LIMIT, KAIZEN_AUDIT_MAX_BACKLOG, "
         "KAIZEN_WORKSPACE_ROLE, KAIZEN_SERVICE_ACCOUNT, KAIZEN_SELF_SERVICE_PLANS, "
-        "KAIZEN_PLATFORM_ADMINS, KAIZEN_CONSOLE_DIR.",
+        "KAIZEN_PLATFORM_ADMINS, KAIZEN_CONSOLE_DIR, KAIZEN_USAGE_REDIS_URL, "
+        "KAIZEN_USAGE_RETENTION_DAYS, KAIZEN_USAGE_CLAIM_IDLE_MS.",
     )
     parser.add_argument("--version", action="version", version=version("kaizen-studio"))
     parser.add_argument(
         "command",
         nargs="?",
         default="serve",
-        choices=["serve", "migrate", "purge-audit", "sync-workspaces", "openapi"],
+        choices=["serve", "migrate", "purge-audit", "sync-workspaces", "close-period", "openapi"],
         help="sync-workspaces: re-apply every workspace's Namespace, RoleBindings and "
         "quota from the database (after a restore); openapi: write the web console's "
         "OpenAPI document and role tables (console/src/api/)",
@@ -47,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="0.0.0.0")  # noqa: S104 - a server's job
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--no-migrate", action="store_true", help="Do not migrate at start-up.")
+    parser.add_argument(
+        "--period",
+        help="close-period: the month to close, YYYY-MM (default: the previous month)",
+    )
     parser.add_argument(
         "--adopt",
         action="store_true",
@@ -72,6 +77,18 @@ def main(argv: list[str] | None = None) -> int:
         owner_url = settings.migration_database_url or settings.database_url
         removed = AuditWriter(engine_for(owner_url)).purge(settings.audit_retention_days)
         print(f"removed {removed} audit record(s) older than {settings.audit_retention_days} days")
+        return 0
+    if args.command == "close-period":
+        from kaizen_api.server.billing import close_period, previous_period
+        from kaizen_api.server.db import engine_for
+
+        period = args.period or previous_period()
+        try:
+            closed = close_period(engine_for(settings.database_url), period)
+        except ValueError as exc:
+            print(f"kaizen-api: {exc}", file=sys.stderr)
+            return 2
+        print(f"closed {period} for {len(closed)} organization(s): {', '.join(closed) or '-'}")
         return 0
     from kubernetes.config import ConfigException
 

@@ -19,13 +19,22 @@ from kaizen_api.server.kube import Kube
 from kaizen_api.server.limits import BodyLimit
 from kaizen_api.server.ratelimit import SlidingWindow
 from kaizen_api.server.routes import audit as audit_routes
-from kaizen_api.server.routes import auth, keys, orgs, resources, workspaces
+from kaizen_api.server.routes import (
+    auth,
+    budgets,
+    keys,
+    orgs,
+    resources,
+    usage,
+    workspaces,
+)
 from kaizen_api.server.routes import policies as policy_routes
 from kaizen_api.server.routes import webhooks as webhook_routes
 from kaizen_api.server.security import PasswordWork, SigningKeys
 from kaizen_api.server.settings import Settings
 from kaizen_api.server.state import AppState
 from kaizen_api.server.throttle import AuthThrottle
+from kaizen_api.server.usage import UsageConsumer, UsageStore
 from kaizen_api.server.watch import Watcher
 from kaizen_api.server.webhooks import Deliverer
 
@@ -76,9 +85,23 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
             deliverer.start()
         if settings.webhooks.watch:
             watcher.start()
+        consumer = (
+            UsageConsumer(
+                UsageStore(engine),
+                settings.usage_redis_url,
+                claim_idle_ms=settings.usage_claim_idle_ms,
+                retention_days=settings.usage_retention_days,
+            )
+            if settings.usage_redis_url
+            else None
+        )
+        if consumer is not None:
+            consumer.start()
         try:
             yield
         finally:
+            if consumer is not None:
+                consumer.stop()
             await watcher.stop()
             await deliverer.stop()
             writer.close()  # records kept through a database outage: a last try
@@ -107,6 +130,8 @@ def create_app(settings: Settings, *, run_migrations: bool = True) -> FastAPI:
         policy_routes,
         resources,
         audit_routes,
+        usage,
+        budgets,
     ):
         app.router.routes.extend(module.router.routes)
     app.include_router(auth.jwks_router)

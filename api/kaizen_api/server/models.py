@@ -207,3 +207,135 @@ class PolicySetState(SQLModel, table=True):
     org_id: str = Field(foreign_key="organizations.id", primary_key=True)
     mode: str = Field(default="restrict", max_length=20)
     version: int = 0
+
+
+class UsageRow(SQLModel, table=True):
+    """One request a gateway served (kaizen_api.metering.UsageRecord), stored once per
+    (namespace, uid) whatever Redis redelivers. Attributed to the organization and
+    workspace of the namespace whose stream carried it. Kept for the raw retention."""
+
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        UniqueConstraint("namespace", "uid"),
+        Index("ix_usage_records_org_time", "org_id", "time"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    uid: str = Field(max_length=64)
+    namespace: str = Field(max_length=63)
+    org_id: str | None = Field(default=None, max_length=32)  # None: no workspace's namespace
+    workspace: str = Field(default="", max_length=30)
+    gateway: str = Field(max_length=253)
+    kind: str = Field(max_length=10)
+    name: str = Field(max_length=253)
+    revision: int
+    caller: str = Field(max_length=253)
+    model: str = Field(max_length=253)
+    request_id: str = Field(max_length=253)
+    time: datetime
+    tokens_in: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tokens_out: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tool_calls: int
+    latency_ms: float
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    status: int
+    outcome: str = Field(max_length=253)
+
+
+class UsageRollup(SQLModel, table=True):
+    """Usage summed per hour or day and per every dimension the usage API filters on;
+    kept for the billing history after raw records are purged. Updated in the same
+    transaction as the raw record's insert, so each record is counted once."""
+
+    __tablename__ = "usage_rollups"
+    __table_args__ = (
+        UniqueConstraint(
+            "period",
+            "start",
+            "org_id",
+            "workspace",
+            "gateway",
+            "kind",
+            "name",
+            "caller",
+            "model",
+            "outcome",
+            name="uq_usage_rollups_bucket",
+        ),
+        Index("ix_usage_rollups_org", "org_id", "period", "start"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    )
+    period: str = Field(max_length=5)  # hour | day
+    start: datetime
+    org_id: str = Field(max_length=32)
+    workspace: str = Field(max_length=30)
+    gateway: str = Field(max_length=253)
+    kind: str = Field(max_length=10)
+    name: str = Field(max_length=253)
+    caller: str = Field(max_length=253)
+    model: str = Field(max_length=253)
+    outcome: str = Field(max_length=253)
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tokens_in: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tokens_out: int = Field(sa_column=Column(BigInteger, nullable=False))
+    tool_calls: int = Field(sa_column=Column(BigInteger, nullable=False))
+    latency_ms: float  # summed: divided by requests for the mean
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class Budget(SQLModel, table=True):
+    """A monthly (calendar month, UTC) token or cost budget of an organization, one of
+    its workspaces, an agent or a caller (API key hash). Used up, the gateways refuse
+    the requests it covers (402) until the month ends or the limit is raised."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (UniqueConstraint("org_id", "name"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    name: str = Field(max_length=63)
+    scope: str = Field(max_length=10)  # org | workspace | agent | key
+    workspace: str = Field(default="", max_length=30)  # "" for every workspace
+    target: str = Field(default="", max_length=253)  # agent name or caller
+    metric: str = Field(max_length=10)  # tokens | cost
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))  # tokens or micro-USD
+    thresholds: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class BudgetEvent(SQLModel, table=True):
+    """A budget crossed one of its thresholds (percent) in a month, or an organization
+    went past a plan's monthly limit (budget_id ``plan:<metric>``): recorded once."""
+
+    __tablename__ = "budget_events"
+    __table_args__ = (UniqueConstraint("org_id", "budget_id", "period", "threshold"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    budget_id: str = Field(max_length=32, index=True)
+    org_id: str = Field(max_length=32, index=True)
+    period: str = Field(max_length=7)  # YYYY-MM
+    threshold: int
+    spent: int = Field(sa_column=Column(BigInteger, nullable=False))
+    at: datetime = Field(default_factory=utcnow)
+
+
+class BillingPeriod(SQLModel, table=True):
+    """A closed month of an organization: its frozen summary (usage, cost, plan,
+    overage) and the SHA-256 of that document, never recomputed once stored."""
+
+    __tablename__ = "billing_periods"
+    __table_args__ = (UniqueConstraint("org_id", "period"),)
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    org_id: str = Field(foreign_key="organizations.id", index=True)
+    period: str = Field(max_length=7)  # YYYY-MM
+    closed_at: datetime = Field(default_factory=utcnow)
+    summary: dict[str, object] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    digest: str = Field(max_length=64)

@@ -91,6 +91,12 @@ class Settings:
     policy_refresh_seconds: float = 1.0
     # TEST ONLY: take a policy's request time from the X-Kaizen-Test-Time header.
     policy_test_clock: bool = False
+    # Usage metering: the Redis the gateways append usage records to (empty: no
+    # consumer in this process), how long raw records are kept (rollups stay), and how
+    # long a record read by a replica that died waits before another takes it over.
+    usage_redis_url: str = ""
+    usage_retention_days: int = 90
+    usage_claim_idle_ms: int = 30_000
 
     def is_platform_admin(self, email: str) -> bool:
         admins = {a.strip().lower() for a in self.platform_admins.split(",") if a.strip()}
@@ -151,4 +157,7 @@ class Settings:
                 os.environ.get("KAIZEN_POLICY_REFRESH", cls.policy_refresh_seconds)
             ),
             policy_test_clock=os.environ.get("KAIZEN_POLICY_TEST_CLOCK", "") == "1",
+            usage_redis_url=os.environ.get("KAIZEN_USAGE_REDIS_URL", cls.usage_redis_url),
+            usage_retention_days=_int("KAIZEN_USAGE_RETENTION_DAYS", cls.usage_retention_days),
+            usage_claim_idle_ms=_int("KAIZEN_USAGE_CLAIM_IDLE_MS", cls.usage_claim_idle_ms),
         )

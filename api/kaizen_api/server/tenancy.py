@@ -29,12 +29,35 @@ KINDS = ("agents", "pipelines", "gateways", "scalingpolicies", "promotions")
 # namespace's ResourceQuota, each kind up to the plan's number), so the number of
 # workspaces is limited too. Pipelines count on their own: they cost no compute, but a
 # workspace must not fill etcd with them either.
+# Executions (answered requests) and tokens count per calendar month (UTC) from the
+# usage rollups; past them, OVERAGE says whether the gateways refuse (block) or serve
+# and the month is flagged (flag) for billing. See kaizen_api.server.budgets.
 PLANS: dict[str, dict[str, int | None]] = {
-    "free": {"agents": 10, "users": 3, "workspaces": 3},
-    "pro": {"agents": 100, "users": None, "workspaces": 25},
-    "enterprise": {"agents": None, "users": None, "workspaces": None},
+    "free": {
+        "agents": 10,
+        "users": 3,
+        "workspaces": 3,
+        "executions": 10_000,
+        "tokens": 1_000_000,
+    },
+    "pro": {
+        "agents": 100,
+        "users": None,
+        "workspaces": 25,
+        "executions": 100_000,
+        "tokens": 50_000_000,
+    },
+    "enterprise": {
+        "agents": None,
+        "users": None,
+        "workspaces": None,
+        "executions": None,
+        "tokens": None,
+    },
 }
 QUOTA_KINDS = ("agents", "pipelines")  # counted by the plan's ResourceQuota
+OVERAGE = {"free": "block", "pro": "flag", "enterprise": "flag"}
+MONTHLY = ("executions", "tokens")
 
 
 def user_name(email: str) -> str:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
@@ -53,12 +54,42 @@ def not_found(gw: Gateway, name: Any) -> GatewayError:
     )
 
 
+@dataclass(frozen=True)
+class Charge:
+    """Who a pipeline run is metered to: its gateway, request id and caller."""
+
+    gw: Gateway
+    request_id: str
+    caller: str
+
+
 def account(
-    pipeline: BundledPipeline, status: int, started: float, result: PipelineResult | None
+    charge: Charge,
+    pipeline: BundledPipeline,
+    status: int,
+    started: float,
+    result: PipelineResult | None,
+    code: str | None = None,
 ) -> None:
+    """Metrics and the one usage record of a pipeline run (usage summed over its steps)."""
+    seconds = time.perf_counter() - started
+    charge.gw.record_usage(
+        kind="pipeline",
+        name=pipeline.name,
+        revision=pipeline.revision,
+        model=pipeline.name,
+        usage=result.usage if result is not None else None,
+        cost=result.cost if result is not None else 0.0,
+        seconds=seconds,
+        status=status,
+        request_id=charge.request_id,
+        caller=charge.caller,
+        code=code,
+        tool_calls=len(result.steps) if result is not None else 0,
+    )
     labels = (pipeline.name, str(pipeline.revision))
     metrics.PIPELINE_REQUESTS.labels(*labels, str(status)).inc()
-    metrics.PIPELINE_LATENCY.labels(*labels).observe(time.perf_counter() - started)
+    metrics.PIPELINE_LATENCY.labels(*labels).observe(seconds)
     if result is not None:
         metrics.PIPELINE_TOKENS.labels(*labels, "in").inc(result.usage.get("prompt_tokens", 0))
         metrics.PIPELINE_TOKENS.labels(*labels, "out").inc(result.usage.get("completion_tokens", 0))
@@ -114,10 +145,11 @@ async def _events(
                 await task
 
 
-async def invoke(gw: Gateway, request: Request, request_id: str) -> Response:
+async def invoke(gw: Gateway, request: Request, charge: Charge) -> Response:
     """``POST /pipelines/{name}/invoke`` after the access check: ``{"input": "...",
     "stream": false}``."""
     started = time.perf_counter()
+    request_id = charge.request_id
     ids = {"x-request-id": request_id}
     try:
         body = await gw.read_json(request)
@@ -137,16 +169,16 @@ async def invoke(gw: Gateway, request: Request, request_id: str) -> Response:
     engine = engine_for(gw, snapshot)
     if stream:
         return StreamingResponse(
-            _native_sse(engine, pipeline, text, started, request_id),
+            _native_sse(engine, pipeline, text, started, charge),
             media_type="text/event-stream",
             headers={**headers(pipeline, request_id), "cache-control": "no-cache"},
         )
     try:
         result = await engine.run(pipeline, text)
     except GatewayError as exc:
-        account(pipeline, exc.status, started, None)
+        account(charge, pipeline, exc.status, started, None, exc.code)
         return error_response(exc, headers(pipeline, request_id))
-    account(pipeline, 200, started, result)
+    account(charge, pipeline, 200, started, result)
     return JSONResponse(
         {**result.as_json(), **_timing(started, request_id)},
         headers=headers(pipeline, request_id),
@@ -158,11 +190,11 @@ def _timing(started: float, request_id: str) -> dict[str, Any]:
 
 
 async def _native_sse(
-    engine: Engine, pipeline: BundledPipeline, text: str, started: float, request_id: str
+    engine: Engine, pipeline: BundledPipeline, text: str, started: float, charge: Charge
 ) -> AsyncIterator[str]:
     """``step.started`` / ``step.finished`` per step, then ``pipeline.finished`` (the
     whole answer, as the plain invoke returns it) or ``error``."""
-    status = 200
+    status, code, request_id = 200, None, charge.request_id
     result: PipelineResult | None = None
     events = _events(engine, pipeline, text)
     try:
@@ -178,11 +210,11 @@ async def _native_sse(
                 payload = {**data.as_json(), **_timing(started, request_id)}
                 yield f"event: pipeline.finished\ndata: {dumps(payload)}\n\n"
             else:
-                status = data.status
+                status, code = data.status, data.code
                 yield f"event: error\ndata: {dumps(data.body())}\n\n"
     finally:
         await events.aclose()  # type: ignore[attr-defined]
-        account(pipeline, status, started, result)
+        account(charge, pipeline, status, started, result, code)
 
 
 def chat_input(body: dict[str, Any]) -> str:
@@ -216,10 +248,11 @@ def chat_input(body: dict[str, Any]) -> str:
 
 
 async def chat(
-    gw: Gateway, body: dict[str, Any], found: tuple[LoadedBundle, BundledPipeline], request_id: str
+    gw: Gateway, body: dict[str, Any], found: tuple[LoadedBundle, BundledPipeline], charge: Charge
 ) -> Response:
     """Chat completions with a pipeline as the model (after the access check)."""
     started = time.perf_counter()
+    request_id = charge.request_id
     snapshot, pipeline = found
     try:
         text = chat_input(body)
@@ -227,21 +260,21 @@ async def chat(
         if not isinstance(stream, bool):
             raise GatewayError(400, "stream must be a boolean", param="stream")
     except GatewayError as exc:
-        account(pipeline, exc.status, started, None)
+        account(charge, pipeline, exc.status, started, None, exc.code)
         return error_response(exc, headers(pipeline, request_id))
     engine = engine_for(gw, snapshot)
     if stream:
         return StreamingResponse(
-            _chat_sse(engine, pipeline, text, started, request_id),
+            _chat_sse(engine, pipeline, text, started, charge),
             media_type="text/event-stream",
             headers={**headers(pipeline, request_id), "cache-control": "no-cache"},
         )
     try:
         result = await engine.run(pipeline, text)
     except GatewayError as exc:
-        account(pipeline, exc.status, started, None)
+        account(charge, pipeline, exc.status, started, None, exc.code)
         return error_response(exc, headers(pipeline, request_id))
-    account(pipeline, 200, started, result)
+    account(charge, pipeline, 200, started, result)
     answer = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion",
@@ -289,13 +322,13 @@ def _chunk(
 
 
 async def _chat_sse(
-    engine: Engine, pipeline: BundledPipeline, text: str, started: float, request_id: str
+    engine: Engine, pipeline: BundledPipeline, text: str, started: float, charge: Charge
 ) -> AsyncIterator[str]:
     """OpenAI's chunk stream: a comment line per step event and while steps run (every
     SSE client skips them), the final step's answer as it comes (or the output in one
     chunk when the final step is not an agent's), the finish chunk with the summed
     usage, and ``[DONE]``; a failed run sends the error object instead."""
-    status, streamed = 200, False
+    status, code, streamed, request_id = 200, None, False, charge.request_id
     result: PipelineResult | None = None
     events = _events(engine, pipeline, text)
     name = pipeline.name
@@ -315,9 +348,9 @@ async def _chat_sse(
                     yield _chunk(request_id, name, {"content": data.output}, None)
                 yield _chunk(request_id, name, {}, "stop", data.usage)
             else:
-                status = data.status
+                status, code = data.status, data.code
                 yield f"data: {dumps(data.body())}\n\n"
     finally:
         await events.aclose()  # type: ignore[attr-defined]
-        account(pipeline, status, started, result)
+        account(charge, pipeline, status, started, result, code)
     yield "data: [DONE]\n\n"

@@ -26,6 +26,7 @@ OUTSIDE_ORGS = {
     ("GET", "/orgs"),
     ("POST", "/invitations/accept"),
     ("GET", "/policies/schema"),
+    ("GET", "/webhooks/event-types"),
 }
 # Organization routes not subject to its policies.
 EXEMPT = re.compile(r"^/orgs/\{org\}/(policies|policy-mode|policy-check)\b|^/orgs/\{org\}/plan$")
@@ -37,13 +38,22 @@ PARAMS = {
     "key_id": "k",
     "user_id": "u",
     "subject": "team:t",
+    "webhook_id": "w",
+    "delivery_id": "1",
+    "period": "2026-11",
 }
+# Required query parameters, so that validation (422) does not hide the check.
+QUERIES = {("GET", "/orgs/{org}/usage/export"): "?period=2026-11"}
 EMAIL = {"email": "someone@example.com", "role": "viewer"}
 # Valid bodies, so that a route's own validation (422) does not hide its check.
 BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/orgs/{org}/policies/{name}"): {"cedar": FORBID_ALL},
     ("PUT", "/orgs/{org}/policy-mode"): {"mode": "restrict"},
     ("POST", "/orgs/{org}/policy-check"): {"permission": "agents:read"},
+    ("POST", "/orgs/{org}/webhooks"): {"url": "https://hooks.example.com/kaizen"},
+    ("PATCH", "/orgs/{org}/webhooks/{webhook_id}"): {"active": True},
+    ("POST", "/orgs/{org}/webhooks/{webhook_id}/rotate"): {},
+    ("PUT", "/orgs/{org}/budgets/{name}"): {"scope": "org", "metric": "tokens", "limit": 1000},
     ("PUT", "/orgs/{org}/plan"): {"plan": "pro"},
     ("POST", "/orgs/{org}/members"): EMAIL,
     ("PUT", "/orgs/{org}/members/{user_id}"): EMAIL,
@@ -57,7 +67,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/orgs/{org}/workspaces/{ws}/{kind}/{name}"): agent("x"),
     ("POST", "/orgs/{org}/workspaces/{ws}/promotions/{name}/approve"): {"reason": "r"},
     ("POST", "/orgs/{org}/workspaces/{ws}/promotions/{name}/reject"): {"reason": "r"},
-    ("POST", "/orgs/{org}/workspaces/{ws}/agents/{name}/rollback"): {"revision": 1},
+    ("POST", "/orgs/{org}/workspaces/{ws}/{kind}/{name}/rollback"): {"revision": 1},
     ("PUT", "/orgs/{org}/workspaces/{ws}/scalingpolicies/{name}/override"): {
         "mode": "Pin",
         "replicas": 1,
@@ -94,6 +104,7 @@ def test_every_organization_route_consults_the_policies(facade: Facade) -> None:
         path = template.replace("{org}", org)
         for param, value in PARAMS.items():
             path = path.replace("{" + param + "}", value)
+        path += QUERIES.get((method, template), "")
         assert "{" not in path, f"add a sample value for {path} to PARAMS"
         body = BODIES.get((method, template))
         if route.body_field is not None and body is None:

@@ -1,7 +1,7 @@
 """access policies (Cedar) per organization and their set's version
 
 Revision ID: 0004_policies
-Revises: 0002
+Revises: 0003_webhooks
 Create Date: 2026-12-05 08:45:00
 """
 
