@@ -196,8 +196,8 @@ export function AgentDetail({ org, ws, name }: Ws & { name: string }) {
     queryKey: ["revisions", org, ws, name],
     queryFn: () =>
       ok(
-        api.GET("/api/v1/orgs/{org}/workspaces/{ws}/agents/{name}/revisions", {
-          params: { path: { org, ws, name } },
+        api.GET("/api/v1/orgs/{org}/workspaces/{ws}/{kind}/{name}/revisions", {
+          params: { path: { org, ws, kind: "agents", name } },
         }),
       ),
     refetchInterval: POLL_MS,
@@ -219,8 +219,8 @@ export function AgentDetail({ org, ws, name }: Ws & { name: string }) {
   const rollback = useMutation({
     mutationFn: (revision: number) =>
       ok(
-        api.POST("/api/v1/orgs/{org}/workspaces/{ws}/agents/{name}/rollback", {
-          params: { path: { org, ws, name } },
+        api.POST("/api/v1/orgs/{org}/workspaces/{ws}/{kind}/{name}/rollback", {
+          params: { path: { org, ws, kind: "agents", name } },
           body: { revision },
         }),
       ),
