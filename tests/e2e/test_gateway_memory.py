@@ -374,6 +374,15 @@ def test_a_hung_redis_costs_a_bounded_wait_then_memory_is_skipped(pair: Replicas
     Redis at once for a short pause instead of each waiting again."""
     conv = uuid.uuid4().hex
     assert chat(pair.urls[0], "chat", "before the hang", conv).headers["x-kaizen-memory"] == "used"
+
+    def stored() -> bool:
+        answer = conversation(pair.urls[0], "chat", conv)
+        return answer.status_code == 200 and len(answer.json()["turns"]) == 1
+
+    # The turn is written as the answer ends: be sure it is in Redis before it hangs.
+    deadline = time.monotonic() + 10
+    while not stored() and time.monotonic() < deadline:
+        time.sleep(0.1)
     pid = int((pair.redis_root / "redis.pid").read_text())
     os.kill(pid, signal.SIGSTOP)
     try:

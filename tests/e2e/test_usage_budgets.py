@@ -72,8 +72,10 @@ def test_a_used_up_budget_stops_the_next_request_on_every_replica(
                 error = refused.json()["error"]
                 assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
                 assert "'monthly'" in error["message"]
-                # The next request is refused on the other replica too, and an OpenAI
-                # client sees a status error it does not retry.
+                # The next request is refused on the other replica too (each replica
+                # re-reads the used-up budgets at most every 0.5 s), and an OpenAI client
+                # sees a status error it does not retry.
+                time.sleep(1.0)
                 for gw in replicas:
                     sdk = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="-", max_retries=0)
                     with pytest.raises(openai.APIStatusError) as caught:

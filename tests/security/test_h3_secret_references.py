@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.test_promotions import promotion
 from tests.integration.test_helm_chart import render
-from tests.support.kube import worker_policies
+from tests.support.kube import eventually, worker_policies
 from tests.support.objects import agent, gateway
 
 API = ("kaizen.studio", "v1alpha1")
@@ -100,7 +100,37 @@ def people(
                 ],
             },
         )
-    return {"dev": _as(crds, DEV), "ops": _as(crds, OPS)}
+    people = {"dev": _as(crds, DEV), "ops": _as(crds, OPS)}
+    _wait_until_enforced(people, namespace)
+    return people
+
+
+def _admitted(api: client.CustomObjectsApi, ns: str, secret: str) -> bool:
+    """Whether a dry-run Agent naming ``secret`` is admitted for this caller."""
+    model = {"provider": "openai", "name": "m", "credentialsSecretRef": {"name": secret}}
+    try:
+        api.create_namespaced_custom_object(
+            *API, ns, "agents", _agent("probe", model=model), dry_run="All"
+        )
+    except ApiException as exc:
+        if exc.status == 403:
+            return False
+        raise
+    return True
+
+
+def _wait_until_enforced(people: dict[str, client.CustomObjectsApi], ns: str) -> None:
+    """The apiserver applies a new policy binding, a namespace's new label and new
+    RoleBindings from its informers a moment after they are written (seconds on a
+    loaded machine): wait until both the refusal and the grant are in force."""
+    eventually(
+        lambda: (
+            not _admitted(people["dev"], ns, "production-keys")
+            and _admitted(people["ops"], ns, "llm-key")
+        ),
+        timeout=60,
+        what="the secret-references policy and the roles in force",
+    )
 
 
 def _named(body: dict[str, Any]) -> dict[str, Any]:
@@ -166,9 +196,19 @@ def test_changing_a_reference_is_checked_field_by_field(
     _create(ops, namespace, "agents", _agent("assistant", model=model, tools=[tool]))
 
     def update(change: Any) -> Any:
-        body = dev.get_namespaced_custom_object(*API, namespace, "agents", "assistant")
-        change(body["spec"])
-        return dev.replace_namespaced_custom_object(*API, namespace, "agents", "assistant", body)
+        # Read-modify-write, again on a 409: an operator of another test that watches
+        # every namespace may annotate the Agent in between.
+        for _ in range(10):
+            body = dev.get_namespaced_custom_object(*API, namespace, "agents", "assistant")
+            change(body["spec"])
+            try:
+                return dev.replace_namespaced_custom_object(
+                    *API, namespace, "agents", "assistant", body
+                )
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+        raise AssertionError("the Agent kept changing under the test")
 
     # A colleague may change the rest of an agent that names a Secret they cannot read.
     update(lambda spec: spec.update(systemPrompt="Be brief."))
