@@ -27,7 +27,10 @@ def engine_for(url: str) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        # The facade's background workers (usage consumer, budget publisher, webhook
+        # watch and deliveries) write beside the requests: a writer waits for SQLite's
+        # single write lock up to 30 s instead of failing at sqlite3's default 5 s.
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(conn: Any, _: Any) -> None:
